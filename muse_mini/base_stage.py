@@ -1,0 +1,139 @@
+"""Stage 2: training the base masked transformer on tokenised, captioned images.
+
+Glue only: the model is :mod:`muse_mini.transformer`, the loss (arccos masking,
+§2.6; 10% text dropout, §2.7) is :func:`muse_mini.transformer.masked_token_loss`,
+and the loop is the shared trainer (:func:`muse_mini.training.train`), so the
+run resumes bit-exactly. The optimiser follows Table 4 (Adafactor, β1 = 0.9,
+weight decay 0.045, cosine decay with warmup); the toy preset scales it.
+
+A run directory holds ``config.json`` (the whole :class:`MuseConfig`, and where
+the frozen tokenizer lives), ``data.npz`` (token maps and text embeddings), the
+checkpoints and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import equinox as eqx
+
+from muse_mini.config import MuseConfig, from_dict
+from muse_mini.token_data import TokenData, build_token_data
+from muse_mini.training import (
+    epoch_batch_indices, init_key, init_train_state, load_final, make_optimizer, make_train_step,
+    stage_complete, train,
+)
+
+
+def stage_metadata(run_dir: Path, cfg: MuseConfig, stage: str, **runs) -> dict:
+    """The run's ``config.json`` metadata: the whole config, and where its inputs live."""
+    return {
+        "stage": stage,
+        "config": cfg.to_dict(),
+        **{name: os.path.relpath(Path(path).resolve(), run_dir.resolve()) for name, path in runs.items()},
+    }
+
+
+def read_stage(run_dir) -> tuple[MuseConfig, dict]:
+    """The :class:`MuseConfig` and metadata stored in a stage's ``config.json``."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json; is this a muse_mini run directory?")
+    meta = json.loads(path.read_text())["metadata"]
+    return from_dict(MuseConfig, meta["config"]), meta
+
+
+def build_base(cfg: MuseConfig, key):
+    """The base transformer sized by ``cfg`` (vocabulary and grid from the tokenizer)."""
+    from muse_mini.transformer import BaseTransformer
+
+    return BaseTransformer(
+        cfg.base, vocab_size=cfg.tokenizer.codebook_size, seq_len=cfg.tokenizer.grid ** 2,
+        text_width=cfg.text.width, key=key,
+    )
+
+
+def cached_token_data(run_dir: Path, cfg: MuseConfig, tokenizer, highres_tokenizer=None,
+                      progress: bool = True) -> TokenData:
+    """``run_dir/data.npz``: tokenised training set, built once per run."""
+    path = run_dir / "data.npz"
+    if path.is_file():
+        return TokenData.load(path)
+    data = build_token_data(cfg, tokenizer, highres_tokenizer, cache_dir=run_dir.parent / "text-cache",
+                            progress=progress)
+    data.save(path)
+    return data
+
+
+def _base_loss(cfg: MuseConfig):
+    from muse_mini.transformer import masked_token_loss
+
+    def loss_fn(model, batch, key):
+        return masked_token_loss(
+            model, batch["tokens"], batch["text"], batch["text_mask"], key, cond_drop=cfg.base.cond_drop
+        )
+
+    return loss_fn
+
+
+def train_base(cfg: MuseConfig, run_dir, *, tokenizer_run, progress: bool = True):
+    """Train (or resume, or just load) the base model in ``run_dir``; returns it."""
+    from muse_mini.tokenizer_stage import load_tokenizer
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.base_train
+    optimizer = make_optimizer(tc)
+    state = init_train_state(build_base(cfg, init_key(tc.seed)), optimizer)
+    metadata = stage_metadata(run_dir, cfg, "base", tokenizer_run=tokenizer_run)
+    if stage_complete(run_dir):
+        batch_fn = None
+    else:
+        data = cached_token_data(run_dir, cfg, load_tokenizer(tokenizer_run), progress=progress)
+        batch_fn = lambda step: data.batch(epoch_batch_indices(len(data), tc.batch_size, tc.seed, step))
+    state = train(
+        run_dir, state=state, step_fn=make_train_step(_base_loss(cfg), optimizer),
+        batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
+    )
+    return state.model
+
+
+def load_base(run_dir):
+    """``(model, cfg)`` from a finished base run; the skeleton is built abstractly."""
+    cfg, _ = read_stage(run_dir)
+    optimizer = make_optimizer(cfg.base_train)
+    like = eqx.filter_eval_shape(lambda k: init_train_state(build_base(cfg, k), optimizer), init_key(0))
+    return load_final(run_dir, like).model, cfg
+
+
+# --------------------------------------------------------------------------
+# CLI
+
+
+def add_parsers(sub) -> None:
+    from muse_mini.cli import add_overrides_argument
+    from muse_mini.config import PRESETS
+
+    p = sub.add_parser("train-base", help="train the base masked transformer (resumable)")
+    p.add_argument("--preset", default="toy", choices=sorted(PRESETS))
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/demo/base")
+    p.add_argument("--tokenizer-run", default=None,
+                   help="finished base tokenizer run (default: RUN/../tokenizer-base)")
+    p.add_argument("--no-progress", action="store_true")
+    add_overrides_argument(p)
+    p.set_defaults(func=_cli_train)
+
+
+def _cli_train(args) -> None:
+    from muse_mini.config import get_preset
+
+    cfg = get_preset(args.preset, args.overrides)
+    run = Path(args.run)
+    tok = Path(args.tokenizer_run) if args.tokenizer_run else run.parent / "tokenizer-base"
+    if not stage_complete(tok):
+        raise FileNotFoundError(f"--tokenizer-run: {tok} holds no finished tokenizer run; "
+                                f"train one with `muse-mini train-tokenizer --stage base --run {tok}`")
+    train_base(cfg, run, tokenizer_run=tok, progress=not args.no_progress)
+    print(f"base model trained in {run}")

@@ -1,0 +1,200 @@
+"""``muse-mini demo``: the whole toy pipeline, stage by stage, into one directory.
+
+Every stage is skipped when its run is already finished, so a second run only
+re-renders the figures. Layout (``runs/demo`` for the quick recipe)::
+
+    shapes/             a sample grid with captions, captions.txt
+    text/               caption-embedding similarity matrix (§2.1)
+    tokenizer-base/     32×32 → 8×8 VQGAN run + reconstructions.png (§2.2)
+    tokenizer-highres/  64×64 → 16×16 VQGAN run + reconstructions.png
+    base/               base transformer run (§2.3)
+    superres/           super-res run (§2.4)
+    samples/            generated grids, accuracy.json (the evaluator's verdicts)
+    timings.json        wall time of each stage
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+RECIPES = {
+    # The quick recipe is the toy preset as it stands (make demo).
+    "quick": ("toy", "runs/demo", ()),
+    # The full recipe trains the same models for longer.
+    "full": ("toy", "runs/full", (
+        "tokenizer_train.steps=3000",
+        "data.num_examples=50000",
+        "base_train.steps=12000",
+        "superres_train.steps=6000",
+    )),
+}
+EVAL_PROMPTS = {"train": 48, "holdout": 16}
+SAMPLES_PER_PROMPT = 4
+
+
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _timed(timings: dict, name: str, fn):
+    start = time.perf_counter()
+    result = fn()
+    timings[name] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def render_shapes(out: Path, n: int = 24) -> None:
+    from muse_mini import viz
+    from muse_mini.shapes import generate
+
+    images, captions, _ = generate(n, seed=0, split="train")
+    (out / "shapes").mkdir(parents=True, exist_ok=True)
+    (out / "shapes" / "captions.txt").write_text("\n".join(captions) + "\n")
+    viz.save(viz.image_grid(images, captions, ncols=8), out / "shapes" / "grid.png")
+
+
+def render_text(cfg, out: Path, n: int = 12) -> None:
+    import matplotlib.pyplot as plt
+
+    from muse_mini import viz
+    from muse_mini.shapes import canonical_prompts
+    from muse_mini.text import EmbeddingCache, load_text_encoder
+
+    prompts = canonical_prompts("train", n=n)
+    cache = EmbeddingCache(load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length),
+                           directory=out / "text-cache")
+    emb, mask = cache.encode(prompts)
+    pooled = (np.asarray(emb) * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(pooled @ pooled.T, vmin=0, vmax=1, cmap="viridis")
+    ax.set_yticks(range(n), prompts, fontsize=6)
+    ax.set_xticks([])
+    fig.colorbar(im)
+    ax.set_title(f"{cfg.text.encoder}: cosine similarity of mean-pooled caption embeddings", fontsize=7)
+    fig.tight_layout()
+    viz.save(fig, out / "text" / "similarity.png")
+
+
+def render_reconstructions(cfg, run: Path, stage: str, n: int = 16) -> None:
+    from muse_mini import viz
+    from muse_mini.shapes import generate
+    from muse_mini.token_data import box_downsample
+    from muse_mini.tokenizer_stage import load_tokenizer, reconstruct
+
+    images, captions, _ = generate(n, seed=1, split="holdout")
+    if stage == "base":
+        images = box_downsample(images, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
+    recon = reconstruct(load_tokenizer(run), images)
+    both = np.concatenate([images, recon], axis=0)
+    viz.save(viz.image_grid(both, ncols=n, suptitle="hold-out originals (top) and reconstructions"),
+             run / "reconstructions.png")
+
+
+def evaluate_samples(pipe, out: Path, *, stage: str, label: str, **sampler) -> dict:
+    """Caption accuracy of generated images on canonical prompts (spec's headline metric)."""
+    from muse_mini import viz
+    from muse_mini.evaluator import caption_accuracy
+    from muse_mini.shapes import canonical_prompts
+
+    results = {}
+    for split, n in EVAL_PROMPTS.items():
+        prompts = canonical_prompts(split, n=n)
+        gen = pipe.generate(prompts, num_per_prompt=SAMPLES_PER_PROMPT, seed=0, stage=stage, **sampler)
+        results[split] = caption_accuracy(gen.images, gen.prompts)
+        if split == "train":
+            pick = slice(0, 32 * SAMPLES_PER_PROMPT, SAMPLES_PER_PROMPT)
+            viz.save(viz.image_grid(gen.images[pick], gen.prompts[pick], ncols=8),
+                     out / "samples" / f"{label}.png")
+    return results
+
+
+def format_accuracy(label: str, results: dict) -> str:
+    lines = [f"{label}:"]
+    for split, r in results.items():
+        kinds = ", ".join(f"{k} {v['accuracy']:.0%}" for k, v in r["per_kind"].items() if v["n_images"])
+        lines.append(f"  {split:<8} {r['accuracy']:.1%} of {r['n_images']} images "
+                     f"({r['n_prompts']} prompts): {kinds}")
+    return "\n".join(lines)
+
+
+def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = True,
+             evaluate: bool = True, overrides=()) -> dict:
+    """Run (or finish, or just re-render) every toy stage; returns the timings."""
+    from muse_mini import viz
+    from muse_mini.base_stage import train_base
+    from muse_mini.config import get_preset
+    from muse_mini.pipeline import Pipeline
+    from muse_mini.superres_stage import train_superres
+    from muse_mini.tokenizer_stage import train_tokenizer
+
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, got {recipe!r}")
+    preset, default_out, recipe_overrides = RECIPES[recipe]
+    cfg = get_preset(preset, [*recipe_overrides, *overrides])
+    out = Path(out or default_out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json())
+    timings: dict = {}
+    start = time.perf_counter()
+
+    _log(f"recipe {recipe!r} → {out}")
+    _timed(timings, "shapes", lambda: render_shapes(out))
+    _timed(timings, "text", lambda: render_text(cfg, out))
+    for stage, sub in (("base", "tokenizer-base"), ("highres", "tokenizer-highres")):
+        _log(f"tokenizer ({stage})")
+        _timed(timings, sub, lambda: train_tokenizer(cfg, stage, out / sub, progress=progress))
+        render_reconstructions(cfg, out / sub, stage)
+    _log("base transformer")
+    _timed(timings, "base", lambda: train_base(cfg, out / "base", tokenizer_run=out / "tokenizer-base",
+                                               progress=progress))
+    _log("super-res transformer")
+    _timed(timings, "superres", lambda: train_superres(
+        cfg, out / "superres", tokenizer_run=out / "tokenizer-base",
+        highres_tokenizer_run=out / "tokenizer-highres", progress=progress))
+    timings["training_total"] = round(time.perf_counter() - start, 1)
+
+    pipe = Pipeline.from_run(out)
+    prompts = ["a large red circle", "two blue squares", "a green triangle in the top left",
+               "a purple diamond left of an orange circle", "three yellow triangles",
+               "a small orange square", "a blue circle above a red triangle", "a purple square in the center"]
+    gen = pipe.generate(prompts, seed=0)
+    viz.save(viz.side_by_side({
+        "base 32×32": gen.base_images,
+        "super-res 64×64": gen.images,
+        "bicubic 64×64": viz.bicubic_upsample(gen.base_images, 2),
+    }, titles=prompts), out / "samples" / "superres_vs_bicubic.png")
+
+    if evaluate:
+        report = {}
+        for label, stage, sampler in (
+            ("base", "base", {}),
+            ("base_no_guidance", "base", {"guidance": 0.0}),
+            ("superres", "superres", {}),
+        ):
+            _log(f"evaluating {label}")
+            report[label] = _timed(timings, f"eval_{label}", lambda: evaluate_samples(
+                pipe, out, stage=stage, label=label, **sampler))
+            print(format_accuracy(label, report[label]), flush=True)
+        (out / "samples" / "accuracy.json").write_text(json.dumps(report, indent=2))
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    _log(f"done in {time.perf_counter() - start:.0f}s; outputs under {out}")
+    return timings
+
+
+def add_parsers(sub) -> None:
+    from muse_mini.cli import add_overrides_argument
+
+    p = sub.add_parser("demo", help="train every toy stage (skipping finished ones) and render results")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="quick")
+    p.add_argument("--out", default=None, help="default: runs/demo (quick) or runs/full (full)")
+    p.add_argument("--no-eval", action="store_true", help="skip the caption-accuracy evaluation")
+    p.add_argument("--no-progress", action="store_true")
+    add_overrides_argument(p)
+    p.set_defaults(func=lambda a: run_demo(a.recipe, a.out, progress=not a.no_progress,
+                                           evaluate=not a.no_eval, overrides=a.overrides) and None)

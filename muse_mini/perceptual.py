@@ -1,0 +1,164 @@
+"""LPIPS-style perceptual loss on VGG16 features (Muse §A.2, Table 5: weight 0.05).
+
+Muse's VQGAN, like Esser et al.'s, adds a perceptual term to the
+reconstruction loss: both images go through the convolutional part of VGG16,
+and the distance between their activations at five layers (relu1_2, relu2_2,
+relu3_3, relu4_3, relu5_3) is summed. Per layer, as in LPIPS (Zhang et al.,
+2018): unit-normalise each position's channel vector, square the difference,
+weight channels (learned "lin" weights if given, else a uniform mean), average
+over space.
+
+**Weights.** The loss is only meaningful with *pretrained* ImageNet VGG16
+weights. They are loaded from a local safetensors file (torchvision / timm
+naming, ``features.{i}.weight``) or, when online and asked for by name, from the
+Hugging Face hub (e.g. ``timm/vgg16.tv_in1k``). Nothing is downloaded
+implicitly. The ``toy`` preset sets ``perceptual="none"`` because no pretrained
+VGG weights can be fetched offline: the toy tokenizer then trains with the
+reconstruction and codebook losses (plus the adversarial term if its weight is
+non-zero) and **no perceptual term**; the training metrics report it as 0.
+"""
+
+from __future__ import annotations
+
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+# VGG16 `features` up to relu5_3: conv widths, "M" = 2×2 max-pool.
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+# Indices in torchvision's `features` Sequential of the five tapped ReLUs.
+TAP_INDICES = (3, 8, 15, 22, 29)
+TAP_CHANNELS = (64, 128, 256, 512, 512)
+# LPIPS's input scaling: inputs in [-1, 1] are mapped to ImageNet statistics.
+_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
+_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
+
+
+def conv_indices() -> list[int]:
+    """Index of each conv layer in torchvision's ``vgg16().features`` (0, 2, 5, ...)."""
+    indices, i = [], 0
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            i += 1
+        else:
+            indices.append(i)
+            i += 2  # conv, relu
+    return indices
+
+
+class VGG16Features(eqx.Module):
+    """The 13 conv layers of VGG16; returns the five LPIPS taps for one ``3xHxW`` image."""
+
+    convs: list[eqx.nn.Conv2d]
+
+    def __init__(self, *, key: jax.Array):
+        keys = iter(jax.random.split(key, 13))
+        self.convs, cin = [], 3
+        for item in VGG16_LAYOUT:
+            if item != "M":
+                self.convs.append(eqx.nn.Conv2d(cin, item, 3, padding=1, key=next(keys)))
+                cin = item
+
+    def __call__(self, x_3xHxW: Array) -> list[Array]:
+        taps, h, conv_i = [], x_3xHxW, 0
+        for pos, item in enumerate(VGG16_LAYOUT):
+            if item == "M":
+                taps.append(h)  # the ReLU just before each pool is a tap
+                c, hh, ww = h.shape
+                h = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(c, hh // 2, 2, ww // 2, 2).max(axis=(2, 4))
+            else:
+                h = jax.nn.relu(self.convs[conv_i](h))
+                conv_i += 1
+        taps.append(h)
+        return taps
+
+
+def _unit_normalize(f_CxHxW: Array, eps: float = 1e-10) -> Array:
+    return f_CxHxW / (jnp.sqrt(jnp.sum(f_CxHxW**2, axis=0, keepdims=True)) + eps)
+
+
+class LPIPS(eqx.Module):
+    """LPIPS-style distance between two ``HxWx3`` images in ``[-1, 1]`` (one pair per call).
+
+    ``lin`` holds one non-negative weight per channel and tap (LPIPS "lin"
+    layers); it starts at ``1/C``, a uniform channel mean, and is replaced when
+    learned lin weights are loaded. The network is meant to stay frozen: the
+    training step keeps it out of the optimised parameters.
+    """
+
+    vgg: VGG16Features
+    lin: list[Float[Array, " C"]]
+
+    def __init__(self, *, key: jax.Array):
+        self.vgg = VGG16Features(key=key)
+        self.lin = [jnp.full((c,), 1.0 / c) for c in TAP_CHANNELS]
+
+    def features(self, img_HxWx3: Array) -> list[Array]:
+        x_3xHxW = jnp.transpose((img_HxWx3 - _SHIFT) / _SCALE, (2, 0, 1))
+        return self.vgg(x_3xHxW)
+
+    def __call__(self, a_HxWx3: Array, b_HxWx3: Array) -> Float[Array, ""]:
+        total = 0.0
+        for i, (fa, fb) in enumerate(zip(self.features(a_HxWx3), self.features(b_HxWx3))):
+            d_CxHxW = (_unit_normalize(fa) - _unit_normalize(fb)) ** 2
+            total = total + jnp.mean(jnp.tensordot(self.lin[i], d_CxHxW, 1))
+        return total
+
+
+# --------------------------------------------------------------------------
+# Loading weights
+
+
+def load_state_dict(tensors: dict[str, np.ndarray]) -> LPIPS:
+    """An :class:`LPIPS` holding torchvision/timm-named VGG16 tensors (``features.{i}.weight|bias``).
+
+    LPIPS "lin" weights are taken from ``lin{k}.model.1.weight`` (shape
+    ``(1, C, 1, 1)``, as in the ``lpips`` package) when all five are present,
+    else channels are averaged uniformly. A ``"vgg."`` or ``"net."`` prefix is
+    accepted. A missing conv tensor raises a KeyError naming it.
+    """
+    tensors = {k.removeprefix("vgg.").removeprefix("net."): v for k, v in tensors.items()}
+    # Built abstractly: a random init of 14.7M parameters takes tens of seconds on a CPU.
+    lpips = eqx.filter_eval_shape(LPIPS, key=jax.random.key(0))
+
+    def take(name, like):
+        if name not in tensors:
+            raise KeyError(f"VGG16 weights: missing tensor {name!r}")
+        return jnp.asarray(np.asarray(tensors[name], np.float32).reshape(like.shape))
+
+    weights = [take(f"features.{i}.weight", c.weight) for i, c in zip(conv_indices(), lpips.vgg.convs)]
+    biases = [take(f"features.{i}.bias", c.bias) for i, c in zip(conv_indices(), lpips.vgg.convs)]
+    if all(f"lin{k}.model.1.weight" in tensors for k in range(5)):
+        lin = [take(f"lin{k}.model.1.weight", w) for k, w in enumerate(lpips.lin)]
+    else:
+        lin = [jnp.full((c,), 1.0 / c) for c in TAP_CHANNELS]
+    lpips = eqx.tree_at(lambda m: [c.weight for c in m.vgg.convs], lpips, weights)
+    lpips = eqx.tree_at(lambda m: [c.bias for c in m.vgg.convs], lpips, biases)
+    return eqx.tree_at(lambda m: m.lin, lpips, lin)
+
+
+def load_lpips(source: str, *, lin_path: str | None = None) -> LPIPS:
+    """Build an :class:`LPIPS` with pretrained VGG16 weights.
+
+    ``source`` is a local ``.safetensors`` file, or a hub repository name such as
+    ``timm/vgg16.tv_in1k`` (downloads ``model.safetensors``; needs network).
+    ``lin_path`` optionally adds LPIPS lin weights from a safetensors/npz file.
+    """
+    from safetensors.numpy import load_file
+
+    if os.path.exists(source):
+        path = source
+    elif "/" in source and not source.endswith((".safetensors", ".npz")):
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(source, "model.safetensors")
+    else:
+        raise FileNotFoundError(f"perceptual weights: no file {source!r}")
+    tensors = dict(load_file(path))
+    if lin_path is not None:
+        tensors.update(load_file(lin_path) if lin_path.endswith(".safetensors") else dict(np.load(lin_path)))
+    return load_state_dict(tensors)

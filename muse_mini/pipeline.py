@@ -1,0 +1,248 @@
+"""Text → image: the whole Muse cascade, loaded from run directories (Muse §2, Figure 3).
+
+prompt → frozen text encoder (§2.1) → base transformer, decoded in parallel
+with classifier-free guidance (§2.7, §2.8) → low-res tokens → super-res
+translator (§2.4), decoded the same way → high-res tokens → VQGAN decoder (§2.2,
+§2.5) → pixels.
+
+Each decoding is one compiled call (:func:`muse_mini.sampler.decode` under
+``eqx.filter_jit``); guidance scale, temperatures and prompts are traced arrays,
+so changing them does not recompile. Only the number of steps, the schedule
+names and the batch size are compile-time constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from muse_mini.config import MuseConfig, SamplerConfig
+from muse_mini.guidance import (
+    BatchedModel, classifier_free_guidance, negative_prompt_context, unconditional_context,
+)
+from muse_mini.sampler import Trajectory, check_real, check_steps, decode
+
+STAGE_DIRS = {
+    "tokenizer": "tokenizer-base",
+    "highres_tokenizer": "tokenizer-highres",
+    "base": "base",
+    "superres": "superres",
+}
+
+
+@eqx.filter_jit
+def _decode_guided(model, context, uncond, key, mask_id: int, sampler: SamplerConfig,
+                   guidance, temperature, choice_temperature):
+    """One compiled decoding, start to finish, with guidance wrapped around the model."""
+    batch = jax.tree.leaves(context)[0].shape[0]
+    seq_len = model.seq_len
+    logits_fn = classifier_free_guidance(
+        BatchedModel(model), cond=context, uncond=uncond, scale=guidance,
+        schedule=sampler.guidance_schedule, steps=sampler.steps,
+    )
+    tokens = jnp.full((batch, seq_len), mask_id, jnp.int32)
+    return decode(
+        logits_fn, tokens, jnp.ones((batch, seq_len), bool), key=key, steps=sampler.steps,
+        mask_id=mask_id, schedule=sampler.schedule, temperature=temperature,
+        top_k=sampler.top_k, choice_temperature=choice_temperature,
+    )
+
+
+def decode_with_sampler(model, context, uncond, key, sampler: SamplerConfig) -> Trajectory:
+    """Validate ``sampler`` on the host (clear errors), then run the compiled decoding."""
+    check_steps(sampler.steps)
+    check_real("temperature", sampler.temperature, low=0.0, strict=True)
+    check_real("choice_temperature", sampler.choice_temperature, low=0.0, strict=False)
+    check_real("guidance", sampler.guidance, low=-np.inf, strict=False)
+    if sampler.top_k is not None and not 1 <= sampler.top_k <= model.mask_id:
+        raise ValueError(f"top_k: expected None or 1 <= top_k <= {model.mask_id}, got {sampler.top_k}")
+    static = dataclasses.replace(sampler, guidance=0.0, temperature=1.0, choice_temperature=0.0)
+    return _decode_guided(
+        model, context, uncond, key, model.mask_id, static,
+        jnp.float32(sampler.guidance), jnp.float32(sampler.temperature),
+        jnp.float32(sampler.choice_temperature),
+    )
+
+
+@eqx.filter_jit
+def _decode_images(vqgan, tokens_BxN):
+    from muse_mini.tokenizer_stage import decode_token_batch
+
+    return decode_token_batch(vqgan, tokens_BxN)
+
+
+@dataclasses.dataclass
+class Generation:
+    """What :meth:`Pipeline.generate` returns.
+
+    ``images`` are the requested stage's outputs (uint8, B×H×W×3), with the
+    samples of prompt i at rows ``i*num_per_prompt ...``. The trajectories hold
+    every decoding step (§2.8) for the widgets.
+    """
+
+    images: np.ndarray
+    prompts: list[str]
+    base_images: np.ndarray
+    base_trajectory: Trajectory
+    superres_trajectory: Trajectory | None = None
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """The trained cascade. Build it with :meth:`from_run` on a pipeline directory."""
+
+    cfg: MuseConfig
+    text_encoder: Any
+    tokenizer: Any
+    base: Any
+    highres_tokenizer: Any = None
+    superres: Any = None
+
+    @classmethod
+    def from_run(cls, run_dir, *, require_superres: bool = False) -> "Pipeline":
+        """Load every finished stage under ``run_dir`` (e.g. ``runs/demo``)."""
+        from muse_mini.base_stage import load_base
+        from muse_mini.text import EmbeddingCache, load_text_encoder
+        from muse_mini.tokenizer_stage import load_tokenizer
+        from muse_mini.training import stage_complete
+
+        run_dir = Path(run_dir)
+        dirs = {name: run_dir / sub for name, sub in STAGE_DIRS.items()}
+        for name in ("tokenizer", "base"):
+            if not stage_complete(dirs[name]):
+                raise FileNotFoundError(
+                    f"run_dir: {dirs[name]} holds no finished {name} run; "
+                    "train the pipeline first (make demo, or muse-mini train-base)"
+                )
+        base, cfg = load_base(dirs["base"])
+        highres_tokenizer = superres = None
+        if stage_complete(dirs["superres"]) and stage_complete(dirs["highres_tokenizer"]):
+            from muse_mini.superres_stage import load_superres
+
+            superres, _ = load_superres(dirs["superres"])
+            highres_tokenizer = load_tokenizer(dirs["highres_tokenizer"])
+        elif require_superres:
+            raise FileNotFoundError(f"run_dir: {dirs['superres']} holds no finished super-res run")
+        encoder = EmbeddingCache(
+            load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length),
+            directory=run_dir / "text-cache",
+        )
+        return cls(cfg, encoder, load_tokenizer(dirs["tokenizer"]), base, highres_tokenizer, superres)
+
+    @property
+    def has_superres(self) -> bool:
+        return self.superres is not None
+
+    def encode(self, prompts: list[str]):
+        """Frozen text embeddings and padding masks for ``prompts`` (§2.1)."""
+        text, mask = self.text_encoder.encode(list(prompts))
+        return jnp.asarray(text, jnp.float32), jnp.asarray(mask, bool)
+
+    def generate(
+        self,
+        prompts,
+        *,
+        num_per_prompt: int = 1,
+        seed: int = 0,
+        stage: str | None = None,
+        negative_prompt: str | None = None,
+        superres_sampler: SamplerConfig | None = None,
+        **sampler_overrides,
+    ) -> Generation:
+        """Generate ``num_per_prompt`` images per prompt.
+
+        ``sampler_overrides`` (``steps``, ``guidance``, ``guidance_schedule``,
+        ``temperature``, ``top_k``, ``choice_temperature``, ``schedule``) change
+        the base sampler; ``stage="base"`` stops at the low-res output, the
+        default runs super-res when the pipeline has it.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("prompts: expected at least one prompt, got an empty list")
+        if isinstance(num_per_prompt, bool) or not isinstance(num_per_prompt, int) or num_per_prompt < 1:
+            raise ValueError(f"num_per_prompt: expected an integer >= 1, got {num_per_prompt!r}")
+        stage = stage or ("superres" if self.has_superres else "base")
+        if stage not in ("base", "superres"):
+            raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
+        if stage == "superres" and not self.has_superres:
+            raise ValueError("stage: 'superres' asked for, but this pipeline has no trained super-res model")
+        unknown = set(sampler_overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
+        if unknown:
+            raise ValueError(f"unknown sampler options {sorted(unknown)}")
+        sampler = dataclasses.replace(self.cfg.sampler, **sampler_overrides)
+
+        text, mask = self.encode(prompts)
+        text = jnp.repeat(text, num_per_prompt, axis=0)
+        mask = jnp.repeat(mask, num_per_prompt, axis=0)
+        context = (text, mask)
+        if negative_prompt is not None:
+            neg_text, neg_mask = self.encode([negative_prompt])
+            uncond = negative_prompt_context(context, neg_text[0], neg_mask[0])
+        else:
+            uncond = unconditional_context(context)
+        key_base, key_sr = jax.random.split(jax.random.key(seed))
+        base_traj = decode_with_sampler(self.base, context, uncond, key_base, sampler)
+        base_images = np.asarray(_decode_images(self.tokenizer, base_traj.tokens_BxN))
+        result = Generation(base_images, [p for p in prompts for _ in range(num_per_prompt)],
+                            base_images, base_traj)
+        if stage == "superres":
+            sr_sampler = superres_sampler or self.cfg.superres_sampler
+            sr_context = (base_traj.tokens_BxN, text, mask)
+            sr_uncond = unconditional_context(sr_context)
+            sr_traj = decode_with_sampler(self.superres, sr_context, sr_uncond, key_sr, sr_sampler)
+            result.superres_trajectory = sr_traj
+            result.images = np.asarray(_decode_images(self.highres_tokenizer, sr_traj.tokens_BxN))
+        return result
+
+    __call__ = generate
+
+
+# --------------------------------------------------------------------------
+# CLI: muse-mini sample
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("sample", help="generate images for prompts from a trained pipeline")
+    p.add_argument("--run", required=True, help="pipeline directory, e.g. runs/demo")
+    p.add_argument("--prompts", required=True, help="text file, one prompt per line")
+    p.add_argument("--out", required=True, help="output directory for PNGs")
+    p.add_argument("--num-per-prompt", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--guidance-schedule", choices=["constant", "linear"], default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--stage", choices=["base", "superres"], default=None,
+                   help="base: 32x32 base output; superres (default when trained): 64x64")
+    p.set_defaults(func=_cli_sample)
+
+
+def _cli_sample(args) -> None:
+    from PIL import Image
+
+    path = Path(args.prompts)
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompts: no such file {path}")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts: {path} holds no prompts (one per line expected)")
+    overrides = {k: v for k, v in {
+        "steps": args.steps, "guidance": args.guidance,
+        "guidance_schedule": args.guidance_schedule, "temperature": args.temperature,
+    }.items() if v is not None}
+    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
+    gen = pipe.generate(prompts, num_per_prompt=args.num_per_prompt, seed=args.seed,
+                        stage=args.stage, negative_prompt=args.negative_prompt, **overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(len(prompts)):
+        for j in range(args.num_per_prompt):
+            Image.fromarray(gen.images[i * args.num_per_prompt + j]).save(out / f"{i:04d}_{j}.png")
+    print(f"wrote {len(gen.images)} images to {out}")

@@ -1,0 +1,173 @@
+"""The VQ codebook: the layer that turns encoder vectors into tokens (Muse §2.2).
+
+Muse's VQGAN (§2.2, §A.2) maps every cell of the encoder's output grid to the
+id of its nearest codebook vector; those ids are the "visual words" the masked
+transformers predict with a cross-entropy loss (8192 codes in Table 5).
+
+Design choices, and why:
+
+* **Codebook + commitment losses, not EMA updates.** The codebook is an
+  ordinary parameter trained by the optimiser with the VQ-VAE losses
+  ``‖sg[z] − e‖²`` (moves codes towards encoder outputs) and
+  ``β‖z − sg[e]‖²`` (keeps the encoder near its codes, β = commitment_weight).
+  EMA updates would need mutable state threaded outside the optimiser; with
+  losses the quantizer is a plain parameter, so exact resume, decoder
+  finetuning (§2.5: freeze it with a filter spec) and serialisation need no
+  special cases.
+* **l2-normalised, low-dimensional codes** (``normalize=True``, as in
+  ViT-VQGAN). Codes and encoder outputs are compared on the unit sphere, so the
+  lookup is a cosine match: no code can win everything by having a small norm,
+  and no code dies by drifting far away. With ``code_dim`` well below the
+  encoder width this keeps far more of the codebook in use.
+* **Dead-code restart** (:func:`restart_dead_codes`): a pure function that
+  resets codes unused over a window of steps to random encoder outputs of the
+  current batch, so the whole codebook stays reachable. The training step calls
+  it; the quantizer itself holds no counters.
+* **Straight-through estimator**: the forward pass returns the code, the
+  backward pass copies the decoder's gradient onto the encoder output.
+
+Shapes: ``N`` vectors of width ``D`` against ``K`` codes.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+
+class QuantizerAux(typing.NamedTuple):
+    """What a quantizer call reports besides the quantized vectors."""
+
+    ids: Int[Array, "..."]
+    codebook_loss: Float[Array, ""]
+    commitment_loss: Float[Array, ""]
+
+
+def _l2_normalize(x: Array, eps: float = 1e-6) -> Array:
+    return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+class VectorQuantizer(eqx.Module):
+    """Nearest-neighbour vector quantizer with a learned codebook (§2.2).
+
+    Works on any leading shape: ``z_...xD`` gives ``ids_...``. The loss terms
+    are means over all elements, as in VQ-VAE.
+    """
+
+    codebook_KxD: Float[Array, "K D"]
+    codebook_size: int = eqx.field(static=True)
+    code_dim: int = eqx.field(static=True)
+    commitment_weight: float = eqx.field(static=True)
+    normalize: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        *,
+        commitment_weight: float = 0.25,
+        normalize: bool = True,
+        key: jax.Array,
+    ):
+        self.codebook_size = codebook_size
+        self.code_dim = code_dim
+        self.commitment_weight = commitment_weight
+        self.normalize = normalize
+        if normalize:  # uniform on the sphere
+            self.codebook_KxD = _l2_normalize(jax.random.normal(key, (codebook_size, code_dim)))
+        else:  # ±1/K, as in VQ-VAE
+            bound = 1.0 / codebook_size
+            self.codebook_KxD = jax.random.uniform(
+                key, (codebook_size, code_dim), minval=-bound, maxval=bound
+            )
+
+    def codes(self) -> Float[Array, "K D"]:
+        """The codebook as the decoder sees it (unit vectors when normalised)."""
+        return _l2_normalize(self.codebook_KxD) if self.normalize else self.codebook_KxD
+
+    def _prepare(self, z: Array) -> Array:
+        if z.shape[-1] != self.code_dim:
+            raise ValueError(f"z: expected last axis {self.code_dim}, got shape {z.shape}")
+        return _l2_normalize(z) if self.normalize else z
+
+    def encode(self, z: Float[Array, "... D"]) -> Int[Array, "..."]:
+        """Ids of the nearest codes, via ‖z‖² − 2z·e + ‖e‖² (one matmul, no N×K×D tensor)."""
+        z = self._prepare(z)
+        codes_KxD = self.codes()
+        z_NxD = z.reshape(-1, self.code_dim)
+        dist_NxK = (
+            jnp.sum(z_NxD**2, axis=1, keepdims=True)
+            - 2.0 * z_NxD @ codes_KxD.T
+            + jnp.sum(codes_KxD**2, axis=1)[None, :]
+        )
+        return jnp.argmin(dist_NxK, axis=1).reshape(z.shape[:-1])
+
+    def embed(self, ids: Int[Array, "..."]) -> Float[Array, "... D"]:
+        """Code vectors for token ids (what the decoder consumes)."""
+        return jnp.take(self.codes(), ids, axis=0)
+
+    def __call__(self, z: Float[Array, "... D"]) -> tuple[Float[Array, "... D"], QuantizerAux]:
+        """Quantize with a straight-through gradient; returns ``(z_q, aux)``."""
+        z = self._prepare(z)
+        ids = self.encode(z)
+        e = self.embed(ids)
+        codebook_loss = jnp.mean((jax.lax.stop_gradient(z) - e) ** 2)
+        commitment_loss = jnp.mean((z - jax.lax.stop_gradient(e)) ** 2)
+        z_q = z + jax.lax.stop_gradient(e - z)
+        return z_q, QuantizerAux(ids, codebook_loss, commitment_loss)
+
+    def loss(self, aux: QuantizerAux) -> Float[Array, ""]:
+        """VQ-VAE objective: codebook term + β · commitment term."""
+        return aux.codebook_loss + self.commitment_weight * aux.commitment_loss
+
+
+# --------------------------------------------------------------------------
+# Usage statistics and dead-code restart
+
+
+def code_counts(ids: Int[Array, "..."], codebook_size: int) -> Int[Array, " K"]:
+    """How often each code is used in ``ids``."""
+    return jnp.bincount(ids.reshape(-1), length=codebook_size)
+
+
+def usage_fraction(counts_K: Array) -> Float[Array, ""]:
+    """Fraction of the codebook used at least once."""
+    return jnp.mean(counts_K > 0)
+
+
+def perplexity(counts_K: Array) -> Float[Array, ""]:
+    """exp(entropy) of the code distribution: K for uniform use, 1 for a single code."""
+    p_K = counts_K / jnp.maximum(jnp.sum(counts_K), 1)
+    entropy = -jnp.sum(jnp.where(p_K > 0, p_K * jnp.log(jnp.where(p_K > 0, p_K, 1.0)), 0.0))
+    return jnp.exp(entropy)
+
+
+def restart_dead_codes(
+    quantizer: VectorQuantizer,
+    z_NxD: Float[Array, "N D"],
+    counts_K: Array,
+    *,
+    key: jax.Array,
+    threshold: float = 1.0,
+) -> tuple[VectorQuantizer, Int[Array, ""]]:
+    """Re-initialise codes used fewer than ``threshold`` times to random rows of ``z_NxD``.
+
+    ``counts_K`` is the usage accumulated over a window of training steps and
+    ``z_NxD`` the encoder outputs of the current batch. Live codes are returned
+    bit-identical. Pure and jittable; returns ``(quantizer, number_restarted)``.
+    """
+    z_NxD = z_NxD.reshape(-1, quantizer.code_dim)
+    if quantizer.normalize:
+        z_NxD = _l2_normalize(z_NxD)
+    dead_K = counts_K < threshold
+    pick_K = jax.random.randint(key, (quantizer.codebook_size,), 0, z_NxD.shape[0])
+    # A little noise so two dead codes restarted on the same vector can separate.
+    noise_KxD = 1e-3 * jax.random.normal(jax.random.fold_in(key, 1), (quantizer.codebook_size, quantizer.code_dim))
+    fresh_KxD = z_NxD[pick_K] + noise_KxD
+    codebook_KxD = jnp.where(dead_K[:, None], fresh_KxD, quantizer.codebook_KxD)
+    quantizer = eqx.tree_at(lambda q: q.codebook_KxD, quantizer, codebook_KxD)
+    return quantizer, jnp.sum(dead_K)

@@ -1,0 +1,108 @@
+"""Stage 4: training the super-resolution token translator (Muse §2.4).
+
+The high-res tokens of each training image are masked at an arccos rate and
+predicted from the ground-truth low-res tokens (the base tokenizer on the
+2×-downsampled image) and the text, with the same 10% text dropout as the base
+model (§2.7). Same trainer, same train step as the base stage; only the model
+and its loss differ. Optimiser: Table 6 (as Table 4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import equinox as eqx
+
+from muse_mini.base_stage import cached_token_data, read_stage, stage_metadata
+from muse_mini.config import MuseConfig
+from muse_mini.training import (
+    epoch_batch_indices, init_key, init_train_state, load_final, make_optimizer, make_train_step,
+    stage_complete, train,
+)
+
+
+def build_superres(cfg: MuseConfig, key):
+    """The super-res transformer sized by ``cfg`` (both tokenizers' vocabularies and grids)."""
+    from muse_mini.superres import SuperResTransformer
+
+    return SuperResTransformer(
+        cfg.superres, vocab_size=cfg.highres_tokenizer.codebook_size,
+        seq_len=cfg.highres_tokenizer.grid ** 2, lowres_vocab_size=cfg.tokenizer.codebook_size,
+        lowres_seq_len=cfg.tokenizer.grid ** 2, text_width=cfg.text.width, key=key,
+    )
+
+
+def _superres_loss(cfg: MuseConfig):
+    from muse_mini.superres import superres_loss
+
+    def loss_fn(model, batch, key):
+        return superres_loss(
+            model, batch["hr_tokens"], batch["tokens"], batch["text"], batch["text_mask"], key,
+            cond_drop=cfg.superres.cond_drop,
+        )
+
+    return loss_fn
+
+
+def train_superres(cfg: MuseConfig, run_dir, *, tokenizer_run, highres_tokenizer_run,
+                   progress: bool = True):
+    """Train (or resume, or just load) the super-res model in ``run_dir``; returns it."""
+    from muse_mini.tokenizer_stage import load_tokenizer
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.superres_train
+    optimizer = make_optimizer(tc)
+    state = init_train_state(build_superres(cfg, init_key(tc.seed)), optimizer)
+    metadata = stage_metadata(run_dir, cfg, "superres", tokenizer_run=tokenizer_run,
+                              highres_tokenizer_run=highres_tokenizer_run)
+    if stage_complete(run_dir):
+        batch_fn = None
+    else:
+        data = cached_token_data(run_dir, cfg, load_tokenizer(tokenizer_run),
+                                 load_tokenizer(highres_tokenizer_run), progress=progress)
+        batch_fn = lambda step: data.batch(epoch_batch_indices(len(data), tc.batch_size, tc.seed, step))
+    state = train(
+        run_dir, state=state, step_fn=make_train_step(_superres_loss(cfg), optimizer),
+        batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
+    )
+    return state.model
+
+
+def load_superres(run_dir):
+    """``(model, cfg)`` from a finished super-res run."""
+    cfg, _ = read_stage(run_dir)
+    optimizer = make_optimizer(cfg.superres_train)
+    like = eqx.filter_eval_shape(lambda k: init_train_state(build_superres(cfg, k), optimizer), init_key(0))
+    return load_final(run_dir, like).model, cfg
+
+
+def add_parsers(sub) -> None:
+    from muse_mini.cli import add_overrides_argument
+    from muse_mini.config import PRESETS
+
+    p = sub.add_parser("train-superres", help="train the super-resolution transformer (resumable)")
+    p.add_argument("--preset", default="toy", choices=sorted(PRESETS))
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/demo/superres")
+    p.add_argument("--tokenizer-run", default=None, help="default: RUN/../tokenizer-base")
+    p.add_argument("--highres-tokenizer-run", default=None, help="default: RUN/../tokenizer-highres")
+    p.add_argument("--no-progress", action="store_true")
+    add_overrides_argument(p)
+    p.set_defaults(func=_cli_train)
+
+
+def _cli_train(args) -> None:
+    from muse_mini.config import get_preset
+
+    cfg = get_preset(args.preset, args.overrides)
+    run = Path(args.run)
+    runs = {
+        "tokenizer-run": Path(args.tokenizer_run or run.parent / "tokenizer-base"),
+        "highres-tokenizer-run": Path(args.highres_tokenizer_run or run.parent / "tokenizer-highres"),
+    }
+    for flag, path in runs.items():
+        if not stage_complete(path):
+            raise FileNotFoundError(f"--{flag}: {path} holds no finished tokenizer run")
+    train_superres(cfg, run, tokenizer_run=runs["tokenizer-run"],
+                   highres_tokenizer_run=runs["highres-tokenizer-run"], progress=not args.no_progress)
+    print(f"super-res model trained in {run}")

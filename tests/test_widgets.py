@@ -1,0 +1,107 @@
+"""Decoding plots and widgets, headless, on a fake trajectory (no model calls)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from muse_mini.sampler import decode  # noqa: E402
+from muse_mini.widgets import (  # noqa: E402
+    DecodingViewer, PromptExplorer, plot_trajectory_strip, render_step, trajectory_frames,
+)
+
+V, GRID, STEPS, CELL = 6, 4, 4, 2
+N = GRID * GRID
+W_NxV = jnp.asarray(np.random.default_rng(0).normal(size=(N, V)), jnp.float32)
+
+
+def table_logits(tokens_BxN, step):
+    return jnp.broadcast_to(W_NxV, tokens_BxN.shape + (V,))
+
+
+def decode_tokens(tokens_N):
+    """A fake VQGAN decoder: each token paints its 2×2 cell with colour 40·token."""
+    cells_GxG = np.asarray(tokens_N).reshape(GRID, GRID) * 40
+    image = np.kron(cells_GxG, np.ones((CELL, CELL), np.int64))
+    return np.repeat(image[..., None], 3, -1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def traj():
+    key = jax.random.key(0, impl="rbg")
+    return jax.jit(lambda k: decode(table_logits, jnp.zeros((2, N), jnp.int32),
+                                    jnp.ones((2, N), bool), key=k, steps=STEPS, mask_id=V))(key)
+
+
+@pytest.fixture(scope="module")
+def frames(traj):
+    return trajectory_frames(traj, decode_tokens, index=1)
+
+
+def test_trajectory_frames_decode_each_step_and_grey_masked_cells(traj, frames):
+    assert frames.shape == (STEPS, GRID * CELL, GRID * CELL, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames[-1], decode_tokens(traj.tokens_BxN[1]))
+    t, n = 0, int(np.flatnonzero(np.asarray(traj.mask_BxTxN[1, 0]))[0])
+    row, col = divmod(n, GRID)
+    raw = decode_tokens(traj.sampled_BxTxN[1, t])[row * CELL, col * CELL, 0]
+    assert frames[t, row * CELL, col * CELL, 0] == np.uint8(0.3 * raw + 0.7 * 128)
+
+
+def test_render_step_has_three_panels(traj, frames):
+    fig = render_step(frames, traj, 1, index=1)
+    assert isinstance(fig, Figure)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3
+    np.testing.assert_array_equal(panels[0].images[0].get_array(), frames[1])
+    fig.canvas.draw()  # renders headless
+    with pytest.raises(ValueError, match=r"t: expected a step in \[0, 4\)"):
+        render_step(frames, traj, STEPS)
+
+
+def test_strip(frames):
+    fig = plot_trajectory_strip(frames, [0, 2, 3])
+    assert len([ax for ax in fig.axes if ax.images]) == 3
+    with pytest.raises(ValueError, match="steps_to_show"):
+        plot_trajectory_strip(frames, [7])
+
+
+def test_viewer_slider_changes_the_frame(traj, frames):
+    viewer = DecodingViewer(frames, traj, index=1)
+    assert viewer.slider.max == STEPS - 1 and viewer.t == STEPS - 1
+    last_png = viewer.image.value
+    viewer.slider.value = 0
+    np.testing.assert_array_equal(viewer.frame, frames[0])
+    assert bytes(viewer.image.value) != bytes(last_png)
+    assert bytes(viewer.image.value).startswith(b"\x89PNG")
+
+
+def test_prompt_explorer_calls_generate_and_refreshes(traj, frames):
+    calls = []
+
+    def generate_fn(prompt, guidance, steps):
+        calls.append((prompt, guidance, steps))
+        return (frames if len(calls) == 1 else frames[::-1].copy()), traj
+
+    explorer = PromptExplorer(generate_fn, prompt="a red circle", guidance=2.0, steps=4)
+    assert explorer.viewer is None and calls == []
+    explorer.button.click()
+    assert calls == [("a red circle", 2.0, 4)]
+    np.testing.assert_array_equal(explorer.viewer.frame, frames[-1])
+    explorer.prompt.value, explorer.guidance.value = "a blue square", 3.5
+    explorer.button.click()
+    assert calls[-1] == ("a blue square", 3.5, 4)
+    np.testing.assert_array_equal(explorer.viewer.frame, frames[0])
+    explorer.viewer.slider.value = 1
+    np.testing.assert_array_equal(explorer.viewer.frame, frames[::-1][1])
+
+    def failing(prompt, guidance, steps):
+        raise ValueError("guidance: expected a finite guidance scale")
+
+    broken = PromptExplorer(failing)
+    broken.button.click()
+    assert "guidance" in broken.status.value and broken.viewer is None
