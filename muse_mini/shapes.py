@@ -82,7 +82,8 @@ class ShapeObject:
 
     ``cx, cy`` is the centre of the bounding box and ``size`` its side, in
     64×64 pixel coordinates (x right, y down; pixel ``i`` spans ``[i, i+1)``).
-    The box is ``[cx - size/2, cx + size/2)``, which should be integer-aligned.
+    The box ``[cx - size/2, cx + size/2)`` must be pixel-aligned (so odd sizes
+    have centres at ``.5``).
     """
 
     colour: str
@@ -98,12 +99,15 @@ class ShapeObject:
             raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
         if int(self.size) != self.size or self.size < 1:
             raise ValueError(f"size must be a positive integer, got {self.size!r}")
+        if (self.cx - self.size / 2) % 1 or (self.cy - self.size / 2) % 1:
+            raise ValueError(f"cx, cy minus size/2 must be whole numbers (pixel-aligned box), "
+                             f"got cx={self.cx}, cy={self.cy}, size={self.size}")
 
     @property
     def box(self) -> tuple[int, int, int, int]:
         """``(x0, y0, x1, y1)`` with exclusive ``x1, y1``."""
-        x0 = int(round(self.cx - self.size / 2))
-        y0 = int(round(self.cy - self.size / 2))
+        x0 = int(self.cx - self.size / 2)
+        y0 = int(self.cy - self.size / 2)
         return x0, y0, x0 + int(self.size), y0 + int(self.size)
 
 

@@ -180,11 +180,11 @@ class Attention(Named):
         if width % num_heads:
             raise ValueError(f"attention: width {width} is not divisible by num_heads {num_heads}")
         head_dim = width // num_heads
-        kq, kk, kv, ko = jax.random.split(key, 4)
-        self.q_proj = _normal(kq, (width, num_heads, head_dim))
-        self.k_proj = _normal(kk, (width, num_heads, head_dim))
-        self.v_proj = _normal(kv, (width, num_heads, head_dim))
-        self.o_proj = _normal(ko, (num_heads, head_dim, width))
+        # One draw for all four i.i.d. projections: each random-number call
+        # costs a compilation, which dominates building small models on CPU.
+        qkvo = _normal(key, (4, width, num_heads, head_dim))
+        self.q_proj, self.k_proj, self.v_proj = qkvo[0], qkvo[1], qkvo[2]
+        self.o_proj = qkvo[3].reshape(num_heads, head_dim, width)
         zeros = jnp.zeros((num_heads, head_dim), jnp.float32)
         self.q_bias, self.k_bias, self.v_bias = zeros, zeros, zeros
         self.o_bias = jnp.zeros((width,), jnp.float32)

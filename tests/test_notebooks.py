@@ -1,7 +1,7 @@
 """Every notebook runs top to bottom in smoke mode (tiny models, few steps).
 
 The notebooks are executed from a temporary copy so that no outputs reach git,
-with ``MUSE_MINI_SMOKE=1`` and their run directories under ``tmp_path``.
+with ``MUSE_MINI_SMOKE=1`` and their run directories in one temporary ``runs/``.
 """
 
 import os
@@ -22,8 +22,14 @@ def test_there_is_a_notebook_per_stage():
         assert stem in names
 
 
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """One runs/ for all notebooks, so the smoke pipeline is trained once."""
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_mode(path, tmp_path, monkeypatch):
+def test_notebook_runs_in_smoke_mode(path, tmp_path, runs_dir, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -32,7 +38,7 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, monkeypatch):
     work.mkdir()
     shutil.copy(path, work / path.name)
     monkeypatch.setenv("MUSE_MINI_SMOKE", "1")
-    monkeypatch.setenv("MUSE_MINI_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("MUSE_MINI_RUNS", str(runs_dir))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     client = NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(work)}})

@@ -67,7 +67,7 @@ def test_shape_masks_fill_their_box(shape):
 
 def test_render_is_flat_palette_on_white():
     objs = [S.ShapeObject("orange", "circle", 20.0, 20.0, 18),
-            S.ShapeObject("blue", "diamond", 45.0, 45.0, 17)]  # odd size: centre on a pixel centre
+            S.ShapeObject("blue", "diamond", 45.5, 45.5, 17)]  # odd size: centre on a pixel centre
     img = S.render(objs)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     assert (img[0, 0] == 255).all()
@@ -280,6 +280,7 @@ def test_canonical_prompts():
     (lambda: S.generate(2, resolution=48), "resolution"),
     (lambda: S.canonical_prompts("validation"), "split"),
     (lambda: S.ShapeObject("pink", "circle", 10, 10, 16), "colour"),
+    (lambda: S.ShapeObject("red", "circle", 10, 10, 17), "pixel-aligned"),
     (lambda: S.render([S.ShapeObject("red", "circle", 60, 10, 16)]), "canvas"),
     (lambda: S.downsample(np.zeros((63, 64, 3), np.uint8)), "even"),
 ])
