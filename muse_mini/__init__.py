@@ -17,7 +17,13 @@ One module per paper concept:
 - ``widgets``      the decoding viewer
 """
 
-from muse_mini.config import MuseConfig, get_preset
+import os
+
+# transformers announces "PyTorch was not found" on import; muse_mini uses it
+# only for tokenizers and configs, never for torch models, so the notice is noise.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from muse_mini.config import MuseConfig, get_preset  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["MuseConfig", "Pipeline", "get_preset"]

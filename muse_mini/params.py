@@ -25,8 +25,8 @@ class ComponentCount:
 
 def count_leaves(tree) -> int:
     """Number of scalars in the array leaves of ``tree`` (real or abstract)."""
-    leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array_like))
-    return sum(math.prod(x.shape) for x in leaves if hasattr(x, "shape"))
+    # Abstract leaves are jax.ShapeDtypeStruct, which is not "array-like": count by shape.
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree) if hasattr(x, "shape"))
 
 
 def _abstract(build, *args, **kwargs):

@@ -97,7 +97,8 @@ def test_mask_free_edit_top_1_moves_to_the_argmax():
     out = run(table_logits, TOKENS, key=key(1), iterations=40, mask_id=V, resample_fraction=0.5, top_k=1)
     greedy = np.argmax(np.asarray(W_NxV), -1)
     chosen_ever = np.asarray(out.resampled_BxIxN).any(1)
-    np.testing.assert_array_equal(np.asarray(out.tokens_BxN)[chosen_ever], np.tile(greedy, (B, 1))[chosen_ever])
+    expected_BxN = np.tile(greedy, (B, 1))
+    np.testing.assert_array_equal(np.asarray(out.tokens_BxN)[chosen_ever], expected_BxN[chosen_ever])
 
 
 def test_mask_free_edit_is_one_loop():
