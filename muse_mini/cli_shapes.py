@@ -17,7 +17,8 @@ from muse_mini import shapes
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``shapes`` subcommand on an ``argparse`` subparsers object."""
     p = subparsers.add_parser("shapes", help="write Shapes-world images and captions to a folder",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", choices=shapes.SPLITS, default="train",
                    help="train (no hold-out pairs) or holdout (each scene has one)")
     p.add_argument("--n", type=int, default=16, help="number of samples")

@@ -35,7 +35,7 @@ SHAPES_FEATURES = datasets.Features({
     "image": datasets.Image(),
     "caption": datasets.Value("string"),
     "kind": datasets.Value("string"),
-    "objects": datasets.List(_OBJECT_FEATURES),
+    "objects": [_OBJECT_FEATURES],  # a list of structs (datasets.List on datasets >= 4)
 })
 
 
@@ -95,7 +95,8 @@ def _load_source(source, split: str, cache_dir) -> datasets.Dataset:
     if path.is_file():
         if path.suffix != ".parquet":
             raise ValueError(f"source file must be a .parquet file, got {str(path)!r}")
-        return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split, **kwargs)
+        return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split,
+                                     **kwargs)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             ds = datasets.load_from_disk(str(path))
@@ -110,7 +111,9 @@ def _load_source(source, split: str, cache_dir) -> datasets.Dataset:
                                          **kwargs)
         # imagefolder puts every file in "train" unless the folder has split subfolders
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, **kwargs)
-    if isinstance(source, str) and _HUB_NAME.fullmatch(source) and not source.startswith("."):
+    looks_local = not isinstance(source, str) or source.startswith(".") or (
+        path.parent != Path(".") and path.parent.is_dir())  # e.g. "runs/typo"
+    if not looks_local and _HUB_NAME.fullmatch(source):
         # Only reached for a name that is not a local path: this touches the network.
         return datasets.load_dataset(source, split=split, **kwargs)
     raise FileNotFoundError(f"source {str(source)!r} is neither an existing file or "

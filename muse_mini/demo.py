@@ -84,12 +84,11 @@ def render_text(cfg, out: Path, n: int = 12) -> None:
 def render_reconstructions(cfg, run: Path, stage: str, n: int = 16) -> None:
     from muse_mini import viz
     from muse_mini.shapes import generate
-    from muse_mini.token_data import box_downsample
-    from muse_mini.tokenizer_stage import load_tokenizer, reconstruct
+        from muse_mini.tokenizer_stage import load_tokenizer, reconstruct
 
     images, captions, _ = generate(n, seed=1, split="holdout")
     if stage == "base":
-        images = box_downsample(images, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
+        images = downsample(images, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
     recon = reconstruct(load_tokenizer(run), images)
     both = np.concatenate([images, recon], axis=0)
     viz.save(viz.image_grid(both, ncols=n, suptitle="hold-out originals (top) and reconstructions"),

@@ -96,7 +96,8 @@ class Evaluation:
 def as_image(image, name: str = "image") -> np.ndarray:
     """Validate an RGB image and return it as float ``[H, W, 3]`` in 0..255.
 
-    Accepts ``uint8`` in 0..255 or floats in [0, 1], 32×32 or 64×64.
+    Accepts ``uint8`` in 0..255 or floats in [0, 1] (overshoots up to 0.5 are
+    clipped), 32×32 or 64×64.
     """
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[-1] != 3 or img.shape[0] != img.shape[1] \
@@ -104,10 +105,13 @@ def as_image(image, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} must have shape (32, 32, 3) or (64, 64, 3), got {img.shape}")
     if img.dtype == np.uint8:
         return img.astype(np.float64)
-    if np.issubdtype(img.dtype, np.floating):
-        if not np.isfinite(img).all() or img.min() < -1e-3 or img.max() > 1 + 1e-3:
-            raise ValueError(f"{name}: float images must hold values in [0, 1]")
-        return np.clip(img.astype(np.float64), 0, 1) * 255.0
+    if np.issubdtype(img.dtype, np.floating) or "float" in img.dtype.name:  # incl. bfloat16
+        img = img.astype(np.float64)
+        # small decoder overshoots are clipped; a 0..255 float image is a mistake
+        if not np.isfinite(img).all() or img.min() < -0.5 or img.max() > 1.5:
+            raise ValueError(f"{name}: float images must hold values in [0, 1] "
+                             f"(got {img.min():.3g}..{img.max():.3g}; pass uint8 for 0..255)")
+        return np.clip(img, 0.0, 1.0) * 255.0
     raise ValueError(f"{name} must be uint8 or float in [0, 1], got dtype {img.dtype}")
 
 

@@ -48,6 +48,7 @@ SIZES: dict[str, tuple[int, int]] = {"small": (16, 20), "large": (26, 32)}  # in
 REGIONS = ("top left", "top right", "bottom left", "bottom right", "center")
 RELATIONS = ("left of", "right of", "above", "below")
 NUMBER_WORDS: dict[str, int] = {"two": 2, "three": 3, "four": 4}
+_NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items()}
 KINDS = ("single", "placed", "count", "relation")
 SPLITS = ("train", "holdout")
 
@@ -227,20 +228,22 @@ def render(objects: Sequence[ShapeObject], resolution: int = CANVAS) -> np.ndarr
     return img_64x64x3 if resolution == CANVAS else downsample(img_64x64x3)
 
 
-def downsample(img: np.ndarray) -> np.ndarray:
-    """2× downsample by averaging 2×2 pixel blocks (spec: the low-res image).
+def downsample(img: np.ndarray, factor: int = 2) -> np.ndarray:
+    """Downsample by averaging ``factor × factor`` pixel blocks (spec: the low-res image is ×2).
 
-    Works on ``[..., H, W, 3]`` uint8 with even ``H, W``; the mean is rounded
-    half up (``(sum + 2) // 4``) so the result is exact and platform-independent.
+    Works on ``[..., H, W, 3]`` uint8 with ``H, W`` divisible by ``factor``; the
+    mean is rounded half up (``(sum + f²/2) // f²``) so the result is exact and
+    platform-independent.
     """
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim < 3 or img.shape[-1] != 3:
         raise ValueError(f"img must be uint8 [..., H, W, 3], got {img.dtype} {img.shape}")
     h, w = img.shape[-3:-1]
-    if h % 2 or w % 2:
-        raise ValueError(f"img height and width must be even, got {h}x{w}")
-    blocks = img.reshape(*img.shape[:-3], h // 2, 2, w // 2, 2, 3).astype(np.uint16)
-    return ((blocks.sum(axis=(-4, -2)) + 2) // 4).astype(np.uint8)
+    if h % factor or w % factor:
+        raise ValueError(f"img height and width must be divisible by {factor}, got {h}x{w}")
+    blocks = img.reshape(*img.shape[:-3], h // factor, factor, w // factor, factor, 3).astype(np.uint32)
+    area = factor * factor
+    return ((blocks.sum(axis=(-4, -2)) + area // 2) // area).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------
@@ -300,8 +303,7 @@ def canonical_caption(req: Requirements) -> str:
     if req.kind == "placed":
         return f"{_with_article(noun)} in the {req.region}"
     if req.kind == "count":
-        word = {v: k for k, v in NUMBER_WORDS.items()}[req.count]
-        return f"{word} {noun}s"
+        return f"{_NUMBER_NAMES[req.count]} {noun}s"
     if req.kind == "relation":
         other = _with_article(f"{req.other_colour} {req.other_shape}")
         return f"{_with_article(noun)} {req.relation} {other}"
@@ -358,6 +360,10 @@ def parse_caption(caption: str) -> Requirements:
     )
 
 
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
 _REGION_SYNONYMS = {"top left": "upper left", "top right": "upper right",
                     "bottom left": "lower left", "bottom right": "lower right",
                     "center": "middle"}
@@ -389,7 +395,7 @@ def paraphrase(req: Requirements, rng: np.random.Generator) -> str:
             f"{_with_article(noun)} in the {_REGION_SYNONYMS[req.region]}",
         )
     elif req.kind == "count":
-        word = {v: k for k, v in NUMBER_WORDS.items()}[req.count]
+        word = _NUMBER_NAMES[req.count]
         options = (
             f"{req.count} {noun}s",
             f"{word} {req.shape}s, all {req.colour}",
@@ -441,10 +447,6 @@ def _rng(seed: int, split_id: int, index: int, stream: int) -> np.random.Generat
     # One independent stream per (sample, purpose): layout draws never shift
     # when paraphrasing is switched on.
     return np.random.default_rng([seed, split_id, index, stream])
-
-
-def _pick(rng: np.random.Generator, options):
-    return options[int(rng.integers(len(options)))]
 
 
 def _draw_size(rng: np.random.Generator, size_class: str) -> int:

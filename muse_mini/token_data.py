@@ -16,17 +16,6 @@ import numpy as np
 from muse_mini.config import MuseConfig
 
 
-def box_downsample(images_NxHxWx3: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor × factor`` pixel blocks (the spec's 64 → 32 rule)."""
-    if factor == 1:
-        return images_NxHxWx3
-    n, h, w, c = images_NxHxWx3.shape
-    if h % factor or w % factor:
-        raise ValueError(f"images: side {h}x{w} is not divisible by the downsampling factor {factor}")
-    blocks = images_NxHxWx3.reshape(n, h // factor, factor, w // factor, factor, c).astype(np.float32)
-    return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
-
-
 def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, list[str]]:
     """High-res training images (uint8, ``highres_tokenizer.image_size``) and captions.
 
@@ -57,8 +46,9 @@ def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, 
 
 def lowres_images(cfg: MuseConfig, images_hr: np.ndarray) -> np.ndarray:
     """The base stage's images: the high-res ones box-downsampled (spec: 2×2 mean)."""
-    factor = cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size
-    return box_downsample(images_hr, factor)
+    from muse_mini.shapes import downsample
+
+    return downsample(images_hr, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
 
 
 @dataclasses.dataclass

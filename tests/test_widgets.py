@@ -4,24 +4,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from muse_mini.sampler import decode  # noqa: E402
+from muse_mini.sampler import Trajectory  # noqa: E402
 from muse_mini.widgets import (  # noqa: E402
     DecodingViewer, PromptExplorer, plot_trajectory_strip, render_step, trajectory_frames,
 )
 
 V, GRID, STEPS, CELL = 6, 4, 4, 2
 N = GRID * GRID
-W_NxV = jnp.asarray(np.random.default_rng(0).normal(size=(N, V)), jnp.float32)
-
-
-def table_logits(tokens_BxN, step):
-    return jnp.broadcast_to(W_NxV, tokens_BxN.shape + (V,))
 
 
 def decode_tokens(tokens_N):
@@ -33,9 +26,21 @@ def decode_tokens(tokens_N):
 
 @pytest.fixture(scope="module")
 def traj():
-    key = jax.random.key(0, impl="rbg")
-    return jax.jit(lambda k: decode(table_logits, jnp.zeros((2, N), jnp.int32),
-                                    jnp.ones((2, N), bool), key=k, steps=STEPS, mask_id=V))(key)
+    """A hand-made two-example trajectory (the sampler's own tests check real ones)."""
+    rng = np.random.default_rng(0)
+    fixed_step_BxN = rng.permutation(np.arange(2 * N) % STEPS).reshape(2, N)
+    fixed_step_BxN[0, :3] = -1  # given tokens, as in inpainting
+    steps_T = np.arange(STEPS)[None, :, None]
+    mask_BxTxN = fixed_step_BxN[:, None, :] > steps_T
+    sampled_BxTxN = rng.integers(0, V, (2, STEPS, N))
+    sampled_BxTxN = np.where(mask_BxTxN, sampled_BxTxN, sampled_BxTxN[:, -1:])
+    masked_before = np.concatenate([fixed_step_BxN[:, None] >= 0, mask_BxTxN[:, :-1]], axis=1)
+    confidence_BxTxN = np.where(masked_before, rng.normal(size=(2, STEPS, N)), np.inf)
+    return Trajectory(
+        tokens_BxTxN=np.where(mask_BxTxN, V, sampled_BxTxN), mask_BxTxN=mask_BxTxN,
+        sampled_BxTxN=sampled_BxTxN, confidence_BxTxN=confidence_BxTxN.astype(np.float32),
+        initial_mask_BxN=fixed_step_BxN >= 0, tokens_BxN=sampled_BxTxN[:, -1],
+    )
 
 
 @pytest.fixture(scope="module")
