@@ -284,7 +284,7 @@ def test_canonical_prompts():
     (lambda: S.ShapeObject("pink", "circle", 10, 10, 16), "colour"),
     (lambda: S.ShapeObject("red", "circle", 10, 10, 17), "pixel-aligned"),
     (lambda: S.render([S.ShapeObject("red", "circle", 60, 10, 16)]), "canvas"),
-    (lambda: S.downsample(np.zeros((63, 64, 3), np.uint8)), "even"),
+    (lambda: S.downsample(np.zeros((63, 64, 3), np.uint8)), "divisible by 2"),
 ])
 def test_argument_validation(call, name):
     with pytest.raises(ValueError, match=name):
