@@ -63,6 +63,7 @@ class VQGANConfig:
     decoder_res_blocks: int = 2
     code_normalize: bool = True  # l2-normalised codes (ViT-VQGAN); see muse_mini.quantizer
     restart_every: int = 100  # dead-code restart window in steps; 0 disables
+    l1_weight: float = 0.0  # adds an L1 term to the L2 reconstruction loss (sharper edges)
 
     @property
     def downsample(self) -> int:
@@ -243,14 +244,19 @@ def _cc3m() -> MuseConfig:
     depth 23 (631.7M parameters) and super-res width 1024 with 5 low-res
     encoder + 10 high-res layers — Table 6's 1:2 encoder:decoder ratio —
     (265.8M); tests/test_transformer.py and tests/test_superres.py check the
-    totals to ±5%, and `muse-mini params` prints them.
+    totals to ±5%, and `muse-mini params` prints them. Both compute in
+    bfloat16 with per-layer rematerialisation: on one H100 the base model's
+    training step at batch 64 needs ~12 GiB with remat and does not fit in
+    80 GB without it (every layer's saved activations).
     """
     cfg = _paper3b()
     return dataclasses.replace(
         cfg,
         name="cc3m",
-        base=TransformerConfig(depth=23, width=1280, mlp_dim=5120, num_heads=20),
-        superres=SuperResConfig(depth=10, width=1024, mlp_dim=4096, num_heads=16, lowres_depth=5),
+        base=TransformerConfig(depth=23, width=1280, mlp_dim=5120, num_heads=20, dtype="bfloat16", remat=True),
+        superres=SuperResConfig(
+            depth=10, width=1024, mlp_dim=4096, num_heads=16, lowres_depth=5, dtype="bfloat16", remat=True,
+        ),
     )
 
 
@@ -262,9 +268,11 @@ def _paper3b() -> MuseConfig:
         data=DataConfig(source="", num_examples=0),
         tokenizer=VQGANConfig(image_size=256, channel_mult=(1, 1, 2, 2, 4)),
         highres_tokenizer=VQGANConfig(image_size=512, channel_mult=(1, 1, 2, 4)),
-        base=TransformerConfig(depth=48, width=2048, mlp_dim=8192, num_heads=32, dtype="bfloat16"),
+        base=TransformerConfig(
+            depth=48, width=2048, mlp_dim=8192, num_heads=32, dtype="bfloat16", remat=True,
+        ),
         superres=SuperResConfig(
-            depth=32, width=1024, mlp_dim=4096, num_heads=16, lowres_depth=16, dtype="bfloat16",
+            depth=32, width=1024, mlp_dim=4096, num_heads=16, lowres_depth=16, dtype="bfloat16", remat=True,
         ),
     )
 

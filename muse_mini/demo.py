@@ -15,7 +15,6 @@ re-renders the figures. Layout (``runs/demo`` for the quick recipe)::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -83,8 +82,8 @@ def render_text(cfg, out: Path, n: int = 12) -> None:
 
 def render_reconstructions(cfg, run: Path, stage: str, n: int = 16) -> None:
     from muse_mini import viz
-    from muse_mini.shapes import generate
-        from muse_mini.tokenizer_stage import load_tokenizer, reconstruct
+    from muse_mini.shapes import downsample, generate
+    from muse_mini.tokenizer_stage import load_tokenizer, reconstruct
 
     images, captions, _ = generate(n, seed=1, split="holdout")
     if stage == "base":

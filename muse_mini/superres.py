@@ -79,7 +79,8 @@ class SuperResTransformer(eqx.Module):
         """The low-res encoder of Figure 4: embedded tokens through self-attention layers."""
         if lowres_M.shape != (self.lowres_seq_len,):
             raise ValueError(
-                f"lowres: expected shape ({self.lowres_seq_len},) for one example, got {tuple(lowres_M.shape)}"
+                f"lowres: expected shape ({self.lowres_seq_len},) for one example, "
+                f"got {tuple(lowres_M.shape)}"
             )
         dt = compute_dtype(self.decoder.dtype)
         low_MxD = self.lowres_embed(lowres_M, dt) + self.lowres_pos(dt)

@@ -10,8 +10,9 @@ and 10% of examples losing their text (§2.7, classifier-free guidance).
 
 Engineering choices, each kept small:
 
-- **Attention** goes through :func:`jax.nn.dot_product_attention`, which picks
-  a fused kernel where the backend has one. Padding is a boolean key mask. An
+- **Attention** goes through :func:`jax.nn.dot_product_attention`, JAX's one
+  attention entry point (its XLA implementation, which XLA fuses; no
+  hand-written softmax). Padding is a boolean key mask. An
   example whose keys are all masked (text dropped for CFG) gets its
   cross-attention output multiplied by 0, so the block is exactly a block
   without cross-attention — never a uniform average over padding, never NaN.
@@ -34,6 +35,7 @@ Every ``__call__`` handles ONE example; ``jax.vmap`` over a batch.
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 from collections.abc import Callable
 
@@ -61,6 +63,18 @@ def _normal(key, shape, std: float = 0.02):
     return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
 
 
+def _normals(key, *shapes, std: float = 0.02):
+    """Several i.i.d. weight tensors from ONE draw.
+
+    Each random-number call compiles separately, which dominates building small
+    models on CPU; slicing one draw gives the same distribution.
+    """
+    sizes = [math.prod(s) for s in shapes]
+    flat = _normal(key, (sum(sizes),), std)
+    offsets = [0, *itertools.accumulate(sizes)]
+    return [flat[a:b].reshape(s) for a, b, s in zip(offsets, offsets[1:], shapes)]
+
+
 def _dropout(x, rate: float, key):
     if key is None or rate == 0.0:
         return x
@@ -81,14 +95,19 @@ class Named(eqx.Module):
 
 
 class Linear(Named):
-    """``x @ W + b`` with W of shape ``(in, out)``, cast to the input's dtype."""
+    """``x @ W + b`` with W of shape ``(in, out)``, cast to the input's dtype.
+
+    ``weight`` passes a matrix already drawn (by :func:`_normals`) instead of a ``key``.
+    """
 
     weight: Float[Array, "in out"]
     bias: Float[Array, " out"]
     axes: tuple[str, str] = eqx.field(static=True)
 
-    def __init__(self, in_dim: int, out_dim: int, axes: tuple[str, str], *, key):
-        self.weight = _normal(key, (in_dim, out_dim))
+    def __init__(self, in_dim: int, out_dim: int, axes: tuple[str, str], *, key=None, weight=None):
+        if (key is None) == (weight is None):
+            raise ValueError("Linear: pass exactly one of key= and weight=")
+        self.weight = _normal(key, (in_dim, out_dim)) if weight is None else weight
         self.bias = jnp.zeros((out_dim,), jnp.float32)
         self.axes = axes
 
@@ -180,11 +199,10 @@ class Attention(Named):
         if width % num_heads:
             raise ValueError(f"attention: width {width} is not divisible by num_heads {num_heads}")
         head_dim = width // num_heads
-        # One draw for all four i.i.d. projections: each random-number call
-        # costs a compilation, which dominates building small models on CPU.
-        qkvo = _normal(key, (4, width, num_heads, head_dim))
-        self.q_proj, self.k_proj, self.v_proj = qkvo[0], qkvo[1], qkvo[2]
-        self.o_proj = qkvo[3].reshape(num_heads, head_dim, width)
+        proj = (width, num_heads, head_dim)
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = _normals(
+            key, proj, proj, proj, (num_heads, head_dim, width)
+        )
         zeros = jnp.zeros((num_heads, head_dim), jnp.float32)
         self.q_bias, self.k_bias, self.v_bias = zeros, zeros, zeros
         self.o_bias = jnp.zeros((width,), jnp.float32)
@@ -219,9 +237,9 @@ class MLP(eqx.Module):
     fc2: Linear
 
     def __init__(self, width: int, mlp_dim: int, *, key):
-        k1, k2 = jax.random.split(key)
-        self.fc1 = Linear(width, mlp_dim, ("embed", "mlp"), key=k1)
-        self.fc2 = Linear(mlp_dim, width, ("mlp", "embed"), key=k2)
+        w1, w2 = _normals(key, (width, mlp_dim), (mlp_dim, width))
+        self.fc1 = Linear(width, mlp_dim, ("embed", "mlp"), weight=w1)
+        self.fc2 = Linear(mlp_dim, width, ("mlp", "embed"), weight=w2)
 
     def __call__(self, x_NxD):
         return self.fc2(jax.nn.gelu(self.fc1(x_NxD)))
@@ -349,10 +367,10 @@ class OutputHead(eqx.Module):
     out: Linear
 
     def __init__(self, width: int, vocab_size: int, *, key):
-        k1, k2 = jax.random.split(key)
-        self.dense = Linear(width, width, ("embed", "mlp"), key=k1)
+        w1, w2 = _normals(key, (width, width), (width, vocab_size))
+        self.dense = Linear(width, width, ("embed", "mlp"), weight=w1)
         self.norm = LayerNorm(width)
-        self.out = Linear(width, vocab_size, ("embed", "vocab"), key=k2)
+        self.out = Linear(width, vocab_size, ("embed", "vocab"), weight=w2)
 
     def __call__(self, x_NxD):
         return self.out(self.norm(jax.nn.gelu(self.dense(x_NxD))))
@@ -498,7 +516,9 @@ def masked_prediction_loss(
     return loss, metrics
 
 
-def masked_token_loss(model: BaseTransformer, tokens_BxN, text_BxLxD, text_mask_BxL, key, *, cond_drop: float):
+def masked_token_loss(
+    model: BaseTransformer, tokens_BxN, text_BxLxD, text_mask_BxL, key, *, cond_drop: float,
+):
     """The base model's training loss (§2.3, §2.6, §2.7) on a batch; ``(loss, metrics)``.
 
     Metrics: ``loss``, ``accuracy`` (masked tokens), ``mask_rate`` (fraction

@@ -1,0 +1,123 @@
+"""The super-resolution token translator (Muse §2.4, Figure 4, Table 6)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from muse_mini import transformer as T
+from muse_mini.config import SuperResConfig, get_preset
+from muse_mini.superres import SuperResTransformer, superres_loss
+
+VOCAB, SEQ, LOW_VOCAB, LOW_SEQ, TEXT_W, L = 12, 16, 10, 4, 8, 3
+CFG = SuperResConfig(depth=2, width=32, mlp_dim=128, num_heads=4, lowres_depth=1)
+
+
+def key(seed):
+    # RBG keys compile far faster than threefry on CPU; the model accepts either.
+    return jax.random.key(seed, impl="rbg")
+
+
+def make(cfg=CFG, k=None):
+    return SuperResTransformer(
+        cfg, vocab_size=VOCAB, seq_len=SEQ, lowres_vocab_size=LOW_VOCAB, lowres_seq_len=LOW_SEQ,
+        text_width=TEXT_W, key=key(0) if k is None else k,
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    return eqx.filter_jit(make)()
+
+
+def _batch(batch=4):
+    k1, k2, k3 = jax.random.split(key(1), 3)
+    tokens = jax.random.randint(k1, (batch, SEQ), 0, VOCAB)
+    lowres = jax.random.randint(k2, (batch, LOW_SEQ), 0, LOW_VOCAB)
+    text = jax.random.normal(k3, (batch, L, TEXT_W))
+    text_mask = jnp.broadcast_to(jnp.array([True, True, False]), (batch, L))
+    return tokens, lowres, text, text_mask
+
+
+call = eqx.filter_jit(lambda m, t, lo, x, mask: m(t, lo, x, mask))
+
+
+def test_output_shape_and_structure(model):
+    tokens, lowres, text, text_mask = (a[0] for a in _batch())
+    logits = call(model, tokens, lowres, text, text_mask)
+    assert logits.shape == (SEQ, VOCAB) and logits.dtype == jnp.float32
+    assert model.mask_id == VOCAB
+    assert model.lowres_embed.weight.shape == (LOW_VOCAB, CFG.width)  # low-res is never masked
+    # Figure 4: self-attention-only low-res encoder; the high-res decoder is the base model's.
+    assert model.lowres_encoder.blocks.cross_attn is None
+    assert model.lowres_encoder.blocks.self_attn.q_proj.shape[0] == CFG.lowres_depth
+    assert isinstance(model.decoder, T.MaskedTokenTransformer)
+    assert model.decoder.blocks.blocks.cross_attn.q_proj.shape[0] == CFG.depth
+
+
+def test_conditioning_text_and_lowres(model):
+    tokens, lowres, text, text_mask = (a[0] for a in _batch())
+    base = call(model, tokens, lowres, text, text_mask)
+    # Padded text positions are ignored; kept ones matter.
+    padded = jnp.where(text_mask[:, None], text, 77.0)
+    np.testing.assert_array_equal(base, call(model, tokens, lowres, padded, text_mask))
+    assert not np.array_equal(base, call(model, tokens, lowres, text * 2, text_mask))
+    # With the text dropped (CFG's unconditional branch) the text values are
+    # irrelevant, the output is finite, and the low-res tokens still condition.
+    dropped = jnp.zeros_like(text_mask)
+    uncond = call(model, tokens, lowres, text, dropped)
+    assert np.isfinite(np.asarray(uncond)).all()
+    np.testing.assert_array_equal(uncond, call(model, tokens, lowres, -text, dropped))
+    assert not np.array_equal(uncond, call(model, tokens, (lowres + 1) % LOW_VOCAB, text, dropped))
+
+
+def test_logical_axes(model):
+    arrays = jax.tree.leaves(model)
+    names = jax.tree.leaves(T.logical_axes(model), is_leaf=T.is_axes)
+    assert [len(n) for n in names] == [a.ndim for a in arrays]
+    assert T.logical_axes(model).lowres_encoder.blocks.mlp.fc1.weight == ("layers", "embed", "mlp")
+
+
+def test_superres_loss(model):
+    tokens, lowres, text, text_mask = _batch()
+    loss_fn = eqx.filter_jit(superres_loss)
+    loss, metrics = loss_fn(model, tokens, lowres, text, text_mask, key(2), cond_drop=jnp.float32(1.0))
+    assert np.isfinite(float(loss)) and float(metrics["text_dropped"]) == 1.0
+    assert 0.0 < float(metrics["mask_rate"]) <= 1.0
+    # Dropping the text keeps the low-res conditioning: same as passing no text.
+    no_text, _ = loss_fn(
+        model, tokens, lowres, text, jnp.zeros_like(text_mask), key(2), cond_drop=jnp.float32(0.0)
+    )
+    np.testing.assert_allclose(loss, no_text, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Sizes (abstract)
+
+
+def abstract_superres(preset):
+    cfg = get_preset(preset)
+    return eqx.filter_eval_shape(
+        SuperResTransformer, cfg.superres, vocab_size=cfg.highres_tokenizer.codebook_size,
+        seq_len=cfg.highres_tokenizer.grid**2, lowres_vocab_size=cfg.tokenizer.codebook_size,
+        lowres_seq_len=cfg.tokenizer.grid**2, text_width=cfg.text.width, key=jax.random.key(0),
+    )
+
+
+def test_cc3m_superres_is_268m():
+    n = T.count_params(abstract_superres("cc3m"))
+    assert abs(n / 268e6 - 1) < 0.05, n
+
+
+def test_paper_superres_matches_table6():
+    shapes = abstract_superres("paper-3b")
+    enc, dec = shapes.lowres_encoder.blocks, shapes.decoder.blocks.blocks
+    assert enc.mlp.fc1.weight.shape == (16, 1024, 4096)  # 16 low-res encoder layers, MLP 4096
+    assert enc.self_attn.q_proj.shape == (16, 1024, 16, 64)
+    assert dec.mlp.fc1.weight.shape == (32, 1024, 4096)  # 32 layers, hidden 1024
+    assert dec.cross_attn.k_proj.shape == (32, 1024, 16, 64)
+    assert shapes.decoder.pos_embed.table.shape == (64 * 64, 1024)  # 512px / f=8
+    assert shapes.lowres_pos.table.shape == (16 * 16, 1024)
+    # The paper gives no total; ours is about 774M (see the docstring of _cc3m).
+    assert 700e6 < T.count_params(shapes) < 850e6
