@@ -42,8 +42,8 @@ from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
 from muse_mini.quantizer import code_counts, perplexity, restart_dead_codes, usage_fraction
 from muse_mini.training import epoch_batch_indices, init_key, load_final, make_optimizer, stage_complete, train
 from muse_mini.vqgan import (
-    VQGAN, PatchDiscriminator, all_filter, check_images, decoder_filter, grow_decoder, hinge_d_loss,
-    hinge_g_loss, to_float,
+    VQGAN, PatchDiscriminator, all_filter, check_images, decoder_filter, fast_init, grow_decoder,
+    hinge_d_loss, hinge_g_loss, to_float,
 )
 
 STAGES = ("base", "highres")
@@ -97,7 +97,7 @@ def init_state(vcfg: VQGANConfig, tcfg: TrainConfig, key, *, vqgan: VQGAN | None
     opt = make_optimizer(tcfg)
     disc = opt_d = None
     if _uses_disc(vcfg):
-        disc = PatchDiscriminator(vcfg.disc_channels, vcfg.disc_layers, key=k_disc)
+        disc = fast_init(PatchDiscriminator, vcfg.disc_channels, vcfg.disc_layers, key=k_disc)
         opt_d = opt.init(eqx.filter(disc, eqx.is_inexact_array))
     return TrainState(
         vqgan, opt.init(eqx.filter(vqgan, spec)), disc, opt_d,
@@ -121,8 +121,9 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
         zq_Bxhxwxd, aux = jax.vmap(vqgan.quantizer)(z_Bxhxwxd)
         recon_BxHxWx3 = jax.vmap(vqgan.decode_latents)(zq_Bxhxwxd)
         recon = jnp.mean((recon_BxHxWx3 - x_BxHxWx3) ** 2)
+        l1 = jnp.mean(jnp.abs(recon_BxHxWx3 - x_BxHxWx3))
         codebook, commit = jnp.mean(aux.codebook_loss), jnp.mean(aux.commitment_loss)
-        loss = recon + codebook + vcfg.commitment_weight * commit
+        loss = recon + vcfg.l1_weight * l1 + codebook + vcfg.commitment_weight * commit
         perceptual = adversarial = jnp.zeros(())
         if lpips is not None:
             perceptual = jnp.mean(jax.vmap(lpips)(recon_BxHxWx3, x_BxHxWx3))
@@ -130,7 +131,7 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
         if use_disc:
             adversarial = hinge_g_loss(jax.vmap(disc)(recon_BxHxWx3))
             loss = loss + adv_on * vcfg.adversarial_weight * adversarial
-        metrics = dict(recon=recon, codebook=codebook, commit=commit, perceptual=perceptual,
+        metrics = dict(recon=recon, l1=l1, codebook=codebook, commit=commit, perceptual=perceptual,
                        adversarial=adversarial, psnr=10 * jnp.log10(4.0 / recon))
         keep = jax.lax.stop_gradient((z_Bxhxwxd, aux.ids, recon_BxHxWx3))
         return loss, (metrics, keep)
@@ -353,6 +354,25 @@ def decode_tokens(vqgan: VQGAN, ids, *, batch_size: int = 256) -> np.ndarray:
 def reconstruct(vqgan: VQGAN, images, *, batch_size: int = 256) -> np.ndarray:
     """Encode then decode: uint8 ``(N, S, S, 3)`` → uint8 reconstructions."""
     return decode_tokens(vqgan, encode_images(vqgan, images, batch_size=batch_size), batch_size=batch_size)
+
+
+def evaluate_tokenizer(vqgan: VQGAN, images, captions, *, batch_size: int = 256) -> dict:
+    """Reconstruction quality on captioned images: PSNR, codebook use, caption accuracy.
+
+    ``accuracy`` is the fraction of reconstructions whose caption the Shapes
+    evaluator still accepts (the toy tokenizer's "done when": ≥ 98%).
+    """
+    from muse_mini.evaluator import caption_accuracy
+    from muse_mini.vqgan import psnr
+
+    ids = encode_images(vqgan, images, batch_size=batch_size)
+    recon = decode_tokens(vqgan, ids, batch_size=batch_size)
+    counts = np.bincount(ids.ravel(), minlength=vqgan.quantizer.codebook_size)
+    return {
+        "n_images": len(images), "psnr": psnr(images, recon),
+        "usage": float(np.mean(counts > 0)), "perplexity": float(perplexity(jnp.asarray(counts))),
+        "accuracy": caption_accuracy(recon, captions)["accuracy"],
+    }
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Muse tokenizes images with a VQGAN (Esser et al., 2021) whose non-local
 convolutional and one model encodes any image whose sides are multiples of the
 downsampling factor ``f`` (§2.2: an H×W image gives H/f × W/f tokens; §A.2).
 Each resolution holds ``num_res_blocks`` ResNet blocks (GroupNorm, swish,
-3×3 convs); ``len(channel_mult) - 1`` stride-2 stages give ``f``.
+3×3 convs), and so does the middle at the lowest resolution (Esser et al.'s
+ResBlock-attention-ResBlock without the attention); ``len(channel_mult) - 1``
+stride-2 stages give ``f``.
 
 §2.5 enlarges the decoder (more residual blocks and channels; §A.2: 4 blocks and
 256 base channels instead of 2 and 128) and finetunes only it, with encoder and
@@ -74,12 +76,50 @@ def to_uint8(images_float) -> np.ndarray:
 
 
 def _groups(channels: int) -> int:
-    """Largest divisor of ``channels`` that is at most 32 (GroupNorm's usual 32 groups)."""
-    return max(g for g in range(1, min(32, channels) + 1) if channels % g == 0)
+    """GroupNorm's usual 32 groups, but at least 4 channels per group.
+
+    One channel per group would be instance norm, which strips each channel's
+    mean, i.e. the flat colours the toy tokenizer must reproduce.
+    """
+    return max(g for g in range(1, max(1, min(32, channels // 4)) + 1) if channels % g == 0)
 
 
 def _conv(cin: int, cout: int, kernel: int, key, stride: int = 1) -> eqx.nn.Conv2d:
     return eqx.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, key=key)
+
+
+def _is_layer(x) -> bool:
+    return isinstance(x, (eqx.nn.Conv2d, eqx.nn.GroupNorm))
+
+
+@eqx.filter_jit
+def _fill(skeleton, key):
+    layers = [x for x in jax.tree_util.tree_leaves(skeleton, is_leaf=_is_layer) if isinstance(x, eqx.nn.Conv2d)]
+    total = sum(c.weight.size + c.bias.size for c in layers)
+    flat = iter(jnp.split(jax.random.uniform(key, (total,), minval=-1.0, maxval=1.0),
+                          np.cumsum([n for c in layers for n in (c.weight.size, c.bias.size)])[:-1]))
+
+    def fill(layer):
+        if isinstance(layer, eqx.nn.GroupNorm):
+            layer = eqx.tree_at(lambda n: n.weight, layer, jnp.ones(layer.weight.shape))
+            return eqx.tree_at(lambda n: n.bias, layer, jnp.zeros(layer.bias.shape))
+        if isinstance(layer, eqx.nn.Conv2d):  # Equinox's own default: U(±1/√fan_in)
+            bound = 1.0 / math.sqrt(math.prod(layer.weight.shape[1:]))
+            layer = eqx.tree_at(lambda c: c.weight, layer, bound * next(flat).reshape(layer.weight.shape))
+            return eqx.tree_at(lambda c: c.bias, layer, bound * next(flat).reshape(layer.bias.shape))
+        return layer
+
+    return jax.tree_util.tree_map(fill, skeleton, is_leaf=_is_layer)
+
+
+def fast_init(cls, *args, key: jax.Array, **kwargs):
+    """``cls(*args, key=key, **kwargs)`` with the same init distribution, in one compiled call.
+
+    Eager initialisation compiles a random-number kernel per distinct weight
+    shape, which costs tens of seconds for a VQGAN on a CPU; here the module is
+    traced abstractly and every conv/norm array is cut from one random draw.
+    """
+    return _fill(eqx.filter_eval_shape(cls, *args, key=key, **kwargs), key)
 
 
 class ResBlock(eqx.Module):
@@ -106,27 +146,48 @@ class ResBlock(eqx.Module):
 
 
 class Downsample(eqx.Module):
-    """Stride-2 3×3 conv: halves H and W."""
+    """Stride-2 3×3 conv into the next level's width: halves H and W."""
 
     conv: eqx.nn.Conv2d
 
-    def __init__(self, channels: int, *, key: jax.Array):
-        self.conv = _conv(channels, channels, 3, key, stride=2)
+    def __init__(self, cin: int, cout: int, *, key: jax.Array):
+        self.conv = _conv(cin, cout, 3, key, stride=2)
 
     def __call__(self, x_CxHxW: Array) -> Array:
         return self.conv(x_CxHxW)
 
 
 class Upsample(eqx.Module):
-    """Nearest-neighbour 2× then a 3×3 conv (avoids transposed-conv checkerboards)."""
+    """Nearest-neighbour 2× then a 3×3 conv into the next level's width.
+
+    Nearest + conv avoids transposed-conv checkerboards; narrowing in this conv
+    rather than in the next ResBlock halves the cost of the decoder's most
+    expensive (highest-resolution) convolutions.
+    """
 
     conv: eqx.nn.Conv2d
 
-    def __init__(self, channels: int, *, key: jax.Array):
-        self.conv = _conv(channels, channels, 3, key)
+    def __init__(self, cin: int, cout: int, *, key: jax.Array):
+        self.conv = _conv(cin, cout, 3, key)
 
     def __call__(self, x_CxHxW: Array) -> Array:
         return self.conv(jnp.repeat(jnp.repeat(x_CxHxW, 2, axis=1), 2, axis=2))
+
+
+def _stack(widths, num_res_blocks: int, resample, keys) -> tuple[list[list[ResBlock]], list]:
+    """ResBlocks at each width, and a resampling layer from each width to the next."""
+    levels = [[ResBlock(w, w, key=next(keys)) for _ in range(num_res_blocks)] for w in widths]
+    steps = [resample(a, b, key=next(keys)) for a, b in zip(widths[:-1], widths[1:])]
+    return levels, steps
+
+
+def _run(levels, steps, h):
+    for i, blocks in enumerate(levels):
+        for block in blocks:
+            h = block(h)
+        if i < len(steps):
+            h = steps[i](h)
+    return h
 
 
 class Encoder(eqx.Module):
@@ -140,37 +201,23 @@ class Encoder(eqx.Module):
     conv_out: eqx.nn.Conv2d
 
     def __init__(self, base_channels: int, channel_mult, num_res_blocks: int, code_dim: int, *, key):
-        keys = iter(jax.random.split(key, 4 + len(channel_mult) * (num_res_blocks + 1)))
+        keys = iter(jax.random.split(key, 3 + (len(channel_mult) + 1) * (num_res_blocks + 1)))
         widths = [base_channels * m for m in channel_mult]
-        self.conv_in = _conv(3, base_channels, 3, next(keys))
-        self.levels, self.downs = [], []
-        cin = base_channels
-        for i, width in enumerate(widths):
-            blocks = []
-            for _ in range(num_res_blocks):
-                blocks.append(ResBlock(cin, width, key=next(keys)))
-                cin = width
-            self.levels.append(blocks)
-            if i < len(widths) - 1:
-                self.downs.append(Downsample(cin, key=next(keys)))
-        self.mid = [ResBlock(cin, cin, key=next(keys)), ResBlock(cin, cin, key=next(keys))]
-        self.norm_out = eqx.nn.GroupNorm(_groups(cin), cin)
-        self.conv_out = _conv(cin, code_dim, 1, next(keys))
+        self.conv_in = _conv(3, widths[0], 3, next(keys))
+        self.levels, self.downs = _stack(widths, num_res_blocks, Downsample, keys)
+        self.mid = [ResBlock(widths[-1], widths[-1], key=next(keys)) for _ in range(num_res_blocks)]
+        self.norm_out = eqx.nn.GroupNorm(_groups(widths[-1]), widths[-1])
+        self.conv_out = _conv(widths[-1], code_dim, 1, next(keys))
 
     def __call__(self, x_3xHxW: Array) -> Array:
-        h = self.conv_in(x_3xHxW)
-        for i, blocks in enumerate(self.levels):
-            for block in blocks:
-                h = block(h)
-            if i < len(self.downs):
-                h = self.downs[i](h)
+        h = _run(self.levels, self.downs, self.conv_in(x_3xHxW))
         for block in self.mid:
             h = block(h)
         return self.conv_out(jax.nn.swish(self.norm_out(h)))
 
 
 class Decoder(eqx.Module):
-    """Latents ``DxhXw`` → image ``3x(h·f)x(w·f)``; mirrors the encoder (§2.2, §2.5)."""
+    """Latents ``Dxhxw`` → image ``3x(h·f)x(w·f)``; mirrors the encoder (§2.2, §2.5)."""
 
     conv_in: eqx.nn.Conv2d
     mid: list[ResBlock]
@@ -180,32 +227,19 @@ class Decoder(eqx.Module):
     conv_out: eqx.nn.Conv2d
 
     def __init__(self, base_channels: int, channel_mult, num_res_blocks: int, code_dim: int, *, key):
-        keys = iter(jax.random.split(key, 4 + len(channel_mult) * (num_res_blocks + 1)))
+        keys = iter(jax.random.split(key, 3 + (len(channel_mult) + 1) * (num_res_blocks + 1)))
         widths = [base_channels * m for m in reversed(channel_mult)]
-        cin = widths[0]
-        self.conv_in = _conv(code_dim, cin, 3, next(keys))
-        self.mid = [ResBlock(cin, cin, key=next(keys)), ResBlock(cin, cin, key=next(keys))]
-        self.levels, self.ups = [], []
-        for i, width in enumerate(widths):
-            blocks = []
-            for _ in range(num_res_blocks):
-                blocks.append(ResBlock(cin, width, key=next(keys)))
-                cin = width
-            self.levels.append(blocks)
-            if i < len(widths) - 1:
-                self.ups.append(Upsample(cin, key=next(keys)))
-        self.norm_out = eqx.nn.GroupNorm(_groups(cin), cin)
-        self.conv_out = _conv(cin, 3, 3, next(keys))
+        self.conv_in = _conv(code_dim, widths[0], 3, next(keys))
+        self.mid = [ResBlock(widths[0], widths[0], key=next(keys)) for _ in range(num_res_blocks)]
+        self.levels, self.ups = _stack(widths, num_res_blocks, Upsample, keys)
+        self.norm_out = eqx.nn.GroupNorm(_groups(widths[-1]), widths[-1])
+        self.conv_out = _conv(widths[-1], 3, 3, next(keys))
 
     def __call__(self, z_DxHxW: Array) -> Array:
         h = self.conv_in(z_DxHxW)
         for block in self.mid:
             h = block(h)
-        for i, blocks in enumerate(self.levels):
-            for block in blocks:
-                h = block(h)
-            if i < len(self.ups):
-                h = self.ups[i](h)
+        h = _run(self.levels, self.ups, h)
         return self.conv_out(jax.nn.swish(self.norm_out(h)))
 
 
@@ -229,13 +263,14 @@ class VQGAN(eqx.Module):
 
     def __init__(self, cfg: VQGANConfig, *, key: jax.Array):
         k_enc, k_q, k_dec = jax.random.split(key, 3)
-        self.encoder = Encoder(cfg.base_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.code_dim, key=k_enc)
+        self.encoder = fast_init(Encoder, cfg.base_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.code_dim,
+                                 key=k_enc)
         self.quantizer = VectorQuantizer(
             cfg.codebook_size, cfg.code_dim, commitment_weight=cfg.commitment_weight,
             normalize=cfg.code_normalize, key=k_q,
         )
-        self.decoder = Decoder(
-            cfg.decoder_channels, cfg.channel_mult, cfg.decoder_res_blocks, cfg.code_dim, key=k_dec
+        self.decoder = fast_init(
+            Decoder, cfg.decoder_channels, cfg.channel_mult, cfg.decoder_res_blocks, cfg.code_dim, key=k_dec
         )
         self.image_size = cfg.image_size  # the training size; any multiple of f also works
         self.downsample = cfg.downsample

@@ -22,14 +22,8 @@ def test_there_is_a_notebook_per_stage():
         assert stem in names
 
 
-@pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
-    """One runs/ for all notebooks, so the smoke pipeline is trained once."""
-    return tmp_path_factory.mktemp("runs")
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_mode(path, tmp_path, runs_dir, monkeypatch):
+def test_notebook_runs_in_smoke_mode(path, tmp_path, smoke_runs, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -38,7 +32,7 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, runs_dir, monkeypatch):
     work.mkdir()
     shutil.copy(path, work / path.name)
     monkeypatch.setenv("MUSE_MINI_SMOKE", "1")
-    monkeypatch.setenv("MUSE_MINI_RUNS", str(runs_dir))
+    monkeypatch.setenv("MUSE_MINI_RUNS", str(smoke_runs))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     client = NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(work)}})

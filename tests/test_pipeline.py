@@ -1,0 +1,90 @@
+"""The whole cascade on a smoke-trained pipeline: shapes, determinism, errors, CLI."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from muse_mini.cli import main
+from muse_mini.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe(smoke_runs):
+    return Pipeline.from_run(smoke_runs / "smoke")
+
+
+def test_generate_gives_64px_by_default_and_32px_for_base(pipe):
+    gen = pipe.generate(["a red circle", "two blue squares"], num_per_prompt=2, seed=0)
+    assert gen.images.shape == (4, 64, 64, 3) and gen.images.dtype == np.uint8
+    assert gen.base_images.shape == (4, 32, 32, 3)
+    assert gen.prompts == ["a red circle"] * 2 + ["two blue squares"] * 2
+    traj = gen.base_trajectory
+    assert traj.tokens_BxTxN.shape == (4, pipe.cfg.sampler.steps, 64)
+    assert gen.superres_trajectory.tokens_BxTxN.shape == (4, pipe.cfg.superres_sampler.steps, 256)
+    # every token is decided at the end
+    assert not np.any(np.asarray(traj.tokens_BxN) == pipe.base.mask_id)
+    base_only = pipe.generate(["a red circle"], stage="base", seed=0)
+    assert base_only.images.shape == (1, 32, 32, 3) and base_only.superres_trajectory is None
+
+
+def test_same_seed_same_images_other_seed_differs(pipe):
+    # A hot temperature: a barely trained model is too sure of the background token.
+    kw = dict(num_per_prompt=2, stage="base", temperature=5.0)
+    a = pipe.generate(["a green triangle"], seed=3, **kw)
+    b = pipe.generate(["a green triangle"], seed=3, **kw)
+    c = pipe.generate(["a green triangle"], seed=4, **kw)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(np.asarray(a.base_trajectory.tokens_BxN), np.asarray(c.base_trajectory.tokens_BxN))
+
+
+def test_negative_prompt_replaces_the_unconditional_logits(pipe):
+    kw = dict(stage="base", seed=1, guidance=3.0, guidance_schedule="constant")
+    plain = pipe.generate(["a large circle"], **kw)
+    neg = pipe.generate(["a large circle"], negative_prompt="a large red circle", **kw)
+    assert not np.array_equal(np.asarray(plain.base_trajectory.tokens_BxN),
+                              np.asarray(neg.base_trajectory.tokens_BxN))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prompts=[]), "prompts: expected at least one prompt"),
+    (dict(prompts=["a red circle", "  "]), "prompts[1] is empty"),
+    (dict(steps=0), "steps"),
+    (dict(temperature=0.0), "temperature"),
+    (dict(guidance=float("nan")), "guidance"),
+    (dict(top_k=0), "top_k"),
+    (dict(num_per_prompt=0), "num_per_prompt"),
+    (dict(stage="giant"), "stage"),
+    (dict(temprature=1.0), "unknown sampler options"),
+])
+def test_bad_arguments_name_themselves(pipe, kwargs, message):
+    prompts = kwargs.pop("prompts", ["a red circle"])
+    with pytest.raises(ValueError) as err:
+        pipe.generate(prompts, **kwargs)
+    assert message in str(err.value)
+
+
+def test_from_run_on_an_empty_directory_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tokenizer-base"):
+        Pipeline.from_run(tmp_path)
+
+
+def test_cli_sample_writes_one_png_per_prompt_and_sample(smoke_runs, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\nthree green triangles\n")
+    out = tmp_path / "out"
+    assert main(["sample", "--run", str(smoke_runs / "smoke"), "--prompts", str(prompts),
+                 "--out", str(out), "--num-per-prompt", "2", "--steps", "4"]) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["0000_0.png", "0000_1.png", "0001_0.png", "0001_1.png"]
+    assert np.asarray(Image.open(out / "0000_0.png")).shape == (64, 64, 3)
+    assert main(["sample", "--run", str(smoke_runs / "smoke"), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "b"), "--stage", "base"]) == 0
+    assert np.asarray(Image.open(tmp_path / "b" / "0001_0.png")).shape == (32, 32, 3)
+
+
+def test_cli_errors_are_one_line(smoke_runs, tmp_path, capsys):
+    assert main(["sample", "--run", str(smoke_runs / "smoke"), "--prompts", str(tmp_path / "none.txt"),
+                 "--out", str(tmp_path)]) == 2
+    assert "--prompts: no such file" in capsys.readouterr().err
+    assert main(["train-base", "--run", str(tmp_path / "base")]) == 2
+    assert "no finished tokenizer run" in capsys.readouterr().err
