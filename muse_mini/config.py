@@ -64,6 +64,7 @@ class VQGANConfig:
     code_normalize: bool = True  # l2-normalised codes (ViT-VQGAN); see muse_mini.quantizer
     restart_every: int = 100  # dead-code restart window in steps; 0 disables
     l1_weight: float = 0.0  # adds an L1 term to the L2 reconstruction loss (sharper edges)
+    train_crop: int = 0  # train on random crops of this side (0: whole images); encodes any size
 
     @property
     def downsample(self) -> int:
@@ -197,35 +198,43 @@ T5_XXL = TextConfig(encoder="google/t5-v1_1-xxl", width=4096, max_length=128)
 
 
 def _toy() -> MuseConfig:
-    """Shapes on a laptop CPU: 32×32 → 8×8 base tokens, 64×64 → 16×16 high-res."""
+    """Shapes on a laptop CPU: 32×32 → 8×8 base tokens, 64×64 → 16×16 high-res.
+
+    Sizes come from measured sweeps on a 2-core CPU (docs/results.md): tiny
+    convolutional tokenizers with 8-dim l2-normalised codes and frequent
+    dead-code restarts reconstruct Shapes well enough for the evaluator; the
+    high-res tokenizer trains on 32×32 crops (it is fully convolutional, §2.2).
+    No pretrained VGG can be downloaded offline, so ``perceptual="none"``: the
+    toy tokenizers train on reconstruction and codebook losses only.
+    """
     tok = VQGANConfig(
-        image_size=32, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-        codebook_size=256, code_dim=32, perceptual="none", adversarial_weight=0.0,
-        adversarial_start=0, disc_channels=32, disc_layers=2,
-        decoder_channels=32, decoder_res_blocks=1,
+        image_size=32, base_channels=8, channel_mult=(1, 4, 8), num_res_blocks=1,
+        codebook_size=256, code_dim=8, perceptual="none", adversarial_weight=0.0,
+        adversarial_start=0, disc_channels=32, disc_layers=2, restart_every=20,
+        decoder_channels=8, decoder_res_blocks=1,
     )
     return MuseConfig(
         name="toy",
         text=TextConfig(encoder="minilm", width=384, max_length=24),
         data=DataConfig(source="shapes", num_examples=20_000),
         tokenizer=tok,
-        highres_tokenizer=dataclasses.replace(tok, image_size=64),
-        base=TransformerConfig(depth=4, width=256, mlp_dim=1024, num_heads=4),
-        superres=SuperResConfig(depth=4, width=256, mlp_dim=1024, num_heads=4, lowres_depth=2),
+        highres_tokenizer=dataclasses.replace(tok, image_size=64, train_crop=32),
+        base=TransformerConfig(depth=4, width=128, mlp_dim=512, num_heads=4),
+        superres=SuperResConfig(depth=2, width=128, mlp_dim=512, num_heads=4, lowres_depth=1),
         tokenizer_train=TrainConfig(
-            steps=1500, batch_size=32, optimizer="adam", lr=2e-3, b2=0.99,
-            weight_decay=1e-4, warmup_steps=100, clip_norm=1.0,
-            checkpoint_every=500, log_every=10,
+            steps=1200, batch_size=8, optimizer="adam", lr=3e-3, b2=0.99,
+            weight_decay=1e-4, warmup_steps=100, clip_norm=None,
+            checkpoint_every=400, log_every=10,
         ),
         base_train=TrainConfig(
-            steps=3000, batch_size=64, optimizer="adamw", lr=1e-3, b2=0.99,
-            weight_decay=0.045, warmup_steps=200, clip_norm=1.0,
-            checkpoint_every=500, log_every=10,
+            steps=800, batch_size=64, optimizer="adamw", lr=2e-3, b2=0.99,
+            weight_decay=0.045, warmup_steps=100, clip_norm=1.0,
+            checkpoint_every=200, log_every=10,
         ),
         superres_train=TrainConfig(
-            steps=2000, batch_size=32, optimizer="adamw", lr=1e-3, b2=0.99,
-            weight_decay=0.045, warmup_steps=200, clip_norm=1.0,
-            checkpoint_every=500, log_every=10,
+            steps=400, batch_size=16, optimizer="adamw", lr=2e-3, b2=0.99,
+            weight_decay=0.045, warmup_steps=50, clip_norm=1.0,
+            checkpoint_every=200, log_every=10,
         ),
         sampler=SamplerConfig(
             steps=12, temperature=0.2, choice_temperature=1.0, guidance=2.0,

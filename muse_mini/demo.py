@@ -26,10 +26,10 @@ RECIPES = {
     "quick": ("toy", "runs/demo", ()),
     # The full recipe trains the same models for longer.
     "full": ("toy", "runs/full", (
-        "tokenizer_train.steps=3000",
         "data.num_examples=50000",
-        "base_train.steps=12000",
-        "superres_train.steps=6000",
+        "tokenizer_train.steps=2400",
+        "base_train.steps=5000", "base_train.warmup_steps=300",
+        "superres_train.steps=1500",
     )),
 }
 EVAL_PROMPTS = {"train": 48, "holdout": 16}

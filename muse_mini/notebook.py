@@ -21,7 +21,11 @@ SMOKE_OVERRIDES = (
     "tokenizer_train.steps=20", "tokenizer_train.warmup_steps=5", "tokenizer_train.checkpoint_every=10",
     "base_train.steps=20", "base_train.warmup_steps=5", "base_train.checkpoint_every=10",
     "superres_train.steps=10", "superres_train.warmup_steps=2", "superres_train.checkpoint_every=10",
+    "tokenizer_train.batch_size=4",
     "base_train.batch_size=16", "superres_train.batch_size=8",
+    "base.depth=1", "base.width=64", "base.mlp_dim=128", "base.num_heads=2",
+    "superres.depth=1", "superres.lowres_depth=1", "superres.width=64", "superres.mlp_dim=128",
+    "superres.num_heads=2", "sampler.steps=6", "superres_sampler.steps=4",
 )
 
 

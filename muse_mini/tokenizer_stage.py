@@ -173,7 +173,7 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
         counts = state.counts_K + batch_counts
         restarted = jnp.zeros((), jnp.int32)
         if restart:
-            due = (state.step + 1) % vcfg.restart_every == 0
+            due = (state.step > 0) & (state.step % vcfg.restart_every == 0)
             fresh, n_dead = restart_dead_codes(vqgan.quantizer, z, counts, key=key)
             codebook = jnp.where(due, fresh.codebook_KxD, vqgan.quantizer.codebook_KxD)
             vqgan = eqx.tree_at(lambda m: m.quantizer.codebook_KxD, vqgan, codebook)
@@ -182,7 +182,7 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
 
         metrics = dict(
             metrics, loss=loss, disc=d_loss, usage=usage_fraction(batch_counts),
-            perplexity=perplexity(batch_counts), restarted=restarted, grad_norm=optax.global_norm(grads),
+            perplexity=perplexity(batch_counts), restarted=restarted, grad_norm=optax.tree.norm(grads),
         )
         return TrainState(vqgan, opt_g, disc, opt_d, counts, state.step + 1), metrics
 
@@ -203,6 +203,25 @@ def stage_images(cfg: MuseConfig, stage: str) -> np.ndarray:
 
     images_hr, _ = training_images(cfg)
     return images_hr if stage == "highres" else lowres_images(cfg, images_hr)
+
+
+def random_crops(images_NxSxSx3: np.ndarray, crop: int, multiple: int, *, seed: int, step: int) -> np.ndarray:
+    """One random ``crop × crop`` window per image, at offsets that are multiples of ``multiple``.
+
+    A pure function of ``(seed, step)``, as the trainer's batches must be.
+    Offsets on the token grid make a crop's tokens those of the full image
+    (up to border effects), so training on crops teaches the same tokenizer.
+    """
+    n, size = images_NxSxSx3.shape[0], images_NxSxSx3.shape[1]
+    if crop <= 0 or crop == size:
+        return images_NxSxSx3
+    if crop > size or crop % multiple:
+        raise ValueError(f"train_crop: expected a multiple of f={multiple} up to {size}, got {crop}")
+    rng = np.random.default_rng([seed, step, 0xC0])
+    top, left = rng.integers(0, (size - crop) // multiple + 1, size=(2, n)) * multiple
+    rows = top[:, None] + np.arange(crop)  # N×crop
+    cols = left[:, None] + np.arange(crop)
+    return images_NxSxSx3[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 # --------------------------------------------------------------------------
@@ -253,7 +272,8 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
         check_images(images, size=vcfg.image_size, name=f"{stage} training images")
 
         def batch_fn(step):
-            return images[epoch_batch_indices(len(images), tcfg.batch_size, tcfg.seed, step)]
+            batch = images[epoch_batch_indices(len(images), tcfg.batch_size, tcfg.seed, step)]
+            return random_crops(batch, vcfg.train_crop, vcfg.downsample, seed=tcfg.seed, step=step)
 
     step_fn = make_train_step(vcfg, tcfg, finetune=finetune, lpips=build_perceptual(vcfg))
     state = train(

@@ -1,0 +1,195 @@
+"""The VQGAN tokenizer: shapes, input checks, discriminator, decoder finetuning, training glue."""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from muse_mini.config import VQGANConfig, get_preset
+from muse_mini.training import init_key
+from muse_mini.quantizer import perplexity
+from muse_mini.tokenizer_stage import (
+    decode_token_batch, decode_tokens, encode_images, load_tokenizer, random_crops, reconstruct,
+    train_tokenizer,
+)
+from muse_mini.vqgan import (
+    VQGAN, PatchDiscriminator, check_images, decoder_filter, grow_decoder, hinge_d_loss, hinge_g_loss,
+    to_float, to_uint8,
+)
+
+# f=2: the fewest layers, so the smoke runs compile quickly.
+TINY = VQGANConfig(
+    image_size=32, base_channels=4, channel_mult=(1, 2), num_res_blocks=1, codebook_size=16,
+    code_dim=4, perceptual="none", decoder_channels=4, decoder_res_blocks=1,
+)
+
+
+def _abstract(cfg, key=0):
+    return eqx.filter_eval_shape(VQGAN, cfg, key=jax.random.key(key))
+
+
+@pytest.mark.parametrize("mult, f", [((1, 2, 2), 4), ((1, 1, 2, 2), 8), ((1, 1, 2, 2, 4), 16)])
+@pytest.mark.parametrize("hw", [(32, 32), (48, 80)])
+def test_token_grid_is_image_over_f(mult, f, hw):
+    cfg = dataclasses.replace(TINY, channel_mult=mult)
+    assert cfg.downsample == f
+    vqgan = _abstract(cfg)
+    img = jax.ShapeDtypeStruct((*hw, 3), jnp.float32)
+    ids = eqx.filter_eval_shape(lambda m, x: m.encode(x), vqgan, img)
+    assert ids.shape == (hw[0] // f, hw[1] // f) and jnp.issubdtype(ids.dtype, jnp.integer)
+    recon = eqx.filter_eval_shape(lambda m, i: m.decode_ids(i), vqgan, ids)
+    assert recon.shape == (*hw, 3)
+    out, aux = eqx.filter_eval_shape(lambda m, x: m(x), vqgan, img)
+    assert out.shape == (*hw, 3) and aux.ids.shape == ids.shape
+
+
+def test_paper_sizes():
+    """§2.2: f=16 on 256×256 gives 16×16 tokens; f=8 on 512×512 gives 64×64."""
+    cfg = get_preset("paper-3b")
+    assert (cfg.tokenizer.downsample, cfg.tokenizer.grid) == (16, 16)
+    assert (cfg.highres_tokenizer.downsample, cfg.highres_tokenizer.grid) == (8, 64)
+
+
+def test_bad_inputs_are_clear_errors():
+    vqgan = _abstract(TINY)
+    with pytest.raises(ValueError, match=r"img: expected one \(H, W, 3\) image"):
+        eqx.filter_eval_shape(lambda m, x: m.encode(x), vqgan, jax.ShapeDtypeStruct((31, 32, 3), jnp.float32))
+    with pytest.raises(ValueError, match=r"images: expected \(N, 32, 32, 3\) uint8 or float, got \(2, 64, 64, 3\)"):
+        check_images(np.zeros((2, 64, 64, 3), np.uint8), size=32)
+    with pytest.raises(ValueError, match=r"got \(32, 32, 3\)"):
+        check_images(np.zeros((32, 32, 3), np.uint8), size=32)
+    with pytest.raises(ValueError, match="dtype int64"):
+        check_images(np.zeros((1, 32, 32, 3), np.int64), size=32)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        check_images(np.zeros((1, 30, 32, 3), np.uint8), multiple_of=4)
+
+
+def test_uint8_float_round_trip():
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, -1)
+    f = to_float(x)
+    assert float(f.min()) == -1.0 and float(f.max()) == 1.0
+    np.testing.assert_array_equal(to_uint8(f), x)
+    np.testing.assert_array_equal(to_uint8(np.array([-3.0, 3.0])), [0, 255])
+
+
+def test_discriminator_patch_logits_and_hinge_losses():
+    disc = eqx.filter_eval_shape(PatchDiscriminator, 8, 2, key=jax.random.key(0))
+    logits = eqx.filter_eval_shape(lambda d, x: d(x), disc, jax.ShapeDtypeStruct((32, 32, 3), jnp.float32))
+    assert logits.shape == (6, 6)
+    assert float(hinge_d_loss(jnp.full(4, 2.0), jnp.full(4, -2.0))) == 0.0
+    assert float(hinge_d_loss(jnp.zeros(4), jnp.zeros(4))) == 1.0
+    assert float(hinge_g_loss(jnp.full(4, 0.5))) == -0.5
+
+
+def test_grow_decoder_keeps_encoder_and_codebook():
+    small = VQGAN(TINY, key=jax.random.key(0))
+    big_cfg = dataclasses.replace(TINY, decoder_channels=8, decoder_res_blocks=2)
+    big = grow_decoder(small, big_cfg, key=jax.random.key(1))
+    kept = jax.tree_util.tree_leaves((big.encoder, big.quantizer))
+    assert all(a is b for a, b in zip(kept, jax.tree_util.tree_leaves((small.encoder, small.quantizer))))
+    assert big.decoder.conv_in.weight.shape[0] == 2 * small.decoder.conv_in.weight.shape[0]
+    spec = decoder_filter(big)
+    assert not any(jax.tree_util.tree_leaves((spec.encoder, spec.quantizer)))
+    assert all(jax.tree_util.tree_leaves(spec.decoder))
+    with pytest.raises(ValueError, match="codebook_size and code_dim"):
+        grow_decoder(small, dataclasses.replace(big_cfg, codebook_size=32), key=jax.random.key(1))
+
+
+def test_random_crops_are_pure_and_on_the_grid():
+    x = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    a = random_crops(x, 32, 4, seed=0, step=5)
+    np.testing.assert_array_equal(a, random_crops(x, 32, 4, seed=0, step=5))
+    assert a.shape == (3, 32, 32, 3)
+    for crop, img in zip(a, x):
+        hits = [(t, l) for t in range(0, 33, 4) for l in range(0, 33, 4)
+                if np.array_equal(img[t:t + 32, l:l + 32], crop)]
+        assert hits
+    assert random_crops(x, 0, 4, seed=0, step=5) is x
+
+
+# --------------------------------------------------------------------------
+# Training glue: a tiny run through the shared trainer, then §2.5 finetuning.
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tok = dataclasses.replace(TINY, adversarial_weight=0.1, adversarial_start=2, restart_every=2)
+    cfg = get_preset("toy", ["data.num_examples=16", "tokenizer_train.steps=3", "tokenizer_train.batch_size=4",
+                             "tokenizer_train.warmup_steps=1", "tokenizer_train.checkpoint_every=3",
+                             "tokenizer_train.log_every=1"])
+    cfg = dataclasses.replace(cfg, tokenizer=tok)
+    run = tmp_path_factory.mktemp("runs") / "tokenizer-base"
+    trained = train_tokenizer(cfg, "base", run, progress=False)
+    return cfg, run, trained
+
+
+def test_smoke_training_writes_a_loadable_run(smoke_run):
+    from muse_mini.training import read_metrics
+
+    cfg, run, trained = smoke_run
+    assert (run / "config.json").is_file() and (run / "final.eqx").is_file()
+    metrics = read_metrics(run)
+    assert list(metrics["step"]) == [0, 1, 2]
+    for name in ("loss", "recon", "codebook", "commit", "perceptual", "adversarial", "disc", "usage",
+                 "perplexity", "psnr"):
+        assert np.all(np.isfinite(metrics[name])), name
+    assert metrics["disc"][0] == 0.0 and metrics["disc"][2] != 0.0  # discriminator on from step 2
+    assert metrics["perceptual"].max() == 0.0  # perceptual="none": off, and reported as 0
+
+    loaded = load_tokenizer(run)
+    for a, b in zip(jax.tree_util.tree_leaves(eqx.filter(trained, eqx.is_array)),
+                    jax.tree_util.tree_leaves(eqx.filter(loaded, eqx.is_array))):
+        np.testing.assert_array_equal(a, b)
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    ids = encode_images(loaded, images)
+    assert ids.shape == (3, 16, 16) and ids.dtype == np.int32 and ids.max() < 16
+    out = decode_tokens(loaded, ids)
+    assert out.shape == (3, 32, 32, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(reconstruct(loaded, images), out)
+    np.testing.assert_array_equal(decode_tokens(loaded, ids.reshape(3, -1)), out)
+    np.testing.assert_array_equal(decode_token_batch(loaded, jnp.asarray(ids.reshape(3, -1))), out)
+    assert float(perplexity(jnp.bincount(jnp.asarray(ids).ravel(), length=16))) >= 1.0
+    with pytest.raises(ValueError, match=r"images: expected \(N, 32, 32, 3\)"):
+        encode_images(loaded, np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"ids: values must be in \[0, 16\)"):
+        decode_tokens(loaded, np.full((1, 16, 16), 16))
+
+
+def test_decoder_finetune_freezes_encoder_and_codebook(smoke_run, tmp_path):
+    """§2.5: a larger decoder is trained; encoder and codebook stay bit-identical."""
+    cfg, run, base = smoke_run
+    big = dataclasses.replace(cfg.tokenizer, decoder_channels=8, decoder_res_blocks=2, adversarial_weight=0.0)
+    cfg = get_preset("toy", ["data.num_examples=16", "tokenizer_train.steps=2", "tokenizer_train.batch_size=4"])
+    tuned = train_tokenizer(dataclasses.replace(cfg, tokenizer=big), "base", tmp_path / "ft",
+                            progress=False, finetune_from=run)
+    same = lambda a, b: all(  # noqa: E731
+        np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
+    assert same(tuned.encoder, base.encoder)
+    assert same(tuned.quantizer.codebook_KxD, base.quantizer.codebook_KxD)
+    fresh = grow_decoder(base, big, key=jax.random.fold_in(init_key(cfg.tokenizer_train.seed), 1))
+    assert not same(tuned.decoder, fresh.decoder)  # the decoder did train
+    assert load_tokenizer(tmp_path / "ft").decoder.conv_in.weight.shape[0] == 16  # 8 × mult 2
+    with pytest.raises(ValueError, match="only decoder_\\* may differ"):
+        train_tokenizer(dataclasses.replace(cfg, tokenizer=dataclasses.replace(big, code_dim=8)), "base",
+                        tmp_path / "bad", progress=False, finetune_from=run)
+
+
+def test_cli_reconstruct(smoke_run, tmp_path):
+    from muse_mini.tokenizer_stage import _cli_reconstruct
+
+    _, run, _ = smoke_run
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(src / "a.png")
+    args = type("Args", (), {"run": str(run), "images": str(src), "out": str(out)})
+    _cli_reconstruct(args)
+    assert np.asarray(Image.open(out / "a.png")).shape == (32, 32, 3)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "b.png")
+    with pytest.raises(ValueError, match=r"b.png is 64×64, but the tokenizer .* expects 32×32"):
+        _cli_reconstruct(args)
