@@ -62,7 +62,7 @@ class VQGANConfig:
     decoder_channels: int = 128
     decoder_res_blocks: int = 2
     code_normalize: bool = True  # l2-normalised codes (ViT-VQGAN); see muse_mini.quantizer
-    restart_every: int = 100  # dead-code restart window in steps; 0 disables
+    restart_every: int = 100  # restart codes unused over this many steps; 0: never
     l1_weight: float = 0.0  # adds an L1 term to the L2 reconstruction loss (sharper edges)
     train_crop: int = 0  # train on random crops of this side (0: whole images); encodes any size
 

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
-from muse_mini.quantizer import code_counts, perplexity, restart_dead_codes, usage_fraction
+from muse_mini.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
 from muse_mini.training import epoch_batch_indices, init_key, load_final, make_optimizer, stage_complete, train
 from muse_mini.vqgan import (
     VQGAN, PatchDiscriminator, all_filter, check_images, decoder_filter, fast_init, grow_decoder,
@@ -173,7 +173,7 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
         counts = state.counts_K + batch_counts
         restarted = jnp.zeros((), jnp.int32)
         if restart:
-            due = (state.step > 0) & (state.step % vcfg.restart_every == 0)
+            due = restart_due(state.step, vcfg.restart_every)
             fresh, n_dead = restart_dead_codes(vqgan.quantizer, z, counts, key=key)
             codebook = jnp.where(due, fresh.codebook_KxD, vqgan.quantizer.codebook_KxD)
             vqgan = eqx.tree_at(lambda m: m.quantizer.codebook_KxD, vqgan, codebook)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from muse_mini.quantizer import (
-    VectorQuantizer, code_counts, perplexity, restart_dead_codes, usage_fraction,
+    VectorQuantizer, code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction,
 )
 
 
@@ -85,3 +85,8 @@ def test_jittable_and_bad_width():
     assert ids.shape == (2, 2)
     with pytest.raises(ValueError, match="last axis 4"):
         q.encode(jnp.ones((2, 3)))
+
+
+def test_restart_schedule():
+    due = np.flatnonzero(np.asarray(restart_due(jnp.arange(50), 10)))
+    np.testing.assert_array_equal(due, [10, 20, 30, 40])
