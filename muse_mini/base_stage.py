@@ -78,34 +78,52 @@ def _base_loss(cfg: MuseConfig):
     return loss_fn
 
 
-def train_base(cfg: MuseConfig, run_dir, *, tokenizer_run, progress: bool = True):
-    """Train (or resume, or just load) the base model in ``run_dir``; returns it."""
+def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, train_cfg,
+                      tokenizer_runs: dict, progress: bool = True):
+    """Train (or resume, or just load) a transformer stage; shared by base and super-res.
+
+    ``tokenizer_runs`` names the frozen tokenizers' run directories, in the
+    order :func:`cached_token_data` takes them (base, then high-res).
+    """
     from muse_mini.tokenizer_stage import load_tokenizer
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tc = cfg.base_train
+    tc = train_cfg
     optimizer = make_optimizer(tc)
-    state = init_train_state(build_base(cfg, init_key(tc.seed)), optimizer)
-    metadata = stage_metadata(run_dir, cfg, "base", tokenizer_run=tokenizer_run)
-    if stage_complete(run_dir):
-        batch_fn = None
-    else:
-        data = cached_token_data(run_dir, cfg, load_tokenizer(tokenizer_run), progress=progress)
+    state = init_train_state(build(cfg, init_key(tc.seed)), optimizer)
+    metadata = stage_metadata(run_dir, cfg, stage, **tokenizer_runs)
+    batch_fn = None
+    if not stage_complete(run_dir):
+        tokenizers = [load_tokenizer(path) for path in tokenizer_runs.values()]
+        data = cached_token_data(run_dir, cfg, *tokenizers, progress=progress)
         batch_fn = lambda step: data.batch(epoch_batch_indices(len(data), tc.batch_size, tc.seed, step))
     state = train(
-        run_dir, state=state, step_fn=make_train_step(_base_loss(cfg), optimizer),
+        run_dir, state=state, step_fn=make_train_step(loss_fn, optimizer),
         batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
     )
     return state.model
 
 
-def load_base(run_dir):
-    """``(model, cfg)`` from a finished base run; the skeleton is built abstractly."""
+def load_transformer(run_dir, build, train_field: str):
+    """``(model, cfg)`` from a finished transformer run; the skeleton is built abstractly."""
     cfg, _ = read_stage(run_dir)
-    optimizer = make_optimizer(cfg.base_train)
-    like = eqx.filter_eval_shape(lambda k: init_train_state(build_base(cfg, k), optimizer), init_key(0))
+    optimizer = make_optimizer(getattr(cfg, train_field))
+    like = eqx.filter_eval_shape(lambda k: init_train_state(build(cfg, k), optimizer), init_key(0))
     return load_final(run_dir, like).model, cfg
+
+
+def train_base(cfg: MuseConfig, run_dir, *, tokenizer_run, progress: bool = True):
+    """Train (or resume, or just load) the base model in ``run_dir``; returns it."""
+    return train_transformer(
+        cfg, run_dir, stage="base", build=build_base, loss_fn=_base_loss(cfg),
+        train_cfg=cfg.base_train, tokenizer_runs={"tokenizer_run": tokenizer_run}, progress=progress,
+    )
+
+
+def load_base(run_dir):
+    """``(model, cfg)`` from a finished base run."""
+    return load_transformer(run_dir, build_base, "base_train")
 
 
 # --------------------------------------------------------------------------

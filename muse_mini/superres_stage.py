@@ -11,14 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import equinox as eqx
-
-from muse_mini.base_stage import cached_token_data, read_stage, stage_metadata
+from muse_mini.base_stage import load_transformer, train_transformer
 from muse_mini.config import MuseConfig
-from muse_mini.training import (
-    epoch_batch_indices, init_key, init_train_state, load_final, make_optimizer, make_train_step,
-    stage_complete, train,
-)
+from muse_mini.training import stage_complete
 
 
 def build_superres(cfg: MuseConfig, key):
@@ -47,34 +42,16 @@ def _superres_loss(cfg: MuseConfig):
 def train_superres(cfg: MuseConfig, run_dir, *, tokenizer_run, highres_tokenizer_run,
                    progress: bool = True):
     """Train (or resume, or just load) the super-res model in ``run_dir``; returns it."""
-    from muse_mini.tokenizer_stage import load_tokenizer
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tc = cfg.superres_train
-    optimizer = make_optimizer(tc)
-    state = init_train_state(build_superres(cfg, init_key(tc.seed)), optimizer)
-    metadata = stage_metadata(run_dir, cfg, "superres", tokenizer_run=tokenizer_run,
-                              highres_tokenizer_run=highres_tokenizer_run)
-    if stage_complete(run_dir):
-        batch_fn = None
-    else:
-        data = cached_token_data(run_dir, cfg, load_tokenizer(tokenizer_run),
-                                 load_tokenizer(highres_tokenizer_run), progress=progress)
-        batch_fn = lambda step: data.batch(epoch_batch_indices(len(data), tc.batch_size, tc.seed, step))
-    state = train(
-        run_dir, state=state, step_fn=make_train_step(_superres_loss(cfg), optimizer),
-        batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
+    return train_transformer(
+        cfg, run_dir, stage="superres", build=build_superres, loss_fn=_superres_loss(cfg),
+        train_cfg=cfg.superres_train, progress=progress,
+        tokenizer_runs={"tokenizer_run": tokenizer_run, "highres_tokenizer_run": highres_tokenizer_run},
     )
-    return state.model
 
 
 def load_superres(run_dir):
     """``(model, cfg)`` from a finished super-res run."""
-    cfg, _ = read_stage(run_dir)
-    optimizer = make_optimizer(cfg.superres_train)
-    like = eqx.filter_eval_shape(lambda k: init_train_state(build_superres(cfg, k), optimizer), init_key(0))
-    return load_final(run_dir, like).model, cfg
+    return load_transformer(run_dir, build_superres, "superres_train")
 
 
 def add_parsers(sub) -> None:

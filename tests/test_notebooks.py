@@ -4,7 +4,6 @@ The notebooks are executed from a temporary copy so that no outputs reach git,
 with ``MUSE_MINI_SMOKE=1`` and their run directories in one temporary ``runs/``.
 """
 
-import os
 import shutil
 from pathlib import Path
 
