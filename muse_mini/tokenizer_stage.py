@@ -265,9 +265,10 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
             )
         vqgan = grow_decoder(old, vcfg, key=jax.random.fold_in(init_key(tcfg.seed), 1))
     state = init_state(vcfg, tcfg, init_key(tcfg.seed), vqgan=vqgan, finetune=finetune)
-    if stage_complete(run_dir):
-        batch_fn = None
+    if stage_complete(run_dir):  # train() just loads the final state
+        batch_fn = lpips = None
     else:
+        lpips = build_perceptual(vcfg)
         images = stage_images(cfg, stage)
         check_images(images, size=vcfg.image_size, name=f"{stage} training images")
 
@@ -275,7 +276,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
             batch = images[epoch_batch_indices(len(images), tcfg.batch_size, tcfg.seed, step)]
             return random_crops(batch, vcfg.train_crop, vcfg.downsample, seed=tcfg.seed, step=step)
 
-    step_fn = make_train_step(vcfg, tcfg, finetune=finetune, lpips=build_perceptual(vcfg))
+    step_fn = make_train_step(vcfg, tcfg, finetune=finetune, lpips=lpips)
     state = train(
         run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=tcfg,
         metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
@@ -345,13 +346,9 @@ def _batched(fn, items, batch_size: int, progress: bool, desc: str):
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
 
-def _check_for(vqgan: VQGAN, images):
-    return check_images(images, size=vqgan.image_size)
-
-
 def encode_images(vqgan: VQGAN, images, *, batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """uint8 (or [-1, 1] float) images ``(N, S, S, 3)`` → token ids ``(N, S/f, S/f)`` int32."""
-    images = _check_for(vqgan, images)
+    images = check_images(images, size=vqgan.image_size)
     return _batched(lambda x: _encode(vqgan, x), images, batch_size, progress, "encode").astype(np.int32)
 
 
