@@ -73,14 +73,14 @@ def main() -> None:
     print(f"preset {cfg.name} on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"{args.steps} timed steps per stage")
     header = f"{'stage':<8} {'train px':>8} {'batch':>5} {'params':>9} {'compile s':>9} " \
-             f"{'steps/s':>8} {'images/s':>9} {'x steps s':>9}"
+             f"{'steps/s':>8} {'images/s':>9} {'train s':>9}"
     print(header)
     print("-" * len(header))
     for stage in args.stages:
         r = bench_stage(cfg, stage, args.steps)
         print(f"{r['stage']:<8} {r['size']:>8} {r['batch']:>5} {r['params']:>9,d} {r['compile_s']:>9.1f} "
               f"{r['steps_per_s']:>8.2f} {r['images_per_s']:>9.1f} {r['train_estimate_s']:>9.0f}")
-    print(f"('x steps s': time for tokenizer_train.steps={cfg.tokenizer_train.steps} at this rate, "
+    print(f"(train s: time for tokenizer_train.steps={cfg.tokenizer_train.steps} at this rate, "
           "excluding compilation and data generation)")
 
 
