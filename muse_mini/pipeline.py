@@ -26,7 +26,7 @@ from muse_mini.config import MuseConfig, SamplerConfig
 from muse_mini.guidance import (
     BatchedModel, classifier_free_guidance, negative_prompt_context, unconditional_context,
 )
-from muse_mini.sampler import Trajectory, check_real, check_steps, decode
+from muse_mini.sampler import Trajectory, check_real, check_steps, check_top_k, decode
 
 STAGE_DIRS = {
     "tokenizer": "tokenizer-base",
@@ -60,8 +60,7 @@ def decode_with_sampler(model, context, uncond, key, sampler: SamplerConfig) -> 
     check_real("temperature", sampler.temperature, low=0.0, strict=True)
     check_real("choice_temperature", sampler.choice_temperature, low=0.0, strict=False)
     check_real("guidance", sampler.guidance, low=-np.inf, strict=False)
-    if sampler.top_k is not None and not 1 <= sampler.top_k <= model.mask_id:
-        raise ValueError(f"top_k: expected None or 1 <= top_k <= {model.mask_id}, got {sampler.top_k}")
+    check_top_k(sampler.top_k, model.mask_id)  # mask_id == vocabulary size
     static = dataclasses.replace(sampler, guidance=0.0, temperature=1.0, choice_temperature=0.0)
     return _decode_guided(
         model, context, uncond, key, model.mask_id, static,

@@ -20,7 +20,7 @@ from jaxtyping import Array, Bool, Float, Int
 from muse_mini.config import SuperResConfig
 from muse_mini.transformer import (
     BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, MaskedTokenTransformer,
-    compute_dtype, masked_prediction_loss, project_text,
+    check_same_batch, compute_dtype, masked_prediction_loss, project_text,
 )
 
 
@@ -77,10 +77,10 @@ class SuperResTransformer(eqx.Module):
 
     def encode_lowres(self, lowres_M: Int[Array, " M"], *, key=None) -> Float[Array, "M D"]:
         """The low-res encoder of Figure 4: embedded tokens through self-attention layers."""
-        if lowres_M.shape != (self.lowres_seq_len,):
+        if lowres_M.ndim not in (1, 2) or lowres_M.shape[-1] != self.lowres_seq_len:
             raise ValueError(
-                f"lowres: expected shape ({self.lowres_seq_len},) for one example, "
-                f"got {tuple(lowres_M.shape)}"
+                f"lowres: expected shape ({self.lowres_seq_len},) for one example or "
+                f"(batch, {self.lowres_seq_len}), got {tuple(lowres_M.shape)}"
             )
         dt = compute_dtype(self.decoder.dtype)
         low_MxD = self.lowres_embed(lowres_M, dt) + self.lowres_pos(dt)
@@ -95,12 +95,13 @@ class SuperResTransformer(eqx.Module):
         *,
         key=None,
     ) -> Float[Array, "N V"]:
-        """Logits (float32) for ONE example; dropout is applied only when ``key`` is given."""
+        """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
         enc_key, dec_key = (None, None) if key is None else jax.random.split(key)
+        check_same_batch(tokens=tokens_N, lowres=lowres_M, text=text_LxD[..., 0])
         low_MxW = self.encode_lowres(lowres_M, key=enc_key)
         text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
-        context_SxW = jnp.concatenate([low_MxW, text_LxW], axis=0)
-        context_mask_S = jnp.concatenate([jnp.ones(lowres_M.shape, bool), text_mask_L], axis=0)
+        context_SxW = jnp.concatenate([low_MxW, text_LxW], axis=-2)
+        context_mask_S = jnp.concatenate([jnp.ones(lowres_M.shape, bool), text_mask_L], axis=-1)
         return self.decoder(tokens_N, context_SxW, context_mask_S, key=dec_key)
 
 
@@ -113,10 +114,7 @@ def superres_loss(
     """
 
     def predict(inputs_BxN, text_mask_BxL, key):
-        keys = jax.random.split(key, inputs_BxN.shape[0])
-        return jax.vmap(lambda t, lo, x, m, k: model(t, lo, x, m, key=k))(
-            inputs_BxN, lowres_BxM, text_BxLxD, text_mask_BxL, keys
-        )
+        return model(inputs_BxN, lowres_BxM, text_BxLxD, text_mask_BxL, key=key)  # the whole batch
 
     return masked_prediction_loss(
         predict, tokens_BxN, text_mask_BxL, key, mask_id=model.mask_id, cond_drop=cond_drop

@@ -29,7 +29,10 @@ Engineering choices, each kept small:
   :func:`logical_axes` returns them as a pytree mirroring the model, for a
   sharding rules table mapping names to mesh axes.
 
-Every ``__call__`` handles ONE example; ``jax.vmap`` over a batch.
+Every ``__call__`` takes ONE example, or a batch along one leading axis.
+Training calls the model on the whole batch: its matrix products are then flat
+2-D products, whose gradients XLA computes ~2.5x faster on CPU than those of
+``jax.vmap`` over examples. Sampling may use either form.
 """
 
 from __future__ import annotations
@@ -112,7 +115,11 @@ class Linear(Named):
         self.axes = axes
 
     def __call__(self, x_xI):
-        return x_xI @ self.weight.astype(x_xI.dtype) + self.bias.astype(x_xI.dtype)
+        # Leading axes are flattened into one matrix product: XLA's CPU backend
+        # computes the weight gradient of a 3-D product (batch, seq, in) up to
+        # 3x slower than that of the equivalent 2-D one.
+        y = x_xI.reshape(-1, x_xI.shape[-1]) @ self.weight.astype(x_xI.dtype) + self.bias.astype(x_xI.dtype)
+        return y.reshape(*x_xI.shape[:-1], y.shape[-1])
 
     def param_axes(self):
         return {"weight": self.axes, "bias": self.axes[1:]}
@@ -209,18 +216,24 @@ class Attention(Named):
         self.num_heads = num_heads
 
     def __call__(self, x_TxD, context_SxD, mask_S: Bool[Array, " S"] | None = None):
+        """One example (``T×D``, ``S×D``, ``S``) or a batch with a leading axis."""
         dt = x_TxD.dtype
 
         def project(a_xD, w, b):
-            return jnp.einsum("sd,dhk->shk", a_xD, w.astype(dt)) + b.astype(dt)
+            # A flat 2-D product (see Linear), then split into heads.
+            d, h, k = w.shape
+            y = a_xD.reshape(-1, d) @ w.reshape(d, h * k).astype(dt)
+            return y.reshape(*a_xD.shape[:-1], h, k) + b.astype(dt)
 
         q_TxHxK = project(x_TxD, self.q_proj, self.q_bias)
         k_SxHxK = project(context_SxD, self.k_proj, self.k_bias)
         v_SxHxK = project(context_SxD, self.v_proj, self.v_bias)
-        # A key mask broadcast over heads and queries: (1, 1, S) → (heads, T, S).
-        mask = None if mask_S is None else mask_S[None, None, :]
+        # A key mask broadcast over heads and queries: (..., 1, 1, S) → (..., heads, T, S).
+        mask = None if mask_S is None else mask_S[..., None, None, :]
         out_TxHxK = jax.nn.dot_product_attention(q_TxHxK, k_SxHxK, v_SxHxK, mask=mask)
-        return jnp.einsum("thk,hkd->td", out_TxHxK, self.o_proj.astype(dt)) + self.o_bias.astype(dt)
+        h, k, d = self.o_proj.shape
+        out_xD = out_TxHxK.reshape(-1, h * k) @ self.o_proj.reshape(h * k, d).astype(dt)
+        return out_xD.reshape(*x_TxD.shape[:-1], d) + self.o_bias.astype(dt)
 
     def param_axes(self):
         proj, bias = ("embed", "heads", "kv"), ("heads", "kv")
@@ -316,7 +329,8 @@ class Block(eqx.Module):
             h_NxD = self.cross_attn(self.cross_norm(x_NxD), context_SxD, context_mask_S)
             # With every key masked the attention is a meaningless average:
             # zero it so a text-dropped example sees no cross-attention at all.
-            h_NxD = h_NxD * jnp.any(context_mask_S).astype(h_NxD.dtype)
+            has_text = jnp.any(context_mask_S, axis=-1)[..., None, None]
+            h_NxD = h_NxD * has_text.astype(h_NxD.dtype)
             x_NxD = x_NxD + _dropout(h_NxD, self.dropout, k2)
         x_NxD = x_NxD + _dropout(self.mlp(self.mlp_norm(x_NxD)), self.dropout, k3)
         return x_NxD
@@ -413,9 +427,9 @@ class MaskedTokenTransformer(eqx.Module):
         return self.vocab_size
 
     def __call__(self, tokens_N, context_SxD, context_mask_S, *, key=None) -> Float[Array, "N V"]:
-        if tokens_N.shape != (self.seq_len,):
+        if tokens_N.ndim not in (1, 2) or tokens_N.shape[-1] != self.seq_len:
             raise ValueError(
-                f"tokens: expected shape ({self.seq_len},) for one example (vmap over a batch), "
+                f"tokens: expected shape ({self.seq_len},) for one example or (batch, {self.seq_len}), "
                 f"got {tuple(tokens_N.shape)}"
             )
         dt = compute_dtype(self.dtype)
@@ -463,17 +477,26 @@ class BaseTransformer(eqx.Module):
         *,
         key=None,
     ) -> Float[Array, "N V"]:
-        """Logits (float32) for ONE example; dropout is applied only when ``key`` is given."""
+        """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
         text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
+        check_same_batch(tokens=tokens_N, text=text_LxD[..., 0])
         return self.decoder(tokens_N, text_LxW, text_mask_L, key=key)
+
+
+def check_same_batch(**inputs) -> None:
+    """Per-example inputs, given as ``name=array`` with one trailing non-batch axis, agree on batching."""
+    leading = {name: tuple(x.shape[:-1]) for name, x in inputs.items()}
+    if len(set(leading.values())) > 1:
+        shown = ", ".join(f"{name} {shape or 'none'}" for name, shape in leading.items())
+        raise ValueError(f"inputs: give one example or the same batch of each; leading axes are {shown}")
 
 
 def project_text(proj: Linear, text_LxD, text_mask_L, text_width: int, dtype: str):
     """Check the text's shape and project it to the transformer width in the compute dtype."""
-    if text_LxD.ndim != 2 or text_LxD.shape[-1] != text_width or text_mask_L.shape != text_LxD.shape[:1]:
+    if text_LxD.ndim not in (2, 3) or text_LxD.shape[-1] != text_width or text_mask_L.shape != text_LxD.shape[:-1]:
         raise ValueError(
-            f"text: expected (L, {text_width}) embeddings with an (L,) mask for one example, "
-            f"got {tuple(text_LxD.shape)} and {tuple(text_mask_L.shape)}"
+            f"text: expected (L, {text_width}) embeddings with an (L,) mask for one example "
+            f"(or both with a leading batch axis), got {tuple(text_LxD.shape)} and {tuple(text_mask_L.shape)}"
         )
     return proj(text_LxD.astype(compute_dtype(dtype)))
 
@@ -526,8 +549,7 @@ def masked_token_loss(
     """
 
     def predict(inputs_BxN, text_mask_BxL, key):
-        keys = jax.random.split(key, inputs_BxN.shape[0])
-        return jax.vmap(lambda t, x, m, k: model(t, x, m, key=k))(inputs_BxN, text_BxLxD, text_mask_BxL, keys)
+        return model(inputs_BxN, text_BxLxD, text_mask_BxL, key=key)  # the whole batch at once
 
     return masked_prediction_loss(
         predict, tokens_BxN, text_mask_BxL, key, mask_id=model.mask_id, cond_drop=cond_drop

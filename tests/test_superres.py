@@ -56,6 +56,14 @@ def test_output_shape_and_structure(model):
     assert model.decoder.blocks.blocks.cross_attn.q_proj.shape[0] == CFG.depth
 
 
+def test_batched_call_matches_vmap(model):
+    batch = _batch()
+    np.testing.assert_allclose(call(model, *batch), jax.vmap(model)(*batch), rtol=1e-5, atol=1e-5)
+    tokens, lowres, text, text_mask = batch
+    with pytest.raises(ValueError, match="same batch"):
+        jax.eval_shape(lambda: model(tokens, lowres[0], text, text_mask))
+
+
 def test_conditioning_text_and_lowres(model):
     tokens, lowres, text, text_mask = (a[0] for a in _batch())
     base = call(model, tokens, lowres, text, text_mask)

@@ -73,10 +73,14 @@ def test_default_keys_trace():
     assert out.shape == (SEQ, VOCAB)
 
 
-def test_rejects_a_batch(model, example):
+def test_batched_call_matches_vmap_and_rejects_mixed_batching(model, example):
     tokens, text, text_mask = example
-    with pytest.raises(ValueError, match="one example"):
+    batch = [jnp.stack([x, x[::-1]]) for x in example]  # two different examples
+    np.testing.assert_allclose(model(*batch), jax.vmap(model)(*batch), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="same batch"):
         jax.eval_shape(lambda: model(tokens[None], text, text_mask))
+    with pytest.raises(ValueError, match="one example"):
+        jax.eval_shape(lambda: model(tokens[None, None], text[None, None], text_mask[None, None]))
     with pytest.raises(ValueError, match="text"):
         jax.eval_shape(lambda: model(tokens, text[:, :4], text_mask))
 
