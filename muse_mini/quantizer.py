@@ -20,8 +20,12 @@ Design choices, and why:
   and no code dies by drifting far away. With ``code_dim`` well below the
   encoder width this keeps far more of the codebook in use.
 * **Dead-code restart** (:func:`restart_dead_codes`): a pure function that
-  resets codes unused over a window of steps to random encoder outputs of the
-  current batch, so the whole codebook stays reachable. The training step calls
+  resets codes unused over a window of steps to encoder outputs of the current
+  batch, drawn with probability proportional to their squared distance from
+  the nearest live code (as k-means++ seeds clusters). Uniform draws land
+  mostly on the commonest content (a white background) and split it into
+  near-identical synonym codes, which a masked transformer then cannot tell
+  apart; error-weighted draws go to what the codebook represents worst. The training step calls
   it on the schedule of :func:`restart_due` and keeps the usage counts; the
   quantizer itself holds no counters.
 * **Straight-through estimator**: the forward pass returns the code, the
@@ -155,17 +159,27 @@ def restart_dead_codes(
     key: jax.Array,
     threshold: float = 1.0,
 ) -> tuple[VectorQuantizer, Int[Array, ""]]:
-    """Re-initialise codes used fewer than ``threshold`` times to random rows of ``z_NxD``.
+    """Re-initialise codes used fewer than ``threshold`` times to rows of ``z_NxD``.
 
     ``counts_K`` is the usage accumulated over a window of training steps and
-    ``z_NxD`` the encoder outputs of the current batch. Live codes are returned
+    ``z_NxD`` the encoder outputs of the current batch. A row is drawn with
+    probability proportional to its squared distance from the nearest live
+    code, so restarts go where the codebook is worst. Live codes are returned
     bit-identical. Pure and jittable; returns ``(quantizer, number_restarted)``.
     """
     z_NxD = z_NxD.reshape(-1, quantizer.code_dim)
     if quantizer.normalize:
         z_NxD = _l2_normalize(z_NxD)
     dead_K = counts_K < threshold
-    pick_K = jax.random.randint(key, (quantizer.codebook_size,), 0, z_NxD.shape[0])
+    codes_KxD = quantizer.codebook_KxD
+    if quantizer.normalize:
+        codes_KxD = _l2_normalize(codes_KxD)
+    dist_NxK = jnp.sum((z_NxD[:, None, :] - codes_KxD[None, :, :]) ** 2, axis=-1)
+    error_N = jnp.min(jnp.where(dead_K[None, :], jnp.inf, dist_NxK), axis=1)
+    # No live code at all: every row is equally far (uniform draws).
+    error_N = jnp.where(jnp.isfinite(error_N), error_N, 1.0)
+    logits_N = jnp.log(jnp.maximum(error_N, 1e-12))
+    pick_K = jax.random.categorical(key, logits_N, shape=(quantizer.codebook_size,))
     # A little noise so two dead codes restarted on the same vector can separate.
     noise_KxD = 1e-3 * jax.random.normal(jax.random.fold_in(key, 1), (quantizer.codebook_size, quantizer.code_dim))
     fresh_KxD = z_NxD[pick_K] + noise_KxD

@@ -80,6 +80,22 @@ def test_dead_code_restart_replaces_only_dead_codes():
     assert dist.max() < 0.01
 
 
+def test_restarts_go_to_badly_represented_vectors():
+    # 95 batch rows sit exactly on the live code (zero error) and 5 far away:
+    # uniform draws would restart most dead codes onto the live code's rows,
+    # making synonyms; error-weighted draws put every one on a far row.
+    q = VectorQuantizer(8, 4, normalize=False, key=jax.random.key(0))
+    counts = jnp.array([7, 0, 0, 0, 0, 0, 0, 0])
+    live = np.asarray(q.codebook_KxD)[0]
+    far = np.asarray(_normal(3, (5, 4), shift=20.0))
+    z = jnp.asarray(np.concatenate([np.tile(live, (95, 1)), far]))
+    new, n = restart_dead_codes(q, z, counts, key=jax.random.key(4))
+    assert int(n) == 7
+    fresh = np.asarray(new.codebook_KxD)[1:]
+    to_far = np.linalg.norm(fresh[:, None] - far[None], axis=-1).min(axis=1)
+    assert to_far.max() < 0.01
+
+
 def test_usage_and_perplexity():
     k = 16
     uniform = code_counts(jnp.arange(4 * k) % k, k)
