@@ -28,7 +28,7 @@ RECIPES = {
     "full": ("toy", "runs/full", (
         "data.num_examples=50000",
         "tokenizer_train.steps=2400",
-        "base_train.steps=9000", "base_train.warmup_steps=300",
+        "base_train.steps=7000", "base_train.warmup_steps=300",
         "superres_train.steps=1500",
     )),
 }
