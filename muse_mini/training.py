@@ -281,7 +281,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
         params = eqx.filter(state.model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         model = eqx.apply_updates(state.model, updates)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_l2_norm(grads))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_norm(grads))
         return TrainState(model, opt_state), metrics
 
     return step_fn
