@@ -25,9 +25,9 @@ Design choices, and why:
   the nearest live code (as k-means++ seeds clusters). Uniform draws land
   mostly on the commonest content (a white background) and split it into
   near-identical synonym codes, which a masked transformer then cannot tell
-  apart; error-weighted draws go to what the codebook represents worst. The training step calls
-  it on the schedule of :func:`restart_due` and keeps the usage counts; the
-  quantizer itself holds no counters.
+  apart; error-weighted draws go to what the codebook represents worst. The
+  training step calls it on the schedule of :func:`restart_due` and keeps the
+  usage counts; the quantizer itself holds no counters.
 * **Straight-through estimator**: the forward pass returns the code, the
   backward pass copies the decoder's gradient onto the encoder output.
 
