@@ -56,6 +56,15 @@ def _l2_normalize(x: Array, eps: float = 1e-6) -> Array:
     return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
+def _squared_distances(z_NxD: Array, codes_KxD: Array) -> Float[Array, "N K"]:
+    """‖z‖² − 2z·e + ‖e‖²: one matmul, no N×K×D tensor."""
+    return (
+        jnp.sum(z_NxD**2, axis=1, keepdims=True)
+        - 2.0 * z_NxD @ codes_KxD.T
+        + jnp.sum(codes_KxD**2, axis=1)[None, :]
+    )
+
+
 class VectorQuantizer(eqx.Module):
     """Nearest-neighbour vector quantizer with a learned codebook (§2.2).
 
@@ -100,15 +109,9 @@ class VectorQuantizer(eqx.Module):
         return _l2_normalize(z) if self.normalize else z
 
     def encode(self, z: Float[Array, "... D"]) -> Int[Array, "..."]:
-        """Ids of the nearest codes, via ‖z‖² − 2z·e + ‖e‖² (one matmul, no N×K×D tensor)."""
+        """Ids of the nearest codes (squared Euclidean distance)."""
         z = self._prepare(z)
-        codes_KxD = self.codes()
-        z_NxD = z.reshape(-1, self.code_dim)
-        dist_NxK = (
-            jnp.sum(z_NxD**2, axis=1, keepdims=True)
-            - 2.0 * z_NxD @ codes_KxD.T
-            + jnp.sum(codes_KxD**2, axis=1)[None, :]
-        )
+        dist_NxK = _squared_distances(z.reshape(-1, self.code_dim), self.codes())
         return jnp.argmin(dist_NxK, axis=1).reshape(z.shape[:-1])
 
     def embed(self, ids: Int[Array, "..."]) -> Float[Array, "... D"]:
@@ -167,14 +170,9 @@ def restart_dead_codes(
     code, so restarts go where the codebook is worst. Live codes are returned
     bit-identical. Pure and jittable; returns ``(quantizer, number_restarted)``.
     """
-    z_NxD = z_NxD.reshape(-1, quantizer.code_dim)
-    if quantizer.normalize:
-        z_NxD = _l2_normalize(z_NxD)
+    z_NxD = quantizer._prepare(z_NxD.reshape(-1, quantizer.code_dim))
     dead_K = counts_K < threshold
-    codes_KxD = quantizer.codebook_KxD
-    if quantizer.normalize:
-        codes_KxD = _l2_normalize(codes_KxD)
-    dist_NxK = jnp.sum((z_NxD[:, None, :] - codes_KxD[None, :, :]) ** 2, axis=-1)
+    dist_NxK = _squared_distances(z_NxD, quantizer.codes())
     error_N = jnp.min(jnp.where(dead_K[None, :], jnp.inf, dist_NxK), axis=1)
     # No live code at all: every row is equally far (uniform draws).
     error_N = jnp.where(jnp.isfinite(error_N), error_N, 1.0)

@@ -79,6 +79,16 @@ def _normals(key, *shapes, std: float = 0.02):
     return [flat[a:b].reshape(s) for a, b, s in zip(offsets, offsets[1:], shapes)]
 
 
+def _flat_matmul(x_xI, w_IxO):
+    """``x @ w`` over any leading axes, computed as ONE 2-D product.
+
+    XLA's CPU backend computes the weight gradient of a 3-D product (batch,
+    seq, in), with an activation after it, up to 3x slower than that of a 2-D one.
+    """
+    y = x_xI.reshape(-1, x_xI.shape[-1]) @ w_IxO
+    return y.reshape(*x_xI.shape[:-1], w_IxO.shape[-1])
+
+
 def _dropout(x, rate: float, key):
     if key is None or rate == 0.0:
         return x
@@ -116,11 +126,7 @@ class Linear(Named):
         self.axes = axes
 
     def __call__(self, x_xI):
-        # Leading axes are flattened into one matrix product: XLA's CPU backend
-        # computes the weight gradient of a 3-D product (batch, seq, in), with
-        # an activation after it, up to 3x slower than that of a 2-D one.
-        y = x_xI.reshape(-1, x_xI.shape[-1]) @ self.weight.astype(x_xI.dtype) + self.bias.astype(x_xI.dtype)
-        return y.reshape(*x_xI.shape[:-1], y.shape[-1])
+        return _flat_matmul(x_xI, self.weight.astype(x_xI.dtype)) + self.bias.astype(x_xI.dtype)
 
     def param_axes(self):
         return {"weight": self.axes, "bias": self.axes[1:]}
@@ -221,9 +227,8 @@ class Attention(Named):
         dt = x_TxD.dtype
 
         def project(a_xD, w, b):
-            # A flat 2-D product (see Linear), then split into heads.
             d, h, k = w.shape
-            y = a_xD.reshape(-1, d) @ w.reshape(d, h * k).astype(dt)
+            y = _flat_matmul(a_xD, w.reshape(d, h * k).astype(dt))
             return y.reshape(*a_xD.shape[:-1], h, k) + b.astype(dt)
 
         q_TxHxK = project(x_TxD, self.q_proj, self.q_bias)
@@ -233,8 +238,8 @@ class Attention(Named):
         mask = None if mask_S is None else mask_S[..., None, None, :]
         out_TxHxK = jax.nn.dot_product_attention(q_TxHxK, k_SxHxK, v_SxHxK, mask=mask)
         h, k, d = self.o_proj.shape
-        out_xD = out_TxHxK.reshape(-1, h * k) @ self.o_proj.reshape(h * k, d).astype(dt)
-        return out_xD.reshape(*x_TxD.shape[:-1], d) + self.o_bias.astype(dt)
+        out_xHK = out_TxHxK.reshape(*out_TxHxK.shape[:-2], h * k)
+        return _flat_matmul(out_xHK, self.o_proj.reshape(h * k, d).astype(dt)) + self.o_bias.astype(dt)
 
     def param_axes(self):
         proj, bias = ("embed", "heads", "kv"), ("heads", "kv")

@@ -6,8 +6,8 @@ Starting from the preset's sampler, change one setting at a time (steps,
 temperature, choice temperature, guidance scale and schedule) and measure the
 evaluator's caption accuracy of the 32×32 outputs on canonical
 in-distribution prompts. Prints one JSON line per setting and writes them all
-to ``RUN/samples/sampler_sweep.json``. The toy preset's sampler defaults come
-from this sweep (docs/results.md).
+to ``RUN/samples/sampler_sweep.json``. The toy preset's sampler defaults were
+checked with this sweep (docs/results.md).
 """
 
 import argparse
