@@ -65,6 +65,11 @@ class VQGANConfig:
     restart_every: int = 100  # restart codes unused over this many steps; 0: never
     l1_weight: float = 0.0  # adds an L1 term to the L2 reconstruction loss (sharper edges)
     train_crop: int = 0  # train on random crops of this side (0: whole images); encodes any size
+    encoder: str = "full"  # "full": the paper's VQGAN encoder; "local": small receptive field, white → one code
+
+    def __post_init__(self):
+        if self.encoder not in ("full", "local"):
+            raise ValueError(f"VQGANConfig.encoder: expected 'full' or 'local', got {self.encoder!r}")
 
     @property
     def downsample(self) -> int:
@@ -102,6 +107,9 @@ class SuperResConfig(TransformerConfig):
 
     ``lowres_depth`` self-attention layers encode the low-res tokens; their
     output is concatenated with the projected text and cross-attended to.
+    ``lowres_skip`` also adds each low-res output to the input embeddings of
+    the high-res tokens it covers (not in the paper; see
+    :class:`muse_mini.superres.SuperResTransformer`).
     """
 
     depth: int = 32
@@ -109,6 +117,7 @@ class SuperResConfig(TransformerConfig):
     mlp_dim: int = 4096
     num_heads: int = 16
     lowres_depth: int = 16
+    lowres_skip: bool = False
 
 
 @dataclass(frozen=True)

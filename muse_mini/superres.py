@@ -12,6 +12,8 @@ conditioning is always kept (it is the input being translated).
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,14 @@ class SuperResTransformer(eqx.Module):
     ``grid²``; ``lowres_vocab_size``/``lowres_seq_len`` the low-res one's. The
     low-res tokens are always complete, so their table has no ``[MASK]`` row;
     the high-res ``mask_id`` is ``vocab_size``.
+
+    With ``cfg.lowres_skip`` each low-res encoder output is also added to the
+    input embeddings of the high-res tokens it covers (a 2×2 block when the
+    grids are 8 and 16). Figure 4 has cross-attention only, which must learn
+    from scratch which low-res keys sit above each high-res query; the toy
+    model did not learn that in 1500 steps and decoded every image to
+    white (docs/results.md). The skip hands it the alignment; the paper
+    presets keep it off.
     """
 
     lowres_embed: Embedding
@@ -42,6 +52,7 @@ class SuperResTransformer(eqx.Module):
     lowres_vocab_size: int = eqx.field(static=True)
     lowres_seq_len: int = eqx.field(static=True)
     text_width: int = eqx.field(static=True)
+    lowres_skip: bool = eqx.field(static=True)
 
     def __init__(
         self, cfg: SuperResConfig, *, vocab_size: int, seq_len: int, lowres_vocab_size: int,
@@ -62,6 +73,9 @@ class SuperResTransformer(eqx.Module):
         self.lowres_vocab_size = lowres_vocab_size
         self.lowres_seq_len = lowres_seq_len
         self.text_width = text_width
+        self.lowres_skip = cfg.lowres_skip
+        if cfg.lowres_skip:
+            _grid_ratio(lowres_seq_len, seq_len)
 
     @property
     def mask_id(self) -> int:
@@ -102,7 +116,25 @@ class SuperResTransformer(eqx.Module):
         text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
         context_SxW = jnp.concatenate([low_MxW, text_LxW], axis=-2)
         context_mask_S = jnp.concatenate([jnp.ones(lowres_M.shape, bool), text_mask_L], axis=-1)
-        return self.decoder(tokens_N, context_SxW, context_mask_S, key=dec_key)
+        extra = _upsample_grid(low_MxW, self.seq_len) if self.lowres_skip else None
+        return self.decoder(tokens_N, context_SxW, context_mask_S, extra_NxD=extra, key=dec_key)
+
+
+def _grid_ratio(lowres_seq_len: int, seq_len: int) -> tuple[int, int]:
+    """``(low-res side, high-res side / low-res side)`` of two square token grids."""
+    m, n = math.isqrt(lowres_seq_len), math.isqrt(seq_len)
+    if m * m != lowres_seq_len or n * n != seq_len or n % m:
+        raise ValueError(f"lowres_skip: needs square grids, the high-res side a multiple of the low-res one; "
+                         f"got {lowres_seq_len} and {seq_len} tokens")
+    return m, n // m
+
+
+def _upsample_grid(x_MxD: Array, seq_len: int) -> Array:
+    """Flattened ``m×m`` grid features → the ``n×n`` grid, each cell repeated ``(n/m)²`` times."""
+    m, r = _grid_ratio(x_MxD.shape[-2], seq_len)
+    grid = x_MxD.reshape(*x_MxD.shape[:-2], m, m, x_MxD.shape[-1])
+    grid = jnp.repeat(jnp.repeat(grid, r, axis=-3), r, axis=-2)
+    return grid.reshape(*x_MxD.shape[:-2], seq_len, x_MxD.shape[-1])
 
 
 def superres_loss(

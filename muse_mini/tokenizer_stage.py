@@ -241,7 +241,7 @@ def _metadata(run_dir: Path, cfg: MuseConfig, stage: str, finetune_from) -> dict
 def _encoder_fields(vcfg: VQGANConfig) -> dict:
     d = dataclasses.asdict(vcfg)
     return {k: d[k] for k in ("base_channels", "channel_mult", "num_res_blocks", "codebook_size",
-                              "code_dim", "code_normalize")}
+                              "code_dim", "code_normalize", "encoder")}
 
 
 def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = True,

@@ -432,7 +432,8 @@ class MaskedTokenTransformer(eqx.Module):
     def mask_id(self) -> int:
         return self.vocab_size
 
-    def __call__(self, tokens_N, context_SxD, context_mask_S, *, key=None) -> Float[Array, "N V"]:
+    def __call__(self, tokens_N, context_SxD, context_mask_S, *, extra_NxD=None, key=None) -> Float[Array, "N V"]:
+        """Logits for one example or a batch; ``extra_NxD`` is added to the input embeddings."""
         if tokens_N.ndim not in (1, 2) or tokens_N.shape[-1] != self.seq_len:
             raise ValueError(
                 f"tokens: expected shape ({self.seq_len},) for one example or (batch, {self.seq_len}), "
@@ -440,6 +441,8 @@ class MaskedTokenTransformer(eqx.Module):
             )
         dt = compute_dtype(self.dtype)
         x_NxD = self.token_embed(tokens_N, dt) + self.pos_embed(dt)
+        if extra_NxD is not None:
+            x_NxD = x_NxD + extra_NxD.astype(dt)
         x_NxD = self.blocks(x_NxD, context_SxD, context_mask_S, key=key)
         return self.head(self.norm(x_NxD)).astype(jnp.float32)
 

@@ -89,23 +89,26 @@ def _conv(cin: int, cout: int, kernel: int, key, stride: int = 1) -> eqx.nn.Conv
 
 
 def _is_layer(x) -> bool:
-    return isinstance(x, (eqx.nn.Conv2d, eqx.nn.GroupNorm))
+    return isinstance(x, (eqx.nn.Conv2d, eqx.nn.GroupNorm, PixelNorm))
 
 
 @eqx.filter_jit
 def _fill(skeleton, key):
     layers = [x for x in jax.tree_util.tree_leaves(skeleton, is_leaf=_is_layer) if isinstance(x, eqx.nn.Conv2d)]
-    total = sum(c.weight.size + c.bias.size for c in layers)
-    flat = iter(jnp.split(jax.random.uniform(key, (total,), minval=-1.0, maxval=1.0),
-                          np.cumsum([n for c in layers for n in (c.weight.size, c.bias.size)])[:-1]))
+    sizes = [a.size for c in layers for a in (c.weight, c.bias) if a is not None]
+    flat = iter(jnp.split(jax.random.uniform(key, (sum(sizes),), minval=-1.0, maxval=1.0), np.cumsum(sizes)[:-1]))
 
     def fill(layer):
         if isinstance(layer, eqx.nn.GroupNorm):
             layer = eqx.tree_at(lambda n: n.weight, layer, jnp.ones(layer.weight.shape))
             return eqx.tree_at(lambda n: n.bias, layer, jnp.zeros(layer.bias.shape))
+        if isinstance(layer, PixelNorm):
+            return eqx.tree_at(lambda n: n.scale, layer, jnp.ones(layer.scale.shape))
         if isinstance(layer, eqx.nn.Conv2d):  # Equinox's own default: U(±1/√fan_in)
             bound = 1.0 / math.sqrt(math.prod(layer.weight.shape[1:]))
             layer = eqx.tree_at(lambda c: c.weight, layer, bound * next(flat).reshape(layer.weight.shape))
+            if layer.bias is None:
+                return layer
             return eqx.tree_at(lambda c: c.bias, layer, bound * next(flat).reshape(layer.bias.shape))
         return layer
 
@@ -216,6 +219,90 @@ class Encoder(eqx.Module):
         return self.conv_out(jax.nn.swish(self.norm_out(h)))
 
 
+class PixelNorm(eqx.Module):
+    """RMS normalisation over the channels of each pixel, with a learned scale.
+
+    Unlike GroupNorm it uses no image-wide statistics and no offset, so a zero
+    feature stays exactly zero: what :class:`LocalEncoder` relies on.
+    """
+
+    scale: Float[Array, " C"]
+    eps: float = eqx.field(static=True)
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        self.scale = jnp.ones((channels,))
+        self.eps = eps
+
+    def __call__(self, x_CxHxW: Array) -> Array:
+        rms = jax.lax.rsqrt(jnp.mean(jnp.square(x_CxHxW), axis=0, keepdims=True) + self.eps)
+        return x_CxHxW * rms * self.scale[:, None, None]
+
+
+class PointwiseBlock(eqx.Module):
+    """A residual block of bias-free 1×1 convs: mixes channels, widens no receptive field."""
+
+    norm1: PixelNorm
+    conv1: eqx.nn.Conv2d
+    norm2: PixelNorm
+    conv2: eqx.nn.Conv2d
+
+    def __init__(self, channels: int, *, key: jax.Array):
+        k1, k2 = jax.random.split(key)
+        self.norm1, self.norm2 = PixelNorm(channels), PixelNorm(channels)
+        self.conv1 = eqx.nn.Conv2d(channels, channels, 1, use_bias=False, key=k1)
+        self.conv2 = eqx.nn.Conv2d(channels, channels, 1, use_bias=False, key=k2)
+
+    def __call__(self, x_CxHxW: Array) -> Array:
+        h = self.conv1(jax.nn.swish(self.norm1(x_CxHxW)))
+        return x_CxHxW + self.conv2(jax.nn.swish(self.norm2(h)))
+
+
+class LocalEncoder(eqx.Module):
+    """Image ``3xHxW`` → latents, each seeing only a ``(2f+1)``-pixel window; white stays white.
+
+    An option of the toy preset, not the paper's encoder. Shapes images are
+    mostly white background, and :class:`Encoder`'s whole-image receptive field,
+    zero padding and GroupNorm statistics give each white cell a code that
+    depends on the rest of the image (an all-white 32×32 image used 15-17
+    codes). The transformers must then learn which of ~100 "whites" each cell
+    is. Here the image is shifted so that white is 0; bias-free 3×3 convs
+    (a 3×3 one at full resolution and a stride-2 one per level, so the
+    receptive field is 2f+1 pixels) and :class:`PointwiseBlock` s with
+    :class:`PixelNorm` keep 0 at exactly 0, so every cell whose window is all
+    white has the same latent and the same code. Zero padding then equals a
+    white border. ``num_res_blocks`` sets the number of pointwise blocks (two
+    per count) at the lowest resolution. docs/results.md measures both
+    encoders.
+    """
+
+    conv_in: eqx.nn.Conv2d
+    downs: list[eqx.nn.Conv2d]
+    mid: list[PointwiseBlock]
+    norm_out: PixelNorm
+    conv_out: eqx.nn.Conv2d
+
+    def __init__(self, base_channels: int, channel_mult, num_res_blocks: int, code_dim: int, *, key):
+        widths = [base_channels * m for m in channel_mult]
+        keys = iter(jax.random.split(key, 2 + len(widths) + 2 * num_res_blocks))
+        self.conv_in = eqx.nn.Conv2d(3, widths[0], 3, padding=1, use_bias=False, key=next(keys))
+        self.downs = [eqx.nn.Conv2d(a, b, 3, stride=2, padding=1, use_bias=False, key=next(keys))
+                      for a, b in zip(widths[:-1], widths[1:])]
+        self.mid = [PointwiseBlock(widths[-1], key=next(keys)) for _ in range(2 * num_res_blocks)]
+        self.norm_out = PixelNorm(widths[-1])
+        self.conv_out = _conv(widths[-1], code_dim, 1, next(keys))
+
+    def __call__(self, x_3xHxW: Array) -> Array:
+        shifted = x_3xHxW - 1.0  # white (1.0 in [-1, 1]) → 0
+        # uint8 → float under jit can leave white at 1 ± 1e-7, which the norms
+        # would amplify; anything closer to white than a tenth of a uint8 step is white.
+        h = self.conv_in(jnp.where(jnp.abs(shifted) < 1e-3, 0.0, shifted))
+        for down in self.downs:
+            h = down(jax.nn.swish(h))
+        for block in self.mid:
+            h = block(h)
+        return self.conv_out(jax.nn.swish(self.norm_out(h)))
+
+
 class Decoder(eqx.Module):
     """Latents ``Dxhxw`` → image ``3x(h·f)x(w·f)``; mirrors the encoder (§2.2, §2.5)."""
 
@@ -250,12 +337,13 @@ class Decoder(eqx.Module):
 class VQGAN(eqx.Module):
     """Encoder → :class:`VectorQuantizer` → decoder, built from a :class:`VQGANConfig`.
 
-    The encoder uses ``base_channels``/``num_res_blocks``; the decoder uses
+    ``cfg.encoder`` picks :class:`Encoder` (the paper's) or :class:`LocalEncoder`
+    (the toy preset's). The encoder uses ``base_channels``/``num_res_blocks``; the decoder uses
     ``decoder_channels``/``decoder_res_blocks`` (equal for a fresh tokenizer,
     larger for the §2.5 finetuned decoder).
     """
 
-    encoder: Encoder
+    encoder: Encoder | LocalEncoder
     quantizer: VectorQuantizer
     decoder: Decoder
     image_size: int = eqx.field(static=True)
@@ -263,7 +351,8 @@ class VQGAN(eqx.Module):
 
     def __init__(self, cfg: VQGANConfig, *, key: jax.Array):
         k_enc, k_q, k_dec = jax.random.split(key, 3)
-        self.encoder = fast_init(Encoder, cfg.base_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.code_dim,
+        encoder = {"full": Encoder, "local": LocalEncoder}[cfg.encoder]
+        self.encoder = fast_init(encoder, cfg.base_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.code_dim,
                                  key=k_enc)
         self.quantizer = VectorQuantizer(
             cfg.codebook_size, cfg.code_dim, commitment_weight=cfg.commitment_weight,

@@ -1,5 +1,7 @@
 """The super-resolution token translator (Muse §2.4, Figure 4, Table 6)."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import pytest
 
 from muse_mini import transformer as T
 from muse_mini.config import SuperResConfig, get_preset
-from muse_mini.superres import SuperResTransformer, superres_loss
+from muse_mini.superres import SuperResTransformer, _upsample_grid, superres_loss
 
 VOCAB, SEQ, LOW_VOCAB, LOW_SEQ, TEXT_W, L = 12, 16, 10, 4, 8, 3
 CFG = SuperResConfig(depth=2, width=32, mlp_dim=128, num_heads=4, lowres_depth=1)
@@ -78,6 +80,31 @@ def test_conditioning_text_and_lowres(model):
     assert np.isfinite(np.asarray(uncond)).all()
     np.testing.assert_array_equal(uncond, call(model, tokens, lowres, -text, dropped))
     assert not np.array_equal(uncond, call(model, tokens, (lowres + 1) % LOW_VOCAB, text, dropped))
+
+
+def test_upsample_grid_repeats_each_lowres_cell_over_the_cells_below_it():
+    """A 2×2 low-res grid over a 4×4 high-res one: low-res cell 0 covers high-res 0, 1, 4, 5."""
+    low = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)  # batch 2, 4 cells, 3 features
+    up = np.asarray(_upsample_grid(low, 16))
+    assert up.shape == (2, 16, 3)
+    parent = [(i // 4 // 2) * 2 + (i % 4) // 2 for i in range(16)]
+    np.testing.assert_array_equal(up, np.asarray(low)[:, parent])
+
+
+def test_lowres_skip_adds_no_weights_and_changes_the_output():
+    skip = make(dataclasses.replace(CFG, lowres_skip=True))
+    plain = make(CFG)
+    for a, b in zip(jax.tree.leaves(skip), jax.tree.leaves(plain), strict=True):  # same weights
+        np.testing.assert_array_equal(a, b)
+    batch = _batch()
+    assert not np.allclose(call(skip, *batch), call(plain, *batch))
+
+
+def test_lowres_skip_needs_nested_grids():
+    cfg = dataclasses.replace(CFG, lowres_skip=True)
+    with pytest.raises(ValueError, match="lowres_skip: needs square grids"):
+        SuperResTransformer(cfg, vocab_size=VOCAB, seq_len=SEQ, lowres_vocab_size=LOW_VOCAB, lowres_seq_len=9,
+                            text_width=TEXT_W, key=key(0))
 
 
 def test_logical_axes(model):

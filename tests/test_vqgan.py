@@ -47,6 +47,44 @@ def test_token_grid_is_image_over_f(mult, f, hw):
     assert out.shape == (*hw, 3) and aux.ids.shape == ids.shape
 
 
+@pytest.mark.parametrize("mult", [(1, 2, 2), (1, 1, 2, 2)])
+def test_local_encoder_sees_2f_plus_1_pixels(mult):
+    """A pixel changes exactly the latents whose (2f+1)-px window holds it."""
+    cfg = dataclasses.replace(TINY, channel_mult=mult, encoder="local")
+    f = cfg.downsample
+    enc = VQGAN(cfg, key=jax.random.key(0)).encoder
+    x = jax.random.uniform(jax.random.key(1), (3, 48, 48), minval=-1.0, maxval=1.0)
+    bumped = x.at[:, 20, 29].add(0.5)
+    changed = np.asarray(jnp.any(enc(bumped) != enc(x), axis=0))
+    # Padding 1 at every 3×3 conv: latent row i reads pixel rows f(i-1) ... f(i+1).
+    rows = [i for i in range(48 // f) if f * (i - 1) <= 20 <= f * (i + 1)]
+    cols = [j for j in range(48 // f) if f * (j - 1) <= 29 <= f * (j + 1)]
+    want = np.zeros_like(changed)
+    want[np.ix_(rows, cols)] = True
+    np.testing.assert_array_equal(changed, want)
+
+
+def test_local_encoder_gives_white_one_code_wherever_it_is():
+    """White cells far from any object share one latent, and so one code."""
+    cfg = dataclasses.replace(TINY, channel_mult=(1, 2, 2), encoder="local")
+    vqgan = VQGAN(cfg, key=jax.random.key(0))
+    img = np.ones((32, 32, 3), np.float32)
+    img[2:6, 2:6] = [-0.5, 0.2, 0.9]  # one small object in a corner
+    z = np.asarray(vqgan.latents(jnp.asarray(img)))
+    far = z[3:, 3:].reshape(-1, z.shape[-1])  # cells whose 9-px windows are all white, incl. borders
+    np.testing.assert_array_equal(far, np.broadcast_to(far[0], far.shape))
+    assert not np.array_equal(z[0, 0], far[0])
+    white = np.asarray(vqgan.latents(jnp.ones((32, 32, 3))))
+    np.testing.assert_array_equal(white.reshape(-1, white.shape[-1])[0], far[0])
+    # The jitted uint8 path too (its float conversion is not exact).
+    assert np.unique(encode_images(vqgan, np.full((3, 32, 32, 3), 255, np.uint8))).size == 1
+
+
+def test_encoder_option_is_checked():
+    with pytest.raises(ValueError, match="VQGANConfig.encoder: expected 'full' or 'local'"):
+        dataclasses.replace(TINY, encoder="conv")
+
+
 def test_paper_sizes():
     """§2.2: f=16 on 256×256 gives 16×16 tokens; f=8 on 512×512 gives 64×64."""
     cfg = get_preset("paper-3b")
