@@ -34,7 +34,7 @@ from muse_mini.training import init_key  # noqa: E402
 
 
 def bench_stage(cfg, stage: str, steps: int) -> dict:
-    vcfg, tcfg = stage_config(cfg, stage), cfg.tokenizer_train
+    vcfg, tcfg = stage_config(cfg, stage)
     # The step counter is set past adversarial_start so a GAN preset times its real update.
     state = init_state(vcfg, tcfg, init_key(tcfg.seed))
     state = eqx.tree_at(lambda s: s.step, state, state.step + vcfg.adversarial_start)

@@ -19,6 +19,8 @@ RUNS = Path(os.environ.get("MUSE_MINI_RUNS", Path(__file__).resolve().parents[1]
 SMOKE_OVERRIDES = (
     "data.num_examples=256",
     "tokenizer_train.steps=20", "tokenizer_train.warmup_steps=5", "tokenizer_train.checkpoint_every=10",
+    "highres_tokenizer_train.steps=20", "highres_tokenizer_train.warmup_steps=5",
+    "highres_tokenizer_train.checkpoint_every=10", "highres_tokenizer_train.batch_size=4",
     "base_train.steps=20", "base_train.warmup_steps=5", "base_train.checkpoint_every=10",
     "superres_train.steps=10", "superres_train.warmup_steps=2", "superres_train.checkpoint_every=10",
     "tokenizer_train.batch_size=4",

@@ -66,11 +66,15 @@ class TrainState(eqx.Module):
     step: jax.Array
 
 
-def stage_config(cfg: MuseConfig, stage: str) -> VQGANConfig:
-    """The :class:`VQGANConfig` a stage trains: ``base`` → ``cfg.tokenizer``, ``highres`` → ``cfg.highres_tokenizer``."""
+def stage_config(cfg: MuseConfig, stage: str) -> tuple[VQGANConfig, TrainConfig]:
+    """A stage's model and training configs: ``base`` → ``cfg.tokenizer`` and
+    ``cfg.tokenizer_train``; ``highres`` → ``cfg.highres_tokenizer`` and
+    ``cfg.highres_tokenizer_train``."""
     if stage not in STAGES:
         raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
-    return cfg.tokenizer if stage == "base" else cfg.highres_tokenizer
+    if stage == "base":
+        return cfg.tokenizer, cfg.tokenizer_train
+    return cfg.highres_tokenizer, cfg.highres_tokenizer_train
 
 
 def build_perceptual(vcfg: VQGANConfig):
@@ -231,7 +235,7 @@ def random_crops(images_NxSxSx3: np.ndarray, crop: int, multiple: int, *, seed: 
 def _metadata(run_dir: Path, cfg: MuseConfig, stage: str, finetune_from) -> dict:
     # Only what shapes this tokenizer: changing e.g. base.depth must not make a
     # finished tokenizer run refuse to load or resume.
-    meta = {"stage": stage, "tokenizer": dataclasses.asdict(stage_config(cfg, stage)),
+    meta = {"stage": stage, "tokenizer": dataclasses.asdict(stage_config(cfg, stage)[0]),
             "data": dataclasses.asdict(cfg.data), "finetune_from": None}
     if finetune_from is not None:
         meta["finetune_from"] = os.path.relpath(Path(finetune_from).resolve(), run_dir.resolve())
@@ -253,7 +257,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
     ``decoder_res_blocks``) is trained (§2.5).
     """
     run_dir = Path(run_dir)
-    vcfg, tcfg = stage_config(cfg, stage), cfg.tokenizer_train
+    vcfg, tcfg = stage_config(cfg, stage)
     finetune = finetune_from is not None
     vqgan = None
     if finetune:

@@ -232,3 +232,15 @@ def test_cli_reconstruct(smoke_run, tmp_path):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "b.png")
     with pytest.raises(ValueError, match=r"b.png is 64×64, but the tokenizer .* expects 32×32"):
         _cli_reconstruct(args)
+
+
+def test_each_tokenizer_stage_trains_on_its_own_schedule():
+    from muse_mini.tokenizer_stage import stage_config
+
+    cfg = get_preset("toy", ["highres_tokenizer_train.steps=7"])
+    assert stage_config(cfg, "base") == (cfg.tokenizer, cfg.tokenizer_train)
+    vcfg, tcfg = stage_config(cfg, "highres")
+    assert vcfg == cfg.highres_tokenizer and tcfg.steps == 7
+    assert cfg.tokenizer_train.steps == 2400  # the base tokenizer's own schedule is untouched
+    with pytest.raises(ValueError, match=r"stage: expected one of"):
+        stage_config(cfg, "middle")
