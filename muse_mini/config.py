@@ -190,9 +190,9 @@ class MuseConfig:
     )
     base: TransformerConfig = field(default_factory=TransformerConfig)
     superres: SuperResConfig = field(default_factory=SuperResConfig)
-    tokenizer_train: TrainConfig = field(default_factory=lambda: _paper_vqgan_train())
+    tokenizer_train: TrainConfig = field(default_factory=_paper_vqgan_train)
     # The two tokenizers train separately (§2.2), each on its own schedule.
-    highres_tokenizer_train: TrainConfig = field(default_factory=lambda: _paper_vqgan_train())
+    highres_tokenizer_train: TrainConfig = field(default_factory=_paper_vqgan_train)
     base_train: TrainConfig = field(default_factory=TrainConfig)
     superres_train: TrainConfig = field(default_factory=TrainConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
