@@ -294,7 +294,7 @@ class LocalEncoder(eqx.Module):
     def __call__(self, x_3xHxW: Array) -> Array:
         shifted = x_3xHxW - 1.0  # white (1.0 in [-1, 1]) → 0
         # uint8 → float under jit can leave white at 1 ± 1e-7, which the norms
-        # would amplify; anything closer to white than an eighth of a uint8 step (2/255) is white.
+        # would amplify; anything within 1e-3 of white (an eighth of a uint8 step, which is 2/255 in [-1, 1]) is white.
         h = self.conv_in(jnp.where(jnp.abs(shifted) < 1e-3, 0.0, shifted))
         for down in self.downs:
             h = down(jax.nn.swish(h))
