@@ -30,7 +30,7 @@ RECIPES = {
     # and 33.2 min of super-res, 94.5 min of training in all.
     "full": ("toy", "runs/full", (
         "data.num_examples=50000",
-        "tokenizer_train.steps=2400", "highres_tokenizer_train.steps=2400",
+        "highres_tokenizer_train.steps=2400",  # the base tokenizer's 2400 is the preset's
         "base_train.steps=9000", "base_train.warmup_steps=300",
         "superres_train.steps=3000",
     )),
