@@ -32,7 +32,7 @@ RECIPES = {
         "data.num_examples=50000",
         "highres_tokenizer_train.steps=2400",  # the base tokenizer's 2400 is the preset's
         "base_train.steps=16000", "base_train.warmup_steps=500",
-        "superres_train.steps=4000",
+        "superres_train.steps=3500",
     )),
 }
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
