@@ -55,28 +55,24 @@ def main() -> None:
                         help="which sampler to sweep (superres needs a trained super-res stage)")
     args = parser.parse_args()
 
-    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
-    defaults = pipe.cfg.sampler if args.stage == "base" else pipe.cfg.superres_sampler
-    grid = GRID if args.stage == "base" else SUPERRES_GRID
+    base = args.stage == "base"
+    pipe = Pipeline.from_run(args.run, require_superres=not base)
+    defaults, grid = (pipe.cfg.sampler, GRID) if base else (pipe.cfg.superres_sampler, SUPERRES_GRID)
     prompts = canonical_prompts("train", n=args.prompts)
     settings = [{}] + [{name: v} for name, values in grid.items() for v in values
                        if v != getattr(defaults, name)]
     rows = []
     for change in tqdm(settings, desc=f"{args.stage} sampler settings"):
         start = time.perf_counter()
-        if args.stage == "base":
-            gen = pipe.generate(prompts, num_per_prompt=args.samples, seed=args.seed, stage="base", **change)
-        else:
-            gen = pipe.generate(prompts, num_per_prompt=args.samples, seed=args.seed, stage="superres",
-                                superres_sampler=dataclasses.replace(defaults, **change))
+        options = change if base else {"superres_sampler": dataclasses.replace(defaults, **change)}
+        gen = pipe.generate(prompts, num_per_prompt=args.samples, seed=args.seed, stage=args.stage, **options)
         result = caption_accuracy(gen.images, gen.prompts)
         row = {"change": change or "defaults", "accuracy": result["accuracy"],
                "per_kind": {k: v["accuracy"] for k, v in result["per_kind"].items()},
                "n_images": result["n_images"], "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
         tqdm.write(json.dumps(row))
-    suffix = "" if args.stage == "base" else "_superres"
-    out = Path(args.run) / "samples" / f"sampler_sweep{suffix}.json"
+    out = Path(args.run) / "samples" / ("sampler_sweep.json" if base else "sampler_sweep_superres.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"stage": args.stage, "defaults": dataclasses.asdict(defaults), "rows": rows},
                               indent=2))
