@@ -137,7 +137,10 @@ def main(argv=None) -> None:
 
     superres = build_superres(cfg, key_model)
     batch, hr = args.batch, cfg.highres_tokenizer.image_size
-    lowres = jax.random.randint(key_text, (batch, superres.lowres_seq_len), 0, superres.lowres_vocab_size)
+    if superres.lowres_input == "tokens":
+        lowres = jax.random.randint(key_text, (batch, superres.lowres_seq_len), 0, superres.lowres_vocab_size)
+    else:  # a decoded low-res image (lowres_input="pixels")
+        lowres = jax.random.uniform(key_text, (batch, *superres.lowres_shape), minval=-1.0)
     text = jax.random.normal(key_text, (batch, cfg.text.max_length, cfg.text.width))
     context = (lowres, text, jnp.ones((batch, cfg.text.max_length), bool))
     sr_s = median_seconds(lambda: compiled_decode(superres, context, key_decode, cfg.superres_sampler), args.repeats)

@@ -78,12 +78,22 @@ def _base_loss(cfg: MuseConfig):
     return loss_fn
 
 
+# The MuseConfig sections a transformer stage does not depend on: changing
+# them (a sampler default, the other stage's size) keeps its finished run valid.
+INDEPENDENT_SECTIONS = {
+    "base": ("superres", "superres_train", "sampler", "superres_sampler"),
+    "superres": ("base", "base_train", "sampler", "superres_sampler"),
+}
+
+
 def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, train_cfg,
                       tokenizer_runs: dict, progress: bool = True):
     """Train (or resume, or just load) a transformer stage; shared by base and super-res.
 
     ``tokenizer_runs`` names the frozen tokenizers' run directories, in the
-    order :func:`cached_token_data` takes them (base, then high-res).
+    order :func:`cached_token_data` takes them (base, then high-res). A run
+    stores the whole config, but only the sections the stage depends on must
+    match on resume (``INDEPENDENT_SECTIONS``).
     """
     from muse_mini.tokenizer_stage import load_tokenizer
 
@@ -101,6 +111,7 @@ def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, t
     state = train(
         run_dir, state=state, step_fn=make_train_step(loss_fn, optimizer),
         batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
+        config_ignore=[f"config.{section}" for section in INDEPENDENT_SECTIONS[stage]],
     )
     return state.model
 

@@ -112,8 +112,9 @@ class SuperResConfig(TransformerConfig):
     ``lowres_depth`` self-attention layers encode the low-res tokens; their
     output is concatenated with the projected text and cross-attended to.
     ``lowres_skip`` also adds each low-res output to the input embeddings of
-    the high-res tokens it covers (not in the paper; see
-    :class:`muse_mini.superres.SuperResTransformer`).
+    the high-res tokens it covers, and ``lowres_input="pixels"`` embeds the
+    low-res tokens through the frozen low-res decoder (neither is in the
+    paper; see :mod:`muse_mini.superres`).
     """
 
     depth: int = 32
@@ -122,6 +123,7 @@ class SuperResConfig(TransformerConfig):
     num_heads: int = 16
     lowres_depth: int = 16
     lowres_skip: bool = False
+    lowres_input: str = "tokens"  # or "pixels"
 
 
 @dataclass(frozen=True)
@@ -225,11 +227,12 @@ def _toy() -> MuseConfig:
     No pretrained VGG can be downloaded offline, so ``perceptual="none"``: the
     toy tokenizers train on reconstruction and codebook losses only.
 
-    Two measured departures from the paper's architecture, both off in the
+    Three measured departures from the paper's architecture, all off in the
     paper presets: the high-res tokenizer uses the local encoder (every white
     cell one code, so super-res does not have to guess among ~100 "whites"),
-    and super-res adds the low-res features to its input embeddings
-    (``lowres_skip``). The base tokenizer keeps the paper's encoder: with the
+    super-res adds the low-res features to its input embeddings
+    (``lowres_skip``), and it sees the low-res tokens as the patches they
+    decode to (``lowres_input="pixels"``). The base tokenizer keeps the paper's encoder: with the
     local one the base model's samples collapse to blank images
     (docs/results.md). Step counts fit the quick recipe's time budget.
     """
@@ -255,7 +258,8 @@ def _toy() -> MuseConfig:
         # remat: faster on CPU, see TransformerConfig.
         base=TransformerConfig(depth=4, width=128, mlp_dim=512, num_heads=4, remat=True),
         superres=SuperResConfig(
-            depth=2, width=128, mlp_dim=512, num_heads=4, lowres_depth=1, lowres_skip=True, remat=True,
+            depth=2, width=128, mlp_dim=512, num_heads=4, lowres_depth=1, lowres_skip=True,
+            lowres_input="pixels", remat=True,
         ),
         # The base tokenizer needs 2400 steps for the evaluator to accept 98%
         # of its reconstructions; the high-res one gets there in 1200.

@@ -27,6 +27,7 @@ from muse_mini.guidance import (
     BatchedModel, classifier_free_guidance, negative_prompt_context, unconditional_context,
 )
 from muse_mini.sampler import Trajectory, check_real, check_steps, check_top_k, decode
+from muse_mini.superres import lowres_condition
 
 STAGE_DIRS = {
     "tokenizer": "tokenizer-base",
@@ -192,7 +193,8 @@ class Pipeline:
                             base_images, base_traj)
         if stage == "superres":
             sr_sampler = superres_sampler or self.cfg.superres_sampler
-            sr_context = (base_traj.tokens_BxN, text, mask)
+            lowres = lowres_condition(self.superres, base_traj.tokens_BxN, images=base_images)
+            sr_context = (lowres, text, mask)
             sr_uncond = unconditional_context(sr_context)
             sr_traj = decode_with_sampler(self.superres, sr_context, sr_uncond, key_sr, sr_sampler)
             result.superres_trajectory = sr_traj

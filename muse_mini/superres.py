@@ -8,6 +8,18 @@ projected text, and the high-res masked transformer — the same blocks as the
 base model — cross-attends to that concatenation. Training masks high-res tokens
 at arccos rates and drops the text on 10% of examples; the low-res
 conditioning is always kept (it is the input being translated).
+
+How the low-res tokens are embedded is ``cfg.lowres_input``:
+
+* ``"tokens"`` (the paper): a learned table, one vector per low-res code.
+* ``"pixels"`` (the toy preset): the frozen low-res VQGAN decodes the tokens
+  and each token's ``f×f`` pixel patch is projected linearly, as a ViT embeds
+  patches. The input is still a function of the low-res tokens alone (the
+  decoder is frozen), but the model is handed what each code *looks like*
+  instead of learning it for every code from scratch. The toy model then
+  learns in 500 steps what took the table several thousand
+  (docs/results.md). :func:`lowres_condition` turns token maps into what the
+  model takes.
 """
 
 from __future__ import annotations
@@ -17,13 +29,18 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from muse_mini.config import SuperResConfig
+from muse_mini.vqgan import to_float
 from muse_mini.transformer import (
     BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, MaskedTokenTransformer,
     check_same_batch, compute_dtype, masked_prediction_loss, project_text,
 )
+
+
+LOWRES_INPUTS = ("tokens", "pixels")
 
 
 class SuperResTransformer(eqx.Module):
@@ -32,34 +49,46 @@ class SuperResTransformer(eqx.Module):
     ``vocab_size``/``seq_len`` are the high-res tokenizer's codebook and
     ``grid²``; ``lowres_vocab_size``/``lowres_seq_len`` the low-res one's. The
     low-res tokens are always complete, so their table has no ``[MASK]`` row;
-    the high-res ``mask_id`` is ``vocab_size``.
+    the high-res ``mask_id`` is ``vocab_size``. ``lowres_patch`` is the low-res
+    tokenizer's downsampling factor f, used when ``cfg.lowres_input ==
+    "pixels"``: the model then takes the decoded low-res image instead of the
+    token ids (see the module docstring).
 
-    With ``cfg.lowres_skip`` each low-res encoder output is also added to the
-    input embeddings of the high-res tokens it covers (a 2×2 block when the
-    grids are 8 and 16). Figure 4 has cross-attention only, which must learn
-    from scratch which low-res keys sit above each high-res query; the toy
-    model did not learn that in 1500 steps and decoded every image to
-    white (docs/results.md). The skip hands it the alignment; the paper
-    presets keep it off.
+    With ``cfg.lowres_skip`` each low-res encoder output is also projected to
+    one vector per high-res token it covers (a 2×2 block when the grids are 8
+    and 16; a learned "sub-pixel" projection, one slice per child position),
+    which is added to that token's input embedding. Figure 4 has
+    cross-attention only, which must learn from scratch which low-res keys sit
+    above each high-res query; the toy model did not learn that in 1500 steps
+    and decoded every image to white (docs/results.md). The skip hands it the
+    alignment; the paper presets keep it off.
     """
 
-    lowres_embed: Embedding
+    lowres_embed: Embedding | None
+    lowres_patch_proj: Linear | None
     lowres_pos: LearnedPositions
     lowres_encoder: BlockStack
     lowres_norm: LayerNorm
     text_proj: Linear
     decoder: MaskedTokenTransformer
+    lowres_children: Linear | None
     lowres_vocab_size: int = eqx.field(static=True)
     lowres_seq_len: int = eqx.field(static=True)
+    lowres_input: str = eqx.field(static=True)
+    lowres_patch: int = eqx.field(static=True)
     text_width: int = eqx.field(static=True)
-    lowres_skip: bool = eqx.field(static=True)
 
     def __init__(
         self, cfg: SuperResConfig, *, vocab_size: int, seq_len: int, lowres_vocab_size: int,
-        lowres_seq_len: int, text_width: int, key,
+        lowres_seq_len: int, text_width: int, lowres_patch: int = 1, key,
     ):
-        k_emb, k_pos, k_enc, k_text, k_dec = jax.random.split(key, 5)
-        self.lowres_embed = Embedding(lowres_vocab_size, cfg.width, key=k_emb)
+        if cfg.lowres_input not in LOWRES_INPUTS:
+            raise ValueError(f"superres.lowres_input: expected one of {LOWRES_INPUTS}, got {cfg.lowres_input!r}")
+        k_emb, k_pos, k_enc, k_text, k_dec, k_skip = jax.random.split(key, 6)
+        pixels = cfg.lowres_input == "pixels"
+        self.lowres_embed = None if pixels else Embedding(lowres_vocab_size, cfg.width, key=k_emb)
+        patch_dim = lowres_patch * lowres_patch * 3
+        self.lowres_patch_proj = Linear(patch_dim, cfg.width, ("patch", "embed"), key=k_emb) if pixels else None
         self.lowres_pos = LearnedPositions(lowres_seq_len, cfg.width, key=k_pos)
         self.lowres_encoder = BlockStack(
             cfg.lowres_depth, cfg.width, cfg.mlp_dim, cfg.num_heads, cross=False,
@@ -72,10 +101,13 @@ class SuperResTransformer(eqx.Module):
         self.decoder = MaskedTokenTransformer(cfg, vocab_size=vocab_size, seq_len=seq_len, key=k_dec)
         self.lowres_vocab_size = lowres_vocab_size
         self.lowres_seq_len = lowres_seq_len
+        self.lowres_input = cfg.lowres_input
+        self.lowres_patch = lowres_patch
         self.text_width = text_width
-        self.lowres_skip = cfg.lowres_skip
+        self.lowres_children = None
         if cfg.lowres_skip:
-            _grid_ratio(lowres_seq_len, seq_len)
+            _, r = _grid_ratio(lowres_seq_len, seq_len)
+            self.lowres_children = Linear(cfg.width, r * r * cfg.width, ("embed", "mlp"), key=k_skip)
 
     @property
     def mask_id(self) -> int:
@@ -89,21 +121,40 @@ class SuperResTransformer(eqx.Module):
     def seq_len(self) -> int:
         return self.decoder.seq_len
 
-    def encode_lowres(self, lowres_M: Int[Array, " M"], *, key=None) -> Float[Array, "M D"]:
-        """The low-res encoder of Figure 4: embedded tokens through self-attention layers."""
-        if lowres_M.ndim not in (1, 2) or lowres_M.shape[-1] != self.lowres_seq_len:
+    @property
+    def lowres_shape(self) -> tuple[int, ...]:
+        """The shape of one example's low-res input: token ids, or the decoded image."""
+        if self.lowres_input == "tokens":
+            return (self.lowres_seq_len,)
+        side = math.isqrt(self.lowres_seq_len) * self.lowres_patch
+        return (side, side, 3)
+
+    def encode_lowres(self, lowres, *, key=None) -> Float[Array, "M D"]:
+        """The low-res encoder of Figure 4: embedded tokens through self-attention layers.
+
+        ``lowres`` is ``(M,)`` token ids, or with ``lowres_input="pixels"`` the
+        ``(H, W, 3)`` image they decode to (float in [-1, 1]); either with an
+        optional leading batch axis.
+        """
+        shape = self.lowres_shape
+        if lowres.ndim not in (len(shape), len(shape) + 1) or tuple(lowres.shape[-len(shape):]) != shape:
+            what = "token ids" if self.lowres_input == "tokens" else "decoded low-res image (lowres_condition)"
             raise ValueError(
-                f"lowres: expected shape ({self.lowres_seq_len},) for one example or "
-                f"(batch, {self.lowres_seq_len}), got {tuple(lowres_M.shape)}"
+                f"lowres: expected {what} of shape {shape} for one example or (batch, *{shape}), "
+                f"got {tuple(lowres.shape)}"
             )
         dt = compute_dtype(self.decoder.dtype)
-        low_MxD = self.lowres_embed(lowres_M, dt) + self.lowres_pos(dt)
+        if self.lowres_input == "tokens":
+            low_MxD = self.lowres_embed(lowres, dt)
+        else:
+            low_MxD = self.lowres_patch_proj(_patches(lowres.astype(dt), self.lowres_patch))
+        low_MxD = low_MxD + self.lowres_pos(dt)
         return self.lowres_norm(self.lowres_encoder(low_MxD, key=key))
 
     def __call__(
         self,
         tokens_N: Int[Array, " N"],
-        lowres_M: Int[Array, " M"],
+        lowres_M: Array,
         text_LxD: Float[Array, "L D"],
         text_mask_L: Bool[Array, " L"],
         *,
@@ -111,12 +162,14 @@ class SuperResTransformer(eqx.Module):
     ) -> Float[Array, "N V"]:
         """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
         enc_key, dec_key = (None, None) if key is None else jax.random.split(key)
-        check_same_batch(tokens=tokens_N, lowres=lowres_M, text=text_LxD[..., 0])
         low_MxW = self.encode_lowres(lowres_M, key=enc_key)
+        check_same_batch(tokens=tokens_N, lowres=low_MxW[..., 0], text=text_LxD[..., 0])
         text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
         context_SxW = jnp.concatenate([low_MxW, text_LxW], axis=-2)
-        context_mask_S = jnp.concatenate([jnp.ones(lowres_M.shape, bool), text_mask_L], axis=-1)
-        extra = _upsample_grid(low_MxW, self.seq_len) if self.lowres_skip else None
+        context_mask_S = jnp.concatenate([jnp.ones(low_MxW.shape[:-1], bool), text_mask_L], axis=-1)
+        extra = None
+        if self.lowres_children is not None:
+            extra = _children_to_grid(self.lowres_children(low_MxW), self.seq_len)
         return self.decoder(tokens_N, context_SxW, context_mask_S, extra_NxD=extra, key=dec_key)
 
 
@@ -129,19 +182,54 @@ def _grid_ratio(lowres_seq_len: int, seq_len: int) -> tuple[int, int]:
     return m, n // m
 
 
-def _upsample_grid(x_MxD: Array, seq_len: int) -> Array:
-    """Flattened ``m×m`` grid features → the ``n×n`` grid, each cell repeated ``(n/m)²`` times."""
-    m, r = _grid_ratio(x_MxD.shape[-2], seq_len)
-    grid = x_MxD.reshape(*x_MxD.shape[:-2], m, m, x_MxD.shape[-1])
-    grid = jnp.repeat(jnp.repeat(grid, r, axis=-3), r, axis=-2)
-    return grid.reshape(*x_MxD.shape[:-2], seq_len, x_MxD.shape[-1])
+def _children_to_grid(y_MxC: Array, seq_len: int) -> Array:
+    """Per-parent child features → the flattened ``n×n`` grid ("pixel shuffle").
+
+    ``y_MxC`` holds, for each cell of the flattened ``m×m`` low-res grid,
+    ``r·r`` vectors of width ``C/r²`` (``r = n/m``), child ``(a, b)`` at slice
+    ``a·r + b``; child ``(a, b)`` of cell ``(i, j)`` lands at ``(r·i + a, r·j + b)``.
+    """
+    m, r = _grid_ratio(y_MxC.shape[-2], seq_len)
+    *lead, _, c = y_MxC.shape
+    d = c // (r * r)
+    y = y_MxC.reshape(*lead, m, m, r, r, d)
+    y = jnp.moveaxis(y, -3, -4)  # (..., i, a, j, b, d)
+    return y.reshape(*lead, seq_len, d)
+
+
+def _patches(image_xHxWx3: Array, patch: int) -> Array:
+    """``(..., H, W, 3)`` → ``(..., (H/p)·(W/p), p·p·3)``: row-major non-overlapping patches."""
+    *lead, h, w, ch = image_xHxWx3.shape
+    x = image_xHxWx3.reshape(*lead, h // patch, patch, w // patch, patch, ch)
+    x = jnp.moveaxis(x, -3, -4)  # (..., rows, cols, p, p, ch)
+    return x.reshape(*lead, (h // patch) * (w // patch), patch * patch * ch)
+
+
+def lowres_condition(model: SuperResTransformer, lowres_tokens_BxM, *, tokenizer=None, images=None):
+    """What ``model`` takes as its low-res input, from low-res token maps ``(B, M)``.
+
+    The token ids themselves, or for ``lowres_input="pixels"`` the images the
+    frozen low-res ``tokenizer`` decodes them to, as float in [-1, 1]. Pass
+    those ``images`` (uint8) instead of the tokenizer when they are at hand.
+    """
+    if model.lowres_input == "tokens":
+        return jnp.asarray(lowres_tokens_BxM)
+    if images is None:
+        if tokenizer is None:
+            raise ValueError("tokenizer: a super-res model with lowres_input='pixels' needs the low-res "
+                             "tokenizer (or the decoded images) to see its tokens")
+        from muse_mini.tokenizer_stage import decode_tokens
+
+        images = decode_tokens(tokenizer, np.asarray(lowres_tokens_BxM))
+    return to_float(images)
 
 
 def superres_loss(
     model: SuperResTransformer, tokens_BxN, lowres_BxM, text_BxLxD, text_mask_BxL, key, *, cond_drop: float,
 ):
     """Super-res training loss (§2.4): arccos-masked high-res tokens, text dropped on
-    ``cond_drop`` of examples, low-res kept. Returns ``(loss, metrics)`` as
+    ``cond_drop`` of examples, low-res kept. ``lowres_BxM`` is what
+    :func:`lowres_condition` gives. Returns ``(loss, metrics)`` as
     :func:`muse_mini.transformer.masked_token_loss`.
     """
 

@@ -2,7 +2,8 @@
 
 The high-res tokens of each training image are masked at an arccos rate and
 predicted from the ground-truth low-res tokens (the base tokenizer on the
-2×-downsampled image) and the text, with the same 10% text dropout as the base
+2×-downsampled image; with ``lowres_input="pixels"`` the image they decode
+to, stored with the data) and the text, with the same 10% text dropout as the base
 model (§2.7). Same trainer, same train step as the base stage; only the model
 and its loss differ. Optimiser: Table 6 (as Table 4).
 """
@@ -23,16 +24,20 @@ def build_superres(cfg: MuseConfig, key):
     return SuperResTransformer(
         cfg.superres, vocab_size=cfg.highres_tokenizer.codebook_size,
         seq_len=cfg.highres_tokenizer.grid ** 2, lowres_vocab_size=cfg.tokenizer.codebook_size,
-        lowres_seq_len=cfg.tokenizer.grid ** 2, text_width=cfg.text.width, key=key,
+        lowres_seq_len=cfg.tokenizer.grid ** 2, text_width=cfg.text.width,
+        lowres_patch=cfg.tokenizer.image_size // cfg.tokenizer.grid, key=key,
     )
 
 
 def _superres_loss(cfg: MuseConfig):
     from muse_mini.superres import superres_loss
+    from muse_mini.vqgan import to_float
 
     def loss_fn(model, batch, key):
+        # lowres_input="pixels": the data holds the decoded low-res images (lowres_condition).
+        lowres = to_float(batch["lowres_images"]) if "lowres_images" in batch else batch["tokens"]
         return superres_loss(
-            model, batch["hr_tokens"], batch["tokens"], batch["text"], batch["text_mask"], key,
+            model, batch["hr_tokens"], lowres, batch["text"], batch["text_mask"], key,
             cond_drop=cfg.superres.cond_drop,
         )
 

@@ -61,6 +61,7 @@ class TokenData:
     text: np.ndarray  # U×L×D float32, frozen encoder outputs
     text_mask: np.ndarray  # U×L bool
     hr_tokens: np.ndarray | None = None  # N×n_hi int32, high-res tokenizer
+    lowres_images: np.ndarray | None = None  # N×h×w×3 uint8, `tokens` decoded (super-res "pixels" input)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -68,8 +69,9 @@ class TokenData:
     def batch(self, idx: np.ndarray) -> dict:
         cap = self.caption_index[idx]
         out = {"tokens": self.tokens[idx], "text": self.text[cap], "text_mask": self.text_mask[cap]}
-        if self.hr_tokens is not None:
-            out["hr_tokens"] = self.hr_tokens[idx]
+        for name in ("hr_tokens", "lowres_images"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)[idx]
         return out
 
     def save(self, path) -> None:
@@ -105,17 +107,24 @@ def encode_captions(cfg: MuseConfig, captions: list[str], cache_dir=None):
 
 def build_token_data(cfg: MuseConfig, tokenizer, highres_tokenizer=None, *, cache_dir=None,
                      progress: bool = True) -> TokenData:
-    """Tokenise the training images with the frozen tokenizer(s) and embed the captions."""
-    from muse_mini.tokenizer_stage import encode_images
+    """Tokenise the training images with the frozen tokenizer(s) and embed the captions.
+
+    With a ``highres_tokenizer`` (the super-res stage) and
+    ``superres.lowres_input == "pixels"``, the low-res token maps are also
+    decoded once, as the super-res model sees them at sampling time.
+    """
+    from muse_mini.tokenizer_stage import decode_tokens, encode_images
 
     images_hr, captions = training_images(cfg)
     tokens = encode_images(tokenizer, lowres_images(cfg, images_hr), progress=progress)
-    hr_tokens = None
+    hr_tokens = decoded = None
     if highres_tokenizer is not None:
         hr_tokens = encode_images(highres_tokenizer, images_hr, progress=progress)
         hr_tokens = hr_tokens.reshape(len(hr_tokens), -1).astype(np.int32)
+        if cfg.superres.lowres_input == "pixels":
+            decoded = decode_tokens(tokenizer, tokens)
     unique, index, text, mask = encode_captions(cfg, captions, cache_dir)
     return TokenData(
         tokens=tokens.reshape(len(tokens), -1).astype(np.int32), caption_index=index,
-        captions=unique, text=text, text_mask=mask, hr_tokens=hr_tokens,
+        captions=unique, text=text, text_mask=mask, hr_tokens=hr_tokens, lowres_images=decoded,
     )

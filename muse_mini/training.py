@@ -327,11 +327,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
-def _config_differences(old: dict, new: dict) -> list[str]:
+def _config_differences(old: dict, new: dict, ignore: Sequence[str] = ()) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     diffs = []
     for k in sorted(set(a) | set(b)):
-        if k.rsplit(".", 1)[-1] in RESUMABLE_FIELDS:
+        if k.rsplit(".", 1)[-1] in RESUMABLE_FIELDS or any(k == p or k.startswith(p + ".") for p in ignore):
             continue
         if a.get(k, "<missing>") != b.get(k, "<missing>"):
             diffs.append(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}")
@@ -342,11 +342,11 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
 
-def _check_config(run_dir: Path, config: dict) -> None:
+def _check_config(run_dir: Path, config: dict, ignore: Sequence[str] = ()) -> None:
     path = run_dir / CONFIG_FILE
     if not path.exists():
         return
-    diffs = _config_differences(json.loads(path.read_text()), config)
+    diffs = _config_differences(json.loads(path.read_text()), config, ignore)
     if diffs:
         raise ConfigMismatchError(
             f"{path} was written by a run with a different configuration; refusing to "
@@ -490,6 +490,7 @@ def train(
     callbacks: Iterable[Callable[[int, Any, dict], None]] | None = None,
     check_finite: Sequence[str] = ("loss",),
     donate: bool = True,
+    config_ignore: Sequence[str] = (),
 ) -> Any:
     """Train ``state`` for ``cfg.steps`` updates in ``run_dir``, resuming if possible.
 
@@ -508,6 +509,9 @@ def train(
             a reference to ``state``: its buffers are donated to the next update.
         check_finite: metric names that must stay finite (`NonFiniteLossError`).
         donate: donate the state's buffers to the update (halves peak memory).
+        config_ignore: dotted prefixes of ``metadata`` fields this run does not
+            depend on (e.g. ``"config.superres"`` for the base model): they may
+            differ on resume, and the stored ``config.json`` takes the new values.
 
     Returns the final state. A finished run (``DONE.json``) returns immediately with
     the stored final state; calling again with a larger ``cfg.steps`` continues it.
@@ -537,13 +541,14 @@ def train(
     check_finite = tuple(check_finite)
 
     with _RunLock(run_dir):
-        _check_config(run_dir, config)
+        _check_config(run_dir, config, [f"metadata.{p}" for p in config_ignore])
 
         done_path = run_dir / DONE_FILE
         if stage_complete(run_dir):
             done = json.loads(done_path.read_text())
             if done["step"] == cfg.steps:
                 _say(f"{run_dir}: finished run ({cfg.steps} steps); loading {FINAL_FILE}", progress)
+                _write_config(run_dir, config)  # only `config_ignore` fields can differ
                 return load_final(run_dir, state)
             if done["step"] > cfg.steps:
                 raise ValueError(

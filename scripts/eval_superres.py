@@ -20,13 +20,13 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from muse_mini import viz
 from muse_mini.guidance import unconditional_context
 from muse_mini.pipeline import Pipeline, decode_with_sampler
 from muse_mini.shapes import COLOURS, downsample, generate
+from muse_mini.superres import lowres_condition
 from muse_mini.tokenizer_stage import decode_tokens, encode_images
 from muse_mini.vqgan import psnr
 
@@ -56,11 +56,12 @@ def main() -> None:
         hr, lo = images_hr[start:start + args.batch], images_lo[start:start + args.batch]
         low_tokens = encode_images(pipe.tokenizer, lo).reshape(len(lo), -1)
         text, mask = pipe.encode(captions[start:start + args.batch])
-        context = (jnp.asarray(low_tokens), text, mask)
+        decoded = decode_tokens(pipe.tokenizer, low_tokens)
+        context = (lowres_condition(pipe.superres, low_tokens, images=decoded), text, mask)
         traj = decode_with_sampler(pipe.superres, context, unconditional_context(context),
                                    jax.random.key(start), pipe.cfg.superres_sampler)
         sr = decode_tokens(pipe.highres_tokenizer, np.asarray(traj.tokens_BxN))
-        bicubic = viz.bicubic_upsample(decode_tokens(pipe.tokenizer, low_tokens), 2)
+        bicubic = viz.bicubic_upsample(decoded, 2)
         sr_psnr += [psnr(a, b) for a, b in zip(sr, hr)]
         bicubic_psnr += [psnr(a, b) for a, b in zip(bicubic, hr)]
         snapped_psnr += [psnr(a, b) for a, b in zip(snap_to_palette(bicubic), hr)]

@@ -1,5 +1,7 @@
 """`muse-mini params`: counts against the paper, without allocating weights."""
 
+import gc
+
 import jax
 import pytest
 
@@ -13,6 +15,7 @@ def _counts(preset, overrides=()):
 
 
 def test_paper_3b_counts_match_the_paper_and_allocate_nothing():
+    gc.collect()  # earlier tests' garbage must not be freed mid-count
     before = len(jax.live_arrays())
     counts = _counts("paper-3b")
     assert len(jax.live_arrays()) == before  # eval_shape only: no weight exists

@@ -6,6 +6,7 @@ from PIL import Image
 
 from muse_mini.cli import main
 from muse_mini.pipeline import Pipeline
+from muse_mini.superres import lowres_condition
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,24 @@ def test_generate_gives_64px_by_default_and_32px_for_base(pipe):
     assert not np.any(np.asarray(traj.tokens_BxN) == pipe.base.mask_id)
     base_only = pipe.generate(["a red circle"], stage="base", seed=0)
     assert base_only.images.shape == (1, 32, 32, 3) and base_only.superres_trajectory is None
+
+
+def test_toy_superres_sees_the_decoded_base_image(pipe, smoke_runs):
+    """lowres_input="pixels": the condition is the base image itself, decoded from its tokens
+    the same way in training (the stage's data) and in sampling (the pipeline)."""
+    from muse_mini.token_data import TokenData
+    from muse_mini.vqgan import to_float
+
+    assert pipe.superres.lowres_input == "pixels"
+    gen = pipe.generate(["a red circle"], stage="base", seed=0)
+    tokens = np.asarray(gen.base_trajectory.tokens_BxN)
+    np.testing.assert_array_equal(lowres_condition(pipe.superres, tokens, tokenizer=pipe.tokenizer),
+                                  to_float(gen.base_images))
+    data = TokenData.load(smoke_runs / "smoke" / "superres" / "data.npz")
+    stored = data.lowres_images[:8]
+    assert stored.dtype == np.uint8 and stored.shape == (8, 32, 32, 3)
+    np.testing.assert_array_equal(lowres_condition(pipe.superres, data.tokens[:8], tokenizer=pipe.tokenizer),
+                                  to_float(stored))
 
 
 def test_same_seed_same_images_other_seed_differs(pipe):

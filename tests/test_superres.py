@@ -10,7 +10,7 @@ import pytest
 
 from muse_mini import transformer as T
 from muse_mini.config import SuperResConfig, get_preset
-from muse_mini.superres import SuperResTransformer, _upsample_grid, superres_loss
+from muse_mini.superres import SuperResTransformer, _children_to_grid, _patches, lowres_condition, superres_loss
 
 VOCAB, SEQ, LOW_VOCAB, LOW_SEQ, TEXT_W, L = 12, 16, 10, 4, 8, 3
 CFG = SuperResConfig(depth=2, width=32, mlp_dim=128, num_heads=4, lowres_depth=1)
@@ -22,9 +22,10 @@ def key(seed):
 
 
 def make(cfg=CFG, k=None):
+    # lowres_patch 2: with lowres_input="pixels" the 2×2 low-res grid is a 4×4 image.
     return SuperResTransformer(
         cfg, vocab_size=VOCAB, seq_len=SEQ, lowres_vocab_size=LOW_VOCAB, lowres_seq_len=LOW_SEQ,
-        text_width=TEXT_W, key=key(0) if k is None else k,
+        text_width=TEXT_W, lowres_patch=2, key=key(0) if k is None else k,
     )
 
 
@@ -82,22 +83,72 @@ def test_conditioning_text_and_lowres(model):
     assert not np.array_equal(uncond, call(model, tokens, (lowres + 1) % LOW_VOCAB, text, dropped))
 
 
-def test_upsample_grid_repeats_each_lowres_cell_over_the_cells_below_it():
-    """A 2×2 low-res grid over a 4×4 high-res one: low-res cell 0 covers high-res 0, 1, 4, 5."""
-    low = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)  # batch 2, 4 cells, 3 features
-    up = np.asarray(_upsample_grid(low, 16))
-    assert up.shape == (2, 16, 3)
-    parent = [(i // 4 // 2) * 2 + (i % 4) // 2 for i in range(16)]
-    np.testing.assert_array_equal(up, np.asarray(low)[:, parent])
+def test_children_to_grid_puts_each_child_below_its_parent():
+    """A 2×2 low-res grid over a 4×4 high-res one: child (a, b) of cell (i, j) lands at (2i + a, 2j + b)."""
+    d = 3
+    y = np.zeros((2, 4, 4 * d), np.float32)  # batch 2, 4 parents, 4 children of width 3
+    for bi, cell, child in np.ndindex(2, 4, 4):
+        y[bi, cell, child * d:(child + 1) * d] = [bi, cell, child]
+    grid = np.asarray(_children_to_grid(jnp.asarray(y), 16)).reshape(2, 4, 4, d)
+    for bi, row, col in np.ndindex(2, 4, 4):
+        parent = (row // 2) * 2 + col // 2
+        child = (row % 2) * 2 + col % 2
+        np.testing.assert_array_equal(grid[bi, row, col], [bi, parent, child])
 
 
-def test_lowres_skip_adds_no_weights_and_changes_the_output():
+def test_patches_are_the_token_cells_in_row_major_order():
+    image = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    patches = np.asarray(_patches(jnp.asarray(image), 2))
+    assert patches.shape == (2, 4, 12)
+    for cell in range(4):
+        r, c = divmod(cell, 2)
+        np.testing.assert_array_equal(patches[:, cell], image[:, 2 * r:2 * r + 2, 2 * c:2 * c + 2].reshape(2, 12))
+
+
+def test_lowres_skip_adds_one_projection_and_changes_the_output():
     skip = make(dataclasses.replace(CFG, lowres_skip=True))
     plain = make(CFG)
-    for a, b in zip(jax.tree.leaves(skip), jax.tree.leaves(plain), strict=True):  # same weights
+    assert skip.lowres_children.weight.shape == (CFG.width, 4 * CFG.width) and plain.lowres_children is None
+    without = eqx.tree_at(lambda m: m.lowres_children, skip, None)
+    for a, b in zip(jax.tree.leaves(without), jax.tree.leaves(plain), strict=True):  # otherwise the same
         np.testing.assert_array_equal(a, b)
     batch = _batch()
     assert not np.allclose(call(skip, *batch), call(plain, *batch))
+
+
+PIXELS = dataclasses.replace(CFG, lowres_input="pixels", lowres_skip=True)
+
+
+def test_pixel_input_embeds_decoded_patches():
+    model = make(PIXELS)
+    assert model.lowres_embed is None and model.lowres_patch_proj.weight.shape == (2 * 2 * 3, CFG.width)
+    assert model.lowres_shape == (4, 4, 3)
+    tokens, _, text, text_mask = _batch()
+    image = jax.random.uniform(key(3), (4, 4, 4, 3), minval=-1.0)
+    logits = call(model, tokens, image, text, text_mask)
+    assert logits.shape == (4, SEQ, VOCAB) and np.isfinite(np.asarray(logits)).all()
+    # The low-res condition matters: another image, other logits.
+    assert not np.allclose(logits, call(model, tokens, -image, text, text_mask))
+
+
+def test_pixel_model_rejects_token_ids_by_name():
+    tokens, lowres, text, text_mask = _batch()
+    with pytest.raises(ValueError, match=r"lowres: expected decoded low-res image .* shape \(4, 4, 3\)"):
+        make(PIXELS)(tokens, lowres, text, text_mask)
+
+
+def test_lowres_condition():
+    tokens = np.array([[1, 2, 3, 4]], np.int32)
+    np.testing.assert_array_equal(lowres_condition(make(CFG), tokens), tokens)  # "tokens": the ids
+    images = np.array([[[[0, 255, 51]]]], np.uint8)
+    np.testing.assert_allclose(lowres_condition(make(PIXELS), tokens, images=images), [[[[-1.0, 1.0, -0.6]]]])
+    with pytest.raises(ValueError, match="tokenizer: a super-res model with lowres_input='pixels'"):
+        lowres_condition(make(PIXELS), tokens)
+
+
+def test_unknown_lowres_input_is_named():
+    with pytest.raises(ValueError, match="superres.lowres_input: expected one of"):
+        make(dataclasses.replace(CFG, lowres_input="rgb"))
 
 
 def test_lowres_skip_needs_nested_grids():

@@ -207,6 +207,23 @@ def test_config_mismatch_on_resume(finished_run, tmp_path):
     assert read_metrics(run_dir)["step"].tolist() == list(range(12)) + [12, 13]
 
 
+def test_config_ignore_lets_unrelated_sections_change(finished_run, tmp_path):
+    """A stage's run stores the whole config, but another stage's settings must not void it."""
+    run_dir = copy_run(finished_run[0], tmp_path / "run")
+    cfg = toy_cfg(steps=12)
+    state, step_fn, _ = make_toy(cfg)
+    kw = dict(state=state, step_fn=step_fn, cfg=cfg, progress=False,
+              batch_fn=lambda s: pytest.fail("a finished run must not train"))
+    changed = {"stage": "toy", "data": {"n": 40}, "sampler": {"guidance": 2.0}}
+    with pytest.raises(ConfigMismatchError, match=r"metadata\.sampler\.guidance: '<missing>' -> 2\.0"):
+        train(run_dir, metadata=changed, **kw)
+    assert_bit_identical(finished_run[2], train(run_dir, metadata=changed, config_ignore=["sampler"], **kw))
+    assert json.loads((run_dir / "config.json").read_text())["metadata"]["sampler"] == {"guidance": 2.0}
+    # Not a prefix match on names: "data" is still checked when "dat" is ignored.
+    with pytest.raises(ConfigMismatchError, match=r"metadata\.data\.n: 40 -> 41"):
+        train(run_dir, metadata={**changed, "data": {"n": 41}}, config_ignore=["sampler", "dat"], **kw)
+
+
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     cfg = toy_cfg(steps=20)  # checkpoints every 4 steps
     k = 10
