@@ -22,8 +22,7 @@ import equinox as eqx
 from muse_mini.config import MuseConfig, from_dict
 from muse_mini.token_data import TokenData, build_token_data
 from muse_mini.training import (
-    epoch_batch_indices, init_key, init_train_state, load_final, make_optimizer, make_train_step,
-    stage_complete, train,
+    epoch_batch_indices, init_key, init_train_state, load_final, make_optimizer, make_train_step, train,
 )
 
 
@@ -103,11 +102,14 @@ def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, t
     optimizer = make_optimizer(tc)
     state = init_train_state(build(cfg, init_key(tc.seed)), optimizer)
     metadata = stage_metadata(run_dir, cfg, stage, **tokenizer_runs)
-    batch_fn = None
-    if not stage_complete(run_dir):
-        tokenizers = [load_tokenizer(path) for path in tokenizer_runs.values()]
-        data = cached_token_data(run_dir, cfg, *tokenizers, progress=progress)
-        batch_fn = lambda step: data.batch(epoch_batch_indices(len(data), tc.batch_size, tc.seed, step))
+    data = []  # loaded on the first batch: a finished run needs none, an extended one does
+
+    def batch_fn(step):
+        if not data:
+            tokenizers = [load_tokenizer(path) for path in tokenizer_runs.values()]
+            data.append(cached_token_data(run_dir, cfg, *tokenizers, progress=progress))
+        return data[0].batch(epoch_batch_indices(len(data[0]), tc.batch_size, tc.seed, step))
+
     state = train(
         run_dir, state=state, step_fn=make_train_step(loss_fn, optimizer),
         batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
@@ -157,6 +159,7 @@ def add_parsers(sub) -> None:
 
 def _cli_train(args) -> None:
     from muse_mini.config import get_preset
+    from muse_mini.training import stage_complete
 
     cfg = get_preset(args.preset, args.overrides)
     run = Path(args.run)

@@ -46,6 +46,28 @@ def test_toy_superres_sees_the_decoded_base_image(pipe, smoke_runs):
                                   to_float(stored))
 
 
+def test_a_finished_stage_extends_with_more_steps(smoke_runs, tmp_path):
+    """`steps` may grow on resume (the trainer's contract): the stage reloads its data."""
+    import json
+    import shutil
+
+    from muse_mini.config import get_preset
+    from muse_mini.notebook import SMOKE_OVERRIDES
+    from muse_mini.superres_stage import train_superres
+
+    src = smoke_runs / "smoke"
+    pipeline = tmp_path / "pipe"
+    pipeline.mkdir()
+    for sub in ("tokenizer-base", "tokenizer-highres", "superres"):
+        shutil.copytree(src / sub, pipeline / sub)
+    for lock in pipeline.rglob(".lock"):
+        lock.unlink()
+    cfg = get_preset("toy", [*SMOKE_OVERRIDES, "superres_train.steps=12"])
+    train_superres(cfg, pipeline / "superres", tokenizer_run=pipeline / "tokenizer-base",
+                   highres_tokenizer_run=pipeline / "tokenizer-highres", progress=False)
+    assert json.loads((pipeline / "superres" / "DONE.json").read_text())["step"] == 12
+
+
 def test_same_seed_same_images_other_seed_differs(pipe):
     # A hot temperature: a barely trained model is too sure of the background token.
     kw = dict(num_per_prompt=2, stage="base", temperature=5.0)
