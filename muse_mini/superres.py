@@ -16,10 +16,11 @@ How the low-res tokens are embedded is ``cfg.lowres_input``:
   and each token's ``f×f`` pixel patch is projected linearly, as a ViT embeds
   patches. The input is still a function of the low-res tokens alone (the
   decoder is frozen), but the model is handed what each code *looks like*
-  instead of learning it for every code from scratch. The toy model then
-  learns in 500 steps what took the table several thousand
-  (docs/results.md). :func:`lowres_condition` turns token maps into what the
-  model takes.
+  instead of learning it for every code from scratch. After 500 steps the
+  toy model's images match their captions 77.5% of the time (from true
+  low-res tokens), where the table's were blank; at full length super-res
+  keeps the base model's caption accuracy (docs/results.md).
+  :func:`lowres_condition` turns token maps into what the model takes.
 """
 
 from __future__ import annotations
