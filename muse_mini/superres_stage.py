@@ -30,12 +30,11 @@ def build_superres(cfg: MuseConfig, key):
 
 
 def _superres_loss(cfg: MuseConfig):
-    from muse_mini.superres import superres_loss
-    from muse_mini.vqgan import to_float
+    from muse_mini.superres import lowres_condition, superres_loss
 
     def loss_fn(model, batch, key):
-        # lowres_input="pixels": the data holds the decoded low-res images (lowres_condition).
-        lowres = to_float(batch["lowres_images"]) if "lowres_images" in batch else batch["tokens"]
+        # lowres_input="pixels": the data holds the decoded low-res images.
+        lowres = lowres_condition(model, batch["tokens"], images=batch.get("lowres_images"))
         return superres_loss(
             model, batch["hr_tokens"], lowres, batch["text"], batch["text_mask"], key,
             cond_drop=cfg.superres.cond_drop,
