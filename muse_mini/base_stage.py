@@ -13,6 +13,7 @@ checkpoints and ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -102,13 +103,13 @@ def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, t
     optimizer = make_optimizer(tc)
     state = init_train_state(build(cfg, init_key(tc.seed)), optimizer)
     metadata = stage_metadata(run_dir, cfg, stage, **tokenizer_runs)
-    data = []  # loaded on the first batch: a finished run needs none, an extended one does
+    @functools.cache  # loaded on the first batch: a finished run needs none, an extended one does
+    def data() -> TokenData:
+        tokenizers = [load_tokenizer(path) for path in tokenizer_runs.values()]
+        return cached_token_data(run_dir, cfg, *tokenizers, progress=progress)
 
     def batch_fn(step):
-        if not data:
-            tokenizers = [load_tokenizer(path) for path in tokenizer_runs.values()]
-            data.append(cached_token_data(run_dir, cfg, *tokenizers, progress=progress))
-        return data[0].batch(epoch_batch_indices(len(data[0]), tc.batch_size, tc.seed, step))
+        return data().batch(epoch_batch_indices(len(data()), tc.batch_size, tc.seed, step))
 
     state = train(
         run_dir, state=state, step_fn=make_train_step(loss_fn, optimizer),

@@ -105,6 +105,9 @@ class TransformerConfig:
     remat: bool = False
 
 
+LOWRES_INPUTS = ("tokens", "pixels")  # how super-res embeds the low-res tokens (muse_mini.superres)
+
+
 @dataclass(frozen=True)
 class SuperResConfig(TransformerConfig):
     """The super-resolution token translator (Muse §2.4, Figure 4, Table 6).
@@ -124,6 +127,10 @@ class SuperResConfig(TransformerConfig):
     lowres_depth: int = 16
     lowres_skip: bool = False
     lowres_input: str = "tokens"  # or "pixels"
+
+    def __post_init__(self):
+        if self.lowres_input not in LOWRES_INPUTS:
+            raise ValueError(f"superres.lowres_input: expected one of {LOWRES_INPUTS}, got {self.lowres_input!r}")
 
 
 @dataclass(frozen=True)

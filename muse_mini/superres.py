@@ -41,9 +41,6 @@ from muse_mini.transformer import (
 )
 
 
-LOWRES_INPUTS = ("tokens", "pixels")
-
-
 class SuperResTransformer(eqx.Module):
     """Masked high-res tokens + low-res tokens + text → high-res codebook logits.
 
@@ -83,8 +80,6 @@ class SuperResTransformer(eqx.Module):
         self, cfg: SuperResConfig, *, vocab_size: int, seq_len: int, lowres_vocab_size: int,
         lowres_seq_len: int, text_width: int, lowres_patch: int = 1, key,
     ):
-        if cfg.lowres_input not in LOWRES_INPUTS:
-            raise ValueError(f"superres.lowres_input: expected one of {LOWRES_INPUTS}, got {cfg.lowres_input!r}")
         k_emb, k_pos, k_enc, k_text, k_dec, k_skip = jax.random.split(key, 6)
         pixels = cfg.lowres_input == "pixels"
         self.lowres_embed = None if pixels else Embedding(lowres_vocab_size, cfg.width, key=k_emb)
