@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import equinox as eqx
@@ -23,7 +22,8 @@ import equinox as eqx
 from muse_mini.config import MuseConfig, from_dict
 from muse_mini.token_data import TokenData, build_token_data
 from muse_mini.training import (
-    epoch_batch_indices, init_key, init_train_state, load_final, make_optimizer, make_train_step, train,
+    epoch_batch_indices, init_key, init_train_state, load_final, make_optimizer, make_train_step,
+    relative_run_path, train,
 )
 
 
@@ -32,7 +32,7 @@ def stage_metadata(run_dir: Path, cfg: MuseConfig, stage: str, **runs) -> dict:
     return {
         "stage": stage,
         "config": cfg.to_dict(),
-        **{name: os.path.relpath(Path(path).resolve(), run_dir.resolve()) for name, path in runs.items()},
+        **{name: relative_run_path(path, run_dir) for name, path in runs.items()},
     }
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,9 @@ import optax
 
 from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
 from muse_mini.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
-from muse_mini.training import epoch_batch_indices, init_key, load_final, make_optimizer, stage_complete, train
+from muse_mini.training import (
+    epoch_batch_indices, init_key, load_final, make_optimizer, relative_run_path, stage_complete, train,
+)
 from muse_mini.vqgan import (
     VQGAN, PatchDiscriminator, all_filter, check_images, decoder_filter, fast_init, grow_decoder,
     hinge_d_loss, hinge_g_loss, to_float,
@@ -238,7 +239,7 @@ def _metadata(run_dir: Path, cfg: MuseConfig, stage: str, finetune_from) -> dict
     meta = {"stage": stage, "tokenizer": dataclasses.asdict(stage_config(cfg, stage)[0]),
             "data": dataclasses.asdict(cfg.data), "finetune_from": None}
     if finetune_from is not None:
-        meta["finetune_from"] = os.path.relpath(Path(finetune_from).resolve(), run_dir.resolve())
+        meta["finetune_from"] = relative_run_path(finetune_from, run_dir)
     return meta
 
 

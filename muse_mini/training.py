@@ -389,6 +389,15 @@ class _RunLock:
             os.close(self.fd)  # closing releases the flock
 
 
+def relative_run_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """``path`` relative to ``run_dir``, as a stage's metadata records an input run.
+
+    Lexical (symbolic links are not followed), so a copied pipeline whose
+    input runs are links to the originals records the same paths and resumes.
+    """
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
+
+
 def stage_complete(run_dir: str | os.PathLike) -> bool:
     """Whether ``run_dir`` holds a finished run (``DONE.json`` and ``final.eqx``)."""
     run_dir = Path(run_dir)

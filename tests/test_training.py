@@ -28,6 +28,7 @@ from muse_mini.training import (
     make_schedule,
     plot_metrics,
     read_metrics,
+    relative_run_path,
     stage_complete,
     step_key,
     train,
@@ -327,3 +328,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     m_ref, m_run = read_metrics(ref_dir), read_metrics(run_dir)
     assert m_run["step"].tolist() == list(range(40))  # every step exactly once
     assert np.array_equal(m_ref["loss"], m_run["loss"])
+
+
+def test_relative_run_path_keeps_symlinked_inputs(tmp_path):
+    # A copied pipeline links its tokenizer to the original: the recorded path
+    # must be the link's, or the copy's config would not match on resume.
+    (tmp_path / "orig" / "tokenizer-base").mkdir(parents=True)
+    (tmp_path / "copy" / "base").mkdir(parents=True)
+    (tmp_path / "copy" / "tokenizer-base").symlink_to(tmp_path / "orig" / "tokenizer-base")
+    assert relative_run_path(tmp_path / "copy" / "tokenizer-base", tmp_path / "copy" / "base") == os.path.join(
+        "..", "tokenizer-base")
+    assert relative_run_path("runs/demo/tokenizer-base", "runs/demo/base") == os.path.join("..", "tokenizer-base")
