@@ -264,8 +264,8 @@ def _toy() -> MuseConfig:
         highres_tokenizer=dataclasses.replace(tok, image_size=64, train_crop=32, encoder="local"),
         # remat: faster on CPU, see TransformerConfig. Two layers: a step costs
         # 0.58 of a 4-layer one on the CPU, and in the quick recipe's few
-        # minutes twice the steps beat twice the depth (docs/results.md; the
-        # full recipe has the time for 4 layers).
+        # minutes more steps beat more depth (docs/results.md; the full
+        # recipe has the time for 4 layers).
         base=TransformerConfig(depth=2, width=128, mlp_dim=512, num_heads=4, remat=True),
         superres=SuperResConfig(
             depth=2, width=128, mlp_dim=512, num_heads=4, lowres_depth=1, lowres_skip=True,

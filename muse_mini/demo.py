@@ -9,12 +9,14 @@ re-renders the figures. Layout (``runs/demo`` for the quick recipe)::
     tokenizer-highres/  64×64 → 16×16 VQGAN run + reconstructions.png
     base/               base transformer run (§2.3)
     superres/           super-res run (§2.4)
-    samples/            generated grids, accuracy.json (the evaluator's verdicts)
+    samples/            generated grids, accuracy.json (the evaluator's verdicts; reused
+                        while the base and super-res runs and the samplers are unchanged)
     timings.json        wall time of each stage
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -117,6 +119,29 @@ def evaluate_samples(pipe, out: Path, *, stage: str, label: str, **sampler) -> d
     return results
 
 
+def _evaluation_key(pipe, out: Path) -> dict:
+    """What the evaluation depends on: the finished runs, the samplers, the prompt set."""
+    from muse_mini.training import DONE_FILE
+
+    return {
+        "runs": {sub: json.loads((out / sub / DONE_FILE).read_text()) for sub in ("base", "superres")},
+        "sampler": dataclasses.asdict(pipe.cfg.sampler),
+        "superres_sampler": dataclasses.asdict(pipe.cfg.superres_sampler),
+        "prompts": EVAL_PROMPTS, "samples_per_prompt": SAMPLES_PER_PROMPT,
+    }
+
+
+def _cached_evaluation(pipe, out: Path) -> dict | None:
+    """The last run's ``accuracy.json`` if nothing it depends on changed, else None."""
+    path = out / "samples" / "accuracy.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    fresh = json.loads(json.dumps(_evaluation_key(pipe, out)))  # tuples → lists, as stored
+    return report if isinstance(report, dict) and report.get("key") == fresh else None
+
+
 def format_accuracy(label: str, results: dict) -> str:
     lines = [f"{label}:"]
     for split, r in results.items():
@@ -174,17 +199,24 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     }, titles=prompts), out / "samples" / "superres_vs_bicubic.png")
 
     if evaluate:
-        report = {}
-        for label, stage, sampler in (
-            ("base", "base", {}),
-            ("base_no_guidance", "base", {"guidance": 0.0}),
-            ("superres", "superres", {}),
-        ):
-            _log(f"evaluating {label}")
-            report[label] = _timed(timings, f"eval_{label}", lambda: evaluate_samples(
-                pipe, out, stage=stage, label=label, **sampler))
-            print(format_accuracy(label, report[label]), flush=True)
-        (out / "samples" / "accuracy.json").write_text(json.dumps(report, indent=2))
+        report = _cached_evaluation(pipe, out)
+        if report is not None:
+            _log("evaluation unchanged since the last run (samples/accuracy.json)")
+            for label, result in report["results"].items():
+                print(format_accuracy(label, result), flush=True)
+        else:
+            report = {"key": _evaluation_key(pipe, out), "results": {}}
+            for label, stage, sampler in (
+                ("base", "base", {}),
+                ("base_no_guidance", "base", {"guidance": 0.0}),
+                ("superres", "superres", {}),
+            ):
+                _log(f"evaluating {label}")
+                result = _timed(timings, f"eval_{label}", lambda: evaluate_samples(
+                    pipe, out, stage=stage, label=label, **sampler))
+                report["results"][label] = result
+                print(format_accuracy(label, result), flush=True)
+            (out / "samples" / "accuracy.json").write_text(json.dumps(report, indent=2))
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     _log(f"done in {time.perf_counter() - start:.0f}s; outputs under {out}")
     return timings
