@@ -60,6 +60,9 @@ def train_loop(model, loss_fn, tc, batch_fn):
     return state.model, losses, time.time() - t0
 
 
+# The sweep's reference: the quick recipe's base model when it ran (4 layers,
+# 1800 steps; the preset now has 2 layers and 3600). Job overrides come after.
+SWEEP_BASE = ["base.depth=4", "base_train.steps=1800"]
 BASE_JOBS = {  # name: (overrides, options)
     "b_base": ([], {}),
     "b_x2": (["base_train.steps=3600"], {}),
@@ -109,6 +112,7 @@ def evaluate_base(model, cfg, tok):
 def run_base(name, outdir):
     from muse_mini.base_stage import build_base, _base_loss
     over, opt = BASE_JOBS[name]
+    over = [*SWEEP_BASE, *over]
     cfg = get_preset("toy", over)
     info = {}
     if opt.get("tok"):
