@@ -120,26 +120,27 @@ def evaluate_samples(pipe, out: Path, *, stage: str, label: str, **sampler) -> d
 
 
 def _evaluation_key(pipe, out: Path) -> dict:
-    """What the evaluation depends on: the finished runs, the samplers, the prompt set."""
+    """What the evaluation depends on: the finished runs, the samplers, the prompt set.
+
+    JSON-normalised (tuples become lists), so it compares equal to a stored copy.
+    """
     from muse_mini.training import DONE_FILE
 
-    return {
+    return json.loads(json.dumps({
         "runs": {sub: json.loads((out / sub / DONE_FILE).read_text()) for sub in ("base", "superres")},
         "sampler": dataclasses.asdict(pipe.cfg.sampler),
         "superres_sampler": dataclasses.asdict(pipe.cfg.superres_sampler),
         "prompts": EVAL_PROMPTS, "samples_per_prompt": SAMPLES_PER_PROMPT,
-    }
+    }))
 
 
-def _cached_evaluation(pipe, out: Path) -> dict | None:
-    """The last run's ``accuracy.json`` if nothing it depends on changed, else None."""
-    path = out / "samples" / "accuracy.json"
+def _cached_evaluation(path: Path, key: dict) -> dict | None:
+    """The report stored at ``path`` if it was made under ``key``, else None."""
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    fresh = json.loads(json.dumps(_evaluation_key(pipe, out)))  # tuples → lists, as stored
-    return report if isinstance(report, dict) and report.get("key") == fresh else None
+    return report if isinstance(report, dict) and report.get("key") == key else None
 
 
 def format_accuracy(label: str, results: dict) -> str:
@@ -199,13 +200,14 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     }, titles=prompts), out / "samples" / "superres_vs_bicubic.png")
 
     if evaluate:
-        report = _cached_evaluation(pipe, out)
+        key, path = _evaluation_key(pipe, out), out / "samples" / "accuracy.json"
+        report = _cached_evaluation(path, key)
         if report is not None:
             _log("evaluation unchanged since the last run (samples/accuracy.json)")
             for label, result in report["results"].items():
                 print(format_accuracy(label, result), flush=True)
         else:
-            report = {"key": _evaluation_key(pipe, out), "results": {}}
+            report = {"key": key, "results": {}}
             for label, stage, sampler in (
                 ("base", "base", {}),
                 ("base_no_guidance", "base", {"guidance": 0.0}),
@@ -216,7 +218,7 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
                     pipe, out, stage=stage, label=label, **sampler))
                 report["results"][label] = result
                 print(format_accuracy(label, result), flush=True)
-            (out / "samples" / "accuracy.json").write_text(json.dumps(report, indent=2))
+            path.write_text(json.dumps(report, indent=2))
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     _log(f"done in {time.perf_counter() - start:.0f}s; outputs under {out}")
     return timings

@@ -147,15 +147,15 @@ def test_demo_reuses_its_evaluation_only_while_nothing_changed(pipe, smoke_runs,
         shutil.copy(smoke_runs / "smoke" / sub / "DONE.json", tmp_path / sub / "DONE.json")
     (tmp_path / "samples").mkdir()
     path = tmp_path / "samples" / "accuracy.json"
-    assert _cached_evaluation(pipe, tmp_path) is None  # nothing stored yet
+    assert _cached_evaluation(path, _evaluation_key(pipe, tmp_path)) is None  # nothing stored yet
     report = {"key": _evaluation_key(pipe, tmp_path), "results": {"base": {"accuracy": 0.5}}}
     path.write_text(json.dumps(report))
-    assert _cached_evaluation(pipe, tmp_path)["results"] == {"base": {"accuracy": 0.5}}
+    assert _cached_evaluation(path, _evaluation_key(pipe, tmp_path))["results"] == {"base": {"accuracy": 0.5}}
     # another sampler default, or a retrained stage, makes the stored figures stale
     other = dataclasses.replace(pipe, cfg=dataclasses.replace(
         pipe.cfg, sampler=dataclasses.replace(pipe.cfg.sampler, steps=pipe.cfg.sampler.steps + 1)))
-    assert _cached_evaluation(other, tmp_path) is None
+    assert _cached_evaluation(path, _evaluation_key(other, tmp_path)) is None
     (tmp_path / "superres" / "DONE.json").write_text(json.dumps({"step": 1, "finished_at": "later"}))
-    assert _cached_evaluation(pipe, tmp_path) is None
+    assert _cached_evaluation(path, _evaluation_key(pipe, tmp_path)) is None
     path.write_text("{not json")
-    assert _cached_evaluation(pipe, tmp_path) is None
+    assert _cached_evaluation(path, _evaluation_key(pipe, tmp_path)) is None
