@@ -79,10 +79,12 @@ def _base_loss(cfg: MuseConfig):
 
 
 # The MuseConfig sections a transformer stage does not depend on: changing
-# them (a sampler default, the other stage's size) keeps its finished run valid.
+# them (a sampler default, the other stage's size, the decoder finetuned after
+# both, §2.5) keeps its finished run valid.
+_LATER = ("sampler", "superres_sampler", "decoder", "decoder_train")
 INDEPENDENT_SECTIONS = {
-    "base": ("superres", "superres_train", "sampler", "superres_sampler"),
-    "superres": ("base", "base_train", "sampler", "superres_sampler"),
+    "base": ("superres", "superres_train", *_LATER),
+    "superres": ("base", "base_train", *_LATER),
 }
 
 

@@ -127,10 +127,14 @@ class SuperResConfig(TransformerConfig):
     lowres_depth: int = 16
     lowres_skip: bool = False
     lowres_input: str = "tokens"  # or "pixels"
+    lowres_margin: int = 0  # "pixels": each patch also sees this many neighbouring pixels per side
 
     def __post_init__(self):
         if self.lowres_input not in LOWRES_INPUTS:
             raise ValueError(f"superres.lowres_input: expected one of {LOWRES_INPUTS}, got {self.lowres_input!r}")
+        if self.lowres_margin < 0 or (self.lowres_margin and self.lowres_input != "pixels"):
+            raise ValueError(f"superres.lowres_margin: expected 0, or a positive margin with lowres_input='pixels', "
+                             f"got {self.lowres_margin} with {self.lowres_input!r}")
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,22 @@ class DataConfig:
     paraphrase_prob: float = 0.0
 
 
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The finetuned high-res decoder (Muse §2.5, §A.2).
+
+    A larger decoder (§A.2: 4 residual blocks per resolution and 256 base
+    channels, against the tokenizer's 2 and 128) is trained on the high-res
+    tokenizer's frozen encoder and codebook, after the transformers, so the
+    token "language" is unchanged. With ``enabled=False`` the pipeline decodes
+    with the high-res tokenizer's own decoder.
+    """
+
+    enabled: bool = True
+    channels: int = 256
+    res_blocks: int = 4
+
+
 def _paper_vqgan_train() -> TrainConfig:
     """Table 5's VQGAN optimiser: Adam β = (0.9, 0.99), weight decay 1e-4, cosine decay."""
     return TrainConfig(
@@ -192,7 +212,7 @@ def _paper_vqgan_train() -> TrainConfig:
 
 @dataclass(frozen=True)
 class MuseConfig:
-    """The whole pipeline: text encoder, two tokenizers, base, super-res."""
+    """The whole pipeline: text encoder, two tokenizers, base, super-res, finetuned decoder."""
 
     name: str = "custom"
     text: TextConfig = field(default_factory=TextConfig)
@@ -210,6 +230,8 @@ class MuseConfig:
     superres_train: TrainConfig = field(default_factory=TrainConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     superres_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=8))
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    decoder_train: TrainConfig = field(default_factory=_paper_vqgan_train)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -239,7 +261,8 @@ def _toy() -> MuseConfig:
     cell one code, so super-res does not have to guess among ~100 "whites"),
     super-res adds the low-res features to its input embeddings
     (``lowres_skip``), and it sees the low-res tokens as the patches they
-    decode to (``lowres_input="pixels"``). The base tokenizer keeps the paper's encoder: with the
+    decode to, each with 2 pixels of its neighbours (``lowres_input="pixels"``,
+    ``lowres_margin=2``). The base tokenizer keeps the paper's encoder: with the
     local one the base model's samples collapse to blank images
     (docs/results.md). Step counts fit the quick recipe's time budget.
     """
@@ -269,7 +292,7 @@ def _toy() -> MuseConfig:
         base=TransformerConfig(depth=2, width=128, mlp_dim=512, num_heads=4, remat=True),
         superres=SuperResConfig(
             depth=2, width=128, mlp_dim=512, num_heads=4, lowres_depth=1, lowres_skip=True,
-            lowres_input="pixels", remat=True,
+            lowres_input="pixels", lowres_margin=2, remat=True,
         ),
         # The base tokenizer needs 2400 steps for the evaluator to accept 98%
         # of its reconstructions; the high-res one gets there in 1200.
@@ -291,6 +314,10 @@ def _toy() -> MuseConfig:
         superres_sampler=SamplerConfig(
             steps=8, temperature=0.2, choice_temperature=1.0, guidance=0.0,
         ),
+        # §A.2's ratio: twice the tokenizer decoder's channels and blocks. It
+        # starts from scratch; the full recipe gives it 2400 steps.
+        decoder=DecoderConfig(channels=16, res_blocks=2),
+        decoder_train=dataclasses.replace(tok_train, steps=1000),
     )
 
 

@@ -9,6 +9,7 @@ re-renders the figures. Layout (``runs/demo`` for the quick recipe)::
     tokenizer-highres/  64×64 → 16×16 VQGAN run + reconstructions.png
     base/               base transformer run (§2.3)
     superres/           super-res run (§2.4)
+    decoder/            the finetuned, larger high-res decoder (§2.5) + reconstructions.png
     samples/            generated grids, accuracy.json (the evaluator's verdicts; reused
                         while the base and super-res runs and the samplers are unchanged)
     timings.json        wall time of each stage
@@ -36,7 +37,7 @@ RECIPES = {
         "data.num_examples=50000",
         "highres_tokenizer_train.steps=2400",  # the base tokenizer's 2400 is the preset's
         "base.depth=4", "base_train.steps=16000", "base_train.warmup_steps=500",
-        "superres_train.steps=3500",
+        "superres_train.steps=3500", "decoder_train.steps=2400",
     )),
 }
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
@@ -87,7 +88,12 @@ def render_text(cfg, out: Path, n: int = 12) -> None:
     viz.save(fig, out / "text" / "similarity.png")
 
 
-def render_reconstructions(cfg, run: Path, stage: str, n: int = 16) -> None:
+def render_reconstructions(cfg, run: Path, stage: str, n: int = 16, *, before: Path | None = None) -> None:
+    """Hold-out originals over their reconstructions, into ``run/reconstructions.png``.
+
+    ``before`` (the decoder stage: the tokenizer it finetunes) adds a middle
+    row decoded by that run, so the two decoders can be compared.
+    """
     from muse_mini import viz
     from muse_mini.shapes import downsample, generate
     from muse_mini.tokenizer_stage import load_tokenizer, reconstruct
@@ -95,10 +101,11 @@ def render_reconstructions(cfg, run: Path, stage: str, n: int = 16) -> None:
     images, captions, _ = generate(n, seed=1, split="holdout")
     if stage == "base":
         images = downsample(images, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
-    recon = reconstruct(load_tokenizer(run), images)
-    both = np.concatenate([images, recon], axis=0)
-    viz.save(viz.image_grid(both, ncols=n, suptitle="hold-out originals (top) and reconstructions"),
-             run / "reconstructions.png")
+    rows = [images, *([reconstruct(load_tokenizer(before), images)] if before else []),
+            reconstruct(load_tokenizer(run), images)]
+    title = ("hold-out originals, the tokenizer's decoder, the finetuned decoder" if before
+             else "hold-out originals (top) and reconstructions")
+    viz.save(viz.image_grid(np.concatenate(rows, axis=0), ncols=n, suptitle=title), run / "reconstructions.png")
 
 
 def evaluate_samples(pipe, out: Path, *, stage: str, label: str, **sampler) -> dict:
@@ -127,7 +134,8 @@ def _evaluation_key(pipe, out: Path) -> dict:
     from muse_mini.training import DONE_FILE
 
     return json.loads(json.dumps({
-        "runs": {sub: json.loads((out / sub / DONE_FILE).read_text()) for sub in ("base", "superres")},
+        "runs": {sub: json.loads((out / sub / DONE_FILE).read_text())
+                 for sub in ("base", "superres", "decoder") if (out / sub / DONE_FILE).is_file()},
         "sampler": dataclasses.asdict(pipe.cfg.sampler),
         "superres_sampler": dataclasses.asdict(pipe.cfg.superres_sampler),
         "prompts": EVAL_PROMPTS, "samples_per_prompt": SAMPLES_PER_PROMPT,
@@ -186,6 +194,11 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     _timed(timings, "superres", lambda: train_superres(
         cfg, out / "superres", tokenizer_run=out / "tokenizer-base",
         highres_tokenizer_run=out / "tokenizer-highres", progress=progress))
+    if cfg.decoder.enabled:
+        _log("finetuned high-res decoder (§2.5)")
+        _timed(timings, "decoder", lambda: train_tokenizer(
+            cfg, "decoder", out / "decoder", finetune_from=out / "tokenizer-highres", progress=progress))
+        render_reconstructions(cfg, out / "decoder", "decoder", before=out / "tokenizer-highres")
     timings["training_total"] = round(time.perf_counter() - start, 1)
 
     pipe = Pipeline.from_run(out)

@@ -23,6 +23,8 @@ SMOKE_OVERRIDES = (
     "highres_tokenizer_train.checkpoint_every=10", "highres_tokenizer_train.batch_size=4",
     "base_train.steps=20", "base_train.warmup_steps=5", "base_train.checkpoint_every=10",
     "superres_train.steps=10", "superres_train.warmup_steps=2", "superres_train.checkpoint_every=10",
+    "decoder_train.steps=10", "decoder_train.warmup_steps=2", "decoder_train.checkpoint_every=10",
+    "decoder_train.batch_size=4",
     "tokenizer_train.batch_size=4",
     "base_train.batch_size=16", "superres_train.batch_size=8",
     "base.depth=1", "base.width=64", "base.mlp_dim=128", "base.num_heads=2",

@@ -47,6 +47,16 @@ def _tokenizer(tok_cfg):
     return _abstract(VQGAN, tok_cfg), note
 
 
+def _decoder(cfg: MuseConfig):
+    """The §2.5 finetuned high-res decoder alone (it reuses the tokenizer's encoder and codebook)."""
+    from muse_mini.tokenizer_stage import stage_config
+    from muse_mini.vqgan import VQGAN
+
+    d = cfg.decoder
+    note = f"finetuned, {d.res_blocks} blocks per resolution, {d.channels} base channels"
+    return _abstract(VQGAN, stage_config(cfg, "decoder")[0]).decoder, note
+
+
 def _base(cfg: MuseConfig):
     from muse_mini.transformer import BaseTransformer
 
@@ -78,6 +88,7 @@ COMPONENTS = {
     "highres_tokenizer": lambda cfg: _tokenizer(cfg.highres_tokenizer),
     "base": _base,
     "superres": _superres,
+    "decoder": _decoder,
 }
 
 

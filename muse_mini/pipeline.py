@@ -34,6 +34,7 @@ STAGE_DIRS = {
     "highres_tokenizer": "tokenizer-highres",
     "base": "base",
     "superres": "superres",
+    "decoder": "decoder",
 }
 
 
@@ -106,10 +107,15 @@ class Pipeline:
 
     @classmethod
     def from_run(cls, run_dir, *, require_superres: bool = False) -> "Pipeline":
-        """Load every finished stage under ``run_dir`` (e.g. ``runs/demo``)."""
+        """Load every finished stage under ``run_dir`` (e.g. ``runs/demo``).
+
+        When ``decoder/`` holds a finished §2.5 finetuned decoder of this
+        pipeline's high-res tokenizer, it replaces that tokenizer: same encoder
+        and codebook, larger decoder, so the 64×64 output is decoded by it.
+        """
         from muse_mini.base_stage import load_base
         from muse_mini.text import EmbeddingCache, load_text_encoder
-        from muse_mini.tokenizer_stage import load_tokenizer
+        from muse_mini.tokenizer_stage import check_finetuned_from, load_tokenizer
         from muse_mini.training import stage_complete
 
         run_dir = Path(run_dir)
@@ -126,7 +132,11 @@ class Pipeline:
             from muse_mini.superres_stage import load_superres
 
             superres, _ = load_superres(dirs["superres"])
-            highres_tokenizer = load_tokenizer(dirs["highres_tokenizer"])
+            highres_dir = dirs["highres_tokenizer"]
+            if stage_complete(dirs["decoder"]):
+                check_finetuned_from(dirs["decoder"], highres_dir)
+                highres_dir = dirs["decoder"]
+            highres_tokenizer = load_tokenizer(highres_dir)
         elif require_superres:
             raise FileNotFoundError(f"run_dir: {dirs['superres']} holds no finished super-res run")
         encoder = EmbeddingCache(

@@ -21,6 +21,9 @@ How the low-res tokens are embedded is ``cfg.lowres_input``:
   low-res tokens), where the table's were blank; at full length super-res
   keeps the base model's caption accuracy (docs/results.md).
   :func:`lowres_condition` turns token maps into what the model takes.
+  ``cfg.lowres_margin`` widens each patch by that many pixels of its
+  neighbours on every side (overlapping windows, border pixels repeated), so
+  the embedding of a token already sees the edges that cross into it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class SuperResTransformer(eqx.Module):
     lowres_seq_len: int = eqx.field(static=True)
     lowres_input: str = eqx.field(static=True)
     lowres_patch: int = eqx.field(static=True)
+    lowres_margin: int = eqx.field(static=True)
     text_width: int = eqx.field(static=True)
 
     def __init__(
@@ -83,7 +87,7 @@ class SuperResTransformer(eqx.Module):
         k_emb, k_pos, k_enc, k_text, k_dec, k_skip = jax.random.split(key, 6)
         pixels = cfg.lowres_input == "pixels"
         self.lowres_embed = None if pixels else Embedding(lowres_vocab_size, cfg.width, key=k_emb)
-        patch_dim = lowres_patch * lowres_patch * 3
+        patch_dim = (lowres_patch + 2 * cfg.lowres_margin) ** 2 * 3
         self.lowres_patch_proj = Linear(patch_dim, cfg.width, ("patch", "embed"), key=k_emb) if pixels else None
         self.lowres_pos = LearnedPositions(lowres_seq_len, cfg.width, key=k_pos)
         self.lowres_encoder = BlockStack(
@@ -99,6 +103,7 @@ class SuperResTransformer(eqx.Module):
         self.lowres_seq_len = lowres_seq_len
         self.lowres_input = cfg.lowres_input
         self.lowres_patch = lowres_patch
+        self.lowres_margin = cfg.lowres_margin
         self.text_width = text_width
         self.lowres_children = None
         if cfg.lowres_skip:
@@ -143,7 +148,8 @@ class SuperResTransformer(eqx.Module):
         if self.lowres_input == "tokens":
             low_MxD = self.lowres_embed(lowres, dt)
         else:
-            low_MxD = self.lowres_patch_proj(_patches(lowres.astype(dt), self.lowres_patch))
+            patches = _patches(lowres.astype(dt), self.lowres_patch, margin=self.lowres_margin)
+            low_MxD = self.lowres_patch_proj(patches)
         low_MxD = low_MxD + self.lowres_pos(dt)
         return self.lowres_norm(self.lowres_encoder(low_MxD, key=key))
 
@@ -193,12 +199,21 @@ def _children_to_grid(y_MxC: Array, seq_len: int) -> Array:
     return y.reshape(*lead, seq_len, d)
 
 
-def _patches(image_xHxWx3: Array, patch: int) -> Array:
-    """``(..., H, W, 3)`` → ``(..., (H/p)·(W/p), p·p·3)``: row-major non-overlapping patches."""
+def _patches(image_xHxWx3: Array, patch: int, *, margin: int = 0) -> Array:
+    """``(..., H, W, 3)`` → ``(..., (H/p)·(W/p), k·k·3)``, ``k = p + 2·margin``.
+
+    Patch ``(i, j)`` (row-major) is the ``k×k`` window whose top-left pixel is
+    ``(p·i − margin, p·j − margin)``: the token's ``p×p`` cell and ``margin``
+    pixels around it, the image's border pixels repeated outside it.
+    """
     *lead, h, w, ch = image_xHxWx3.shape
-    x = image_xHxWx3.reshape(*lead, h // patch, patch, w // patch, patch, ch)
-    x = jnp.moveaxis(x, -3, -4)  # (..., rows, cols, p, p, ch)
-    return x.reshape(*lead, (h // patch) * (w // patch), patch * patch * ch)
+    k = patch + 2 * margin
+    pad = [(0, 0)] * len(lead) + [(margin, margin), (margin, margin), (0, 0)]
+    x = jnp.pad(image_xHxWx3, pad, mode="edge")
+    rows = patch * np.arange(h // patch)[:, None] + np.arange(k)  # (H/p, k), padded coordinates
+    cols = patch * np.arange(w // patch)[:, None] + np.arange(k)
+    x = x[..., rows[:, None, :, None], cols[None, :, None, :], :]  # (..., H/p, W/p, k, k, ch)
+    return x.reshape(*lead, (h // patch) * (w // patch), k * k * ch)
 
 
 def lowres_condition(model: SuperResTransformer, lowres_tokens_BxM, *, tokenizer=None, images=None):

@@ -20,7 +20,9 @@ it was computed. Dead codes are restarted every ``restart_every`` steps.
 §2.5 decoder finetuning: ``train_tokenizer(..., finetune_from=RUN)`` loads a
 finished tokenizer, replaces its decoder by a fresh one sized by
 ``decoder_channels``/``decoder_res_blocks`` and trains only that decoder
-(encoder and codebook frozen, so the token ids do not change).
+(encoder and codebook frozen, so the token ids do not change). Stage
+``"decoder"`` is the pipeline's instance of it: the high-res tokenizer with
+the larger decoder of ``cfg.decoder``, trained on ``cfg.decoder_train``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,7 @@ from muse_mini.vqgan import (
     hinge_d_loss, hinge_g_loss, to_float,
 )
 
-STAGES = ("base", "highres")
+STAGES = ("base", "highres", "decoder")
 
 
 class TrainState(eqx.Module):
@@ -70,11 +73,16 @@ class TrainState(eqx.Module):
 def stage_config(cfg: MuseConfig, stage: str) -> tuple[VQGANConfig, TrainConfig]:
     """A stage's model and training configs: ``base`` → ``cfg.tokenizer`` and
     ``cfg.tokenizer_train``; ``highres`` → ``cfg.highres_tokenizer`` and
-    ``cfg.highres_tokenizer_train``."""
+    ``cfg.highres_tokenizer_train``; ``decoder`` → the high-res tokenizer with
+    ``cfg.decoder``'s larger decoder, and ``cfg.decoder_train`` (§2.5)."""
     if stage not in STAGES:
         raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
     if stage == "base":
         return cfg.tokenizer, cfg.tokenizer_train
+    if stage == "decoder":
+        grown = dataclasses.replace(cfg.highres_tokenizer, decoder_channels=cfg.decoder.channels,
+                                    decoder_res_blocks=cfg.decoder.res_blocks)
+        return grown, cfg.decoder_train
     return cfg.highres_tokenizer, cfg.highres_tokenizer_train
 
 
@@ -201,13 +209,14 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
 def stage_images(cfg: MuseConfig, stage: str) -> np.ndarray:
     """The stage's training images, uint8 ``(N, S, S, 3)``, generated once.
 
-    Shapes' train split at 64×64 for ``highres`` and its 2×2 box-downsampled
-    32×32 version for ``base`` (the same rule the transformer stages use).
+    Shapes' train split at 64×64 for ``highres`` and ``decoder``, and its 2×2
+    box-downsampled 32×32 version for ``base`` (the same rule the transformer
+    stages use).
     """
     from muse_mini.token_data import lowres_images, training_images
 
     images_hr, _ = training_images(cfg)
-    return images_hr if stage == "highres" else lowres_images(cfg, images_hr)
+    return lowres_images(cfg, images_hr) if stage == "base" else images_hr
 
 
 def random_crops(images_NxSxSx3: np.ndarray, crop: int, multiple: int, *, seed: int, step: int) -> np.ndarray:
@@ -260,6 +269,9 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
     run_dir = Path(run_dir)
     vcfg, tcfg = stage_config(cfg, stage)
     finetune = finetune_from is not None
+    if stage == "decoder" and not finetune:
+        raise ValueError("finetune_from: stage 'decoder' finetunes a finished high-res tokenizer run; "
+                         "name it (e.g. runs/demo/tokenizer-highres)")
     vqgan = None
     if finetune:
         old, old_cfg = load_tokenizer(finetune_from, with_config=True)
@@ -313,6 +325,22 @@ def load_tokenizer(run_dir, *, with_config: bool = False):
     )
     vqgan = load_final(run_dir, like).vqgan
     return (vqgan, vcfg) if with_config else vqgan
+
+
+def check_finetuned_from(run_dir, tokenizer_run) -> None:
+    """Raise unless ``run_dir`` is a decoder finetuned from ``tokenizer_run`` (§2.5).
+
+    A finetuned decoder only understands the codebook it was trained on, so a
+    pipeline must not pair it with another tokenizer's tokens.
+    """
+    _, _, meta = read_tokenizer_config(run_dir)
+    source = meta.get("finetune_from")
+    expected = relative_run_path(tokenizer_run, run_dir)
+    if source is None or os.path.normpath(source) != os.path.normpath(expected):
+        raise ValueError(
+            f"{Path(run_dir) / 'config.json'}: expected a decoder finetuned from {tokenizer_run}, "
+            f"but it records finetune_from={source!r}"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -408,7 +436,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train-tokenizer", help="train a VQGAN tokenizer (resumable; §2.2)")
     p.add_argument("--preset", default="toy", choices=sorted(PRESETS))
     p.add_argument("--stage", required=True, choices=STAGES,
-                   help="base: cfg.tokenizer on low-res images; highres: cfg.highres_tokenizer")
+                   help="base: cfg.tokenizer on low-res images; highres: cfg.highres_tokenizer; "
+                        "decoder: cfg.decoder's larger high-res decoder (§2.5; needs --finetune-decoder-from)")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/demo/tokenizer-base")
     p.add_argument("--finetune-decoder-from", default=None, metavar="RUN",
                    help="finished tokenizer run: keep its encoder and codebook frozen and train a "
@@ -428,6 +457,9 @@ def _cli_train(args) -> None:
     from muse_mini.config import get_preset
 
     cfg = get_preset(args.preset, args.overrides)
+    if args.stage == "decoder" and not args.finetune_decoder_from:
+        raise ValueError("--finetune-decoder-from: --stage decoder needs the finished high-res tokenizer run "
+                         "whose decoder it replaces, e.g. runs/demo/tokenizer-highres")
     if args.finetune_decoder_from and not stage_complete(args.finetune_decoder_from):
         raise FileNotFoundError(f"--finetune-decoder-from: {args.finetune_decoder_from} holds no finished run")
     train_tokenizer(cfg, args.stage, args.run, progress=not args.no_progress,

@@ -18,21 +18,27 @@ that the base tokenizer's codes blurred.
 A fourth, the ceiling: the high-res tokenizer's own reconstruction of the
 true 64×64 image, which perfect super-res tokens would give. ``--steps``,
 ``--temperature`` and ``--choice-temperature`` change the super-res sampler.
+
+The high-res decoder is the pipeline's: the finetuned one of §2.5 when the
+run has ``decoder/``. Then the same tokens are also decoded by the high-res
+tokenizer's own decoder (``*_tokenizer_decoder_*`` figures), for comparison.
 """
 
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from muse_mini import viz
 from muse_mini.guidance import unconditional_context
-from muse_mini.pipeline import Pipeline, decode_with_sampler
+from muse_mini.pipeline import STAGE_DIRS, Pipeline, decode_with_sampler
 from muse_mini.shapes import COLOURS, downsample, generate
 from muse_mini.superres import lowres_condition
-from muse_mini.tokenizer_stage import decode_tokens, encode_images
+from muse_mini.tokenizer_stage import decode_tokens, encode_images, load_tokenizer
+from muse_mini.training import stage_complete
 from muse_mini.vqgan import psnr
 
 
@@ -60,9 +66,13 @@ def main() -> None:
     changes = {k: getattr(args, k) for k in ("steps", "temperature", "choice_temperature")
                if getattr(args, k) is not None}
     sampler = dataclasses.replace(pipe.cfg.superres_sampler, **changes)
+    decoders = {"": pipe.highres_tokenizer}
+    if stage_complete(Path(args.run) / STAGE_DIRS["decoder"]):
+        decoders["_tokenizer_decoder"] = load_tokenizer(Path(args.run) / STAGE_DIRS["highres_tokenizer"])
     images_hr, captions, _ = generate(args.n, seed=args.seed, split="holdout")
     images_lo = downsample(images_hr)
-    sr_psnr, bicubic_psnr, snapped_psnr, ceiling_psnr = [], [], [], []
+    bicubic_psnr, snapped_psnr = [], []
+    sr_psnr, ceiling_psnr = ({suffix: [] for suffix in decoders} for _ in range(2))
     for start in range(0, args.n, args.batch):
         hr, lo = images_hr[start:start + args.batch], images_lo[start:start + args.batch]
         low_tokens = encode_images(pipe.tokenizer, lo).reshape(len(lo), -1)
@@ -71,17 +81,20 @@ def main() -> None:
         context = (lowres_condition(pipe.superres, low_tokens, images=decoded), text, mask)
         traj = decode_with_sampler(pipe.superres, context, unconditional_context(context),
                                    jax.random.key(start), sampler)
-        sr = decode_tokens(pipe.highres_tokenizer, np.asarray(traj.tokens_BxN))
-        ceiling = decode_tokens(pipe.highres_tokenizer, encode_images(pipe.highres_tokenizer, hr))
+        true_tokens = encode_images(pipe.highres_tokenizer, hr)
+        for suffix, decoder in decoders.items():
+            sr = decode_tokens(decoder, np.asarray(traj.tokens_BxN))
+            sr_psnr[suffix] += [psnr(a, b) for a, b in zip(sr, hr)]
+            ceiling_psnr[suffix] += [psnr(a, b) for a, b in zip(decode_tokens(decoder, true_tokens), hr)]
         bicubic = viz.bicubic_upsample(decoded, 2)
-        sr_psnr += [psnr(a, b) for a, b in zip(sr, hr)]
         bicubic_psnr += [psnr(a, b) for a, b in zip(bicubic, hr)]
         snapped_psnr += [psnr(a, b) for a, b in zip(snap_to_palette(bicubic), hr)]
-        ceiling_psnr += [psnr(a, b) for a, b in zip(ceiling, hr)]
-    result = {"n": args.n, "sampler": dataclasses.asdict(sampler), "superres_psnr_db": float(np.mean(sr_psnr)),
+    result = {"n": args.n, "sampler": dataclasses.asdict(sampler),
               "bicubic_psnr_db": float(np.mean(bicubic_psnr)),
-              "snapped_bicubic_psnr_db": float(np.mean(snapped_psnr)),
-              "highres_tokenizer_psnr_db": float(np.mean(ceiling_psnr))}
+              "snapped_bicubic_psnr_db": float(np.mean(snapped_psnr))}
+    for suffix in decoders:
+        result[f"superres{suffix}_psnr_db"] = float(np.mean(sr_psnr[suffix]))
+        result[f"highres{suffix}_ceiling_psnr_db"] = float(np.mean(ceiling_psnr[suffix]))
     result["gain_db"] = result["superres_psnr_db"] - result["bicubic_psnr_db"]
     print(json.dumps(result))
 

@@ -30,6 +30,22 @@ def test_cc3m_counts_match_table_1():
     assert counts["superres"] == pytest.approx(268e6, rel=0.10)
 
 
+def test_the_finetuned_decoder_has_the_sizes_of_appendix_a2():
+    """§A.2: the finetuned decoder has 4 blocks and 256 channels where the tokenizer's has 2 and 128.
+    Doubling every width quadruples each conv kernel and doubling the blocks roughly doubles the
+    middle, so it is 5-9× the tokenizer's own decoder."""
+    import equinox as eqx
+
+    from muse_mini.params import count_leaves
+    from muse_mini.vqgan import VQGAN
+
+    cfg = get_preset("paper-3b")
+    own = count_leaves(eqx.filter_eval_shape(VQGAN, cfg.highres_tokenizer, key=jax.random.key(0)).decoder)
+    ratio = _counts("paper-3b")["decoder"] / own
+    assert 5 < ratio < 9, ratio
+    assert _counts("paper-3b", ["decoder.res_blocks=2", "decoder.channels=128"])["decoder"] == own
+
+
 def test_overrides_change_counts():
     assert _counts("toy", ["base.depth=8"])["base"] > _counts("toy")["base"]
 
@@ -37,7 +53,7 @@ def test_overrides_change_counts():
 def test_cli_prints_every_component(capsys):
     assert main(["params", "--preset", "toy", "--base.depth=2"]) == 0
     out = capsys.readouterr().out
-    for name in ("text_encoder", "tokenizer", "highres_tokenizer", "base", "superres"):
+    for name in ("text_encoder", "tokenizer", "highres_tokenizer", "base", "superres", "decoder"):
         assert name in out
     assert "2 layers" in out
 

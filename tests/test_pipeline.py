@@ -68,6 +68,44 @@ def test_a_finished_stage_extends_with_more_steps(smoke_runs, tmp_path):
     assert json.loads((pipeline / "superres" / "DONE.json").read_text())["step"] == 12
 
 
+def test_the_64px_output_is_decoded_by_the_finetuned_decoder(pipe, smoke_runs):
+    """§2.5: decoder/ replaces the high-res tokenizer's decoder; its encoder and codebook are the
+    tokenizer's, so the super-res tokens keep their meaning."""
+    import jax
+
+    from muse_mini.tokenizer_stage import check_finetuned_from, decode_tokens, load_tokenizer
+
+    runs = smoke_runs / "smoke"
+    tokenizer, decoder = load_tokenizer(runs / "tokenizer-highres"), load_tokenizer(runs / "decoder")
+    same = lambda a, b: all(  # noqa: E731
+        np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    assert same(pipe.highres_tokenizer, decoder)
+    assert same(decoder.encoder, tokenizer.encoder) and same(decoder.quantizer, tokenizer.quantizer)
+    top = pipe.cfg.highres_tokenizer.channel_mult[-1]
+    assert decoder.decoder.conv_in.weight.shape[0] == pipe.cfg.decoder.channels * top
+    assert tokenizer.decoder.conv_in.weight.shape[0] == pipe.cfg.highres_tokenizer.decoder_channels * top
+    gen = pipe.generate(["a red circle"], seed=0)
+    np.testing.assert_array_equal(
+        gen.images, decode_tokens(decoder, np.asarray(gen.superres_trajectory.tokens_BxN)))
+    with pytest.raises(ValueError, match=r"decoder/config.json: expected a decoder finetuned from .*tokenizer-base"):
+        check_finetuned_from(runs / "decoder", runs / "tokenizer-base")
+
+
+def test_the_decoder_settings_do_not_void_the_transformer_runs(smoke_runs):
+    """The decoder is finetuned after both transformers (§2.5): resizing it must not make their
+    finished runs refuse to load (ConfigMismatchError)."""
+    from muse_mini.base_stage import train_base
+    from muse_mini.config import get_preset
+    from muse_mini.notebook import SMOKE_OVERRIDES
+    from muse_mini.superres_stage import train_superres
+
+    runs = smoke_runs / "smoke"
+    cfg = get_preset("toy", [*SMOKE_OVERRIDES, "decoder.channels=32", "decoder_train.lr=0.5"])
+    train_base(cfg, runs / "base", tokenizer_run=runs / "tokenizer-base", progress=False)
+    train_superres(cfg, runs / "superres", tokenizer_run=runs / "tokenizer-base",
+                   highres_tokenizer_run=runs / "tokenizer-highres", progress=False)
+
+
 def test_same_seed_same_images_other_seed_differs(pipe):
     # A hot temperature: a barely trained model is too sure of the background token.
     kw = dict(num_per_prompt=2, stage="base", temperature=5.0)

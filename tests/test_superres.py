@@ -105,6 +105,25 @@ def test_patches_are_the_token_cells_in_row_major_order():
         np.testing.assert_array_equal(patches[:, cell], image[:, 2 * r:2 * r + 2, 2 * c:2 * c + 2].reshape(2, 12))
 
 
+def test_patches_with_a_margin_are_overlapping_windows_with_repeated_borders():
+    image = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    patches = np.asarray(_patches(jnp.asarray(image), 4, margin=1))
+    assert patches.shape == (2, 4, 6 * 6 * 3)
+    for cell in range(4):
+        r, c = divmod(cell, 2)
+        ys = np.clip(np.arange(4 * r - 1, 4 * r + 5), 0, 7)  # one pixel beyond the cell, clamped
+        xs = np.clip(np.arange(4 * c - 1, 4 * c + 5), 0, 7)
+        np.testing.assert_array_equal(patches[:, cell], image[:, ys][:, :, xs].reshape(2, -1))
+    np.testing.assert_array_equal(_patches(jnp.asarray(image), 4, margin=0), _patches(jnp.asarray(image), 4))
+
+
+def test_lowres_margin_needs_pixel_input():
+    with pytest.raises(ValueError, match="superres.lowres_margin: expected 0, or a positive margin"):
+        dataclasses.replace(CFG, lowres_margin=1)
+    model = make(dataclasses.replace(CFG, lowres_input="pixels", lowres_margin=1))
+    assert model.lowres_patch_proj.weight.shape == (4 * 4 * 3, CFG.width)  # 2×2 cells + 1 pixel each side
+
+
 def test_lowres_skip_adds_one_projection_and_changes_the_output():
     skip = make(dataclasses.replace(CFG, lowres_skip=True))
     plain = make(CFG)

@@ -219,6 +219,24 @@ def test_decoder_finetune_freezes_encoder_and_codebook(smoke_run, tmp_path):
                         tmp_path / "bad", progress=False, finetune_from=run)
 
 
+def test_decoder_stage_is_the_highres_tokenizer_with_the_larger_decoder(tmp_path, capsys):
+    """Stage "decoder" (§2.5): cfg.decoder sizes the decoder, cfg.decoder_train trains it, and it
+    cannot run without the tokenizer it finetunes."""
+    from muse_mini.cli import main
+    from muse_mini.tokenizer_stage import stage_config
+
+    cfg = get_preset("toy", ["decoder.channels=24", "decoder.res_blocks=3", "decoder_train.steps=7"])
+    vcfg, tcfg = stage_config(cfg, "decoder")
+    assert (vcfg.decoder_channels, vcfg.decoder_res_blocks, tcfg.steps) == (24, 3, 7)
+    assert dataclasses.replace(vcfg, decoder_channels=cfg.highres_tokenizer.decoder_channels,
+                               decoder_res_blocks=cfg.highres_tokenizer.decoder_res_blocks) == cfg.highres_tokenizer
+    with pytest.raises(ValueError, match="finetune_from: stage 'decoder' finetunes a finished high-res"):
+        train_tokenizer(cfg, "decoder", tmp_path / "decoder", progress=False)
+    assert not (tmp_path / "decoder").exists()
+    assert main(["train-tokenizer", "--stage", "decoder", "--run", str(tmp_path / "decoder")]) == 2
+    assert "--finetune-decoder-from: --stage decoder needs" in capsys.readouterr().err
+
+
 def test_cli_reconstruct(smoke_run, tmp_path):
     from muse_mini.tokenizer_stage import _cli_reconstruct
 
