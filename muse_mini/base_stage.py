@@ -117,6 +117,7 @@ def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, t
         run_dir, state=state, step_fn=make_train_step(loss_fn, optimizer),
         batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
         config_ignore=[f"config.{section}" for section in INDEPENDENT_SECTIONS[stage]],
+        config_defaults={"config": MuseConfig().to_dict()},
     )
     return state.model
 

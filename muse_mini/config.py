@@ -261,8 +261,8 @@ def _toy() -> MuseConfig:
     cell one code, so super-res does not have to guess among ~100 "whites"),
     super-res adds the low-res features to its input embeddings
     (``lowres_skip``), and it sees the low-res tokens as the patches they
-    decode to, each with 2 pixels of its neighbours (``lowres_input="pixels"``,
-    ``lowres_margin=2``). The base tokenizer keeps the paper's encoder: with the
+    decode to (``lowres_input="pixels"``; the full recipe widens each patch by
+    2 pixels of its neighbours, ``lowres_margin=2``). The base tokenizer keeps the paper's encoder: with the
     local one the base model's samples collapse to blank images
     (docs/results.md). Step counts fit the quick recipe's time budget.
     """
@@ -292,7 +292,7 @@ def _toy() -> MuseConfig:
         base=TransformerConfig(depth=2, width=128, mlp_dim=512, num_heads=4, remat=True),
         superres=SuperResConfig(
             depth=2, width=128, mlp_dim=512, num_heads=4, lowres_depth=1, lowres_skip=True,
-            lowres_input="pixels", lowres_margin=2, remat=True,
+            lowres_input="pixels", remat=True,
         ),
         # The base tokenizer needs 2400 steps for the evaluator to accept 98%
         # of its reconstructions; the high-res one gets there in 1200.
@@ -315,9 +315,11 @@ def _toy() -> MuseConfig:
             steps=8, temperature=0.2, choice_temperature=1.0, guidance=0.0,
         ),
         # §A.2's ratio: twice the tokenizer decoder's channels and blocks. It
-        # starts from scratch; the full recipe gives it 2400 steps.
-        decoder=DecoderConfig(channels=16, res_blocks=2),
-        decoder_train=dataclasses.replace(tok_train, steps=1000),
+        # trains from scratch and needs about 2400 steps (5.4 min) to beat the
+        # tokenizer's own decoder, more than the quick recipe has left, so only
+        # the full recipe enables it (docs/results.md).
+        decoder=DecoderConfig(enabled=False, channels=16, res_blocks=2),
+        decoder_train=dataclasses.replace(tok_train, steps=2400),
     )
 
 

@@ -11,7 +11,7 @@ re-renders the figures. Layout (``runs/demo`` for the quick recipe)::
     superres/           super-res run (§2.4)
     decoder/            the finetuned, larger high-res decoder (§2.5) + reconstructions.png
     samples/            generated grids, accuracy.json (the evaluator's verdicts; reused
-                        while the base and super-res runs and the samplers are unchanged)
+                        while the base, super-res and decoder runs and the samplers are unchanged)
     timings.json        wall time of each stage
 """
 
@@ -30,14 +30,16 @@ RECIPES = {
     # The full recipe trains the same models for longer, the base model with
     # 4 layers (in the quick recipe's few minutes 2 layers do better; with
     # more steps 4 learn more per step): accuracy follows the base step
-    # count, so base gets most of the 90 minutes. Step counts are sized from
-    # the measured per-step times on the 2-core CPU (docs/results.md): 0.26 s
-    # per base step, 0.57 s per super-res step.
+    # count, so base gets most of the 90 minutes. Super-res patches see 2
+    # pixels of their neighbours (better after 3500 steps, worse after the
+    # quick recipe's 500), and the finetuned decoder (§2.5) runs last. Step
+    # counts are sized from the measured per-step times on the 2-core CPU
+    # (docs/results.md): 0.22 s per base step, 0.43 s per super-res step.
     "full": ("toy", "runs/full", (
         "data.num_examples=50000",
         "highres_tokenizer_train.steps=2400",  # the base tokenizer's 2400 is the preset's
         "base.depth=4", "base_train.steps=16000", "base_train.warmup_steps=500",
-        "superres_train.steps=3500", "decoder_train.steps=2400",
+        "superres.lowres_margin=2", "superres_train.steps=3500", "decoder.enabled=true",
     )),
 }
 EVAL_PROMPTS = {"train": 48, "holdout": 16}

@@ -15,7 +15,7 @@ from muse_mini.training import stage_complete
 SMOKE = os.environ.get("MUSE_MINI_SMOKE", "") == "1"
 RUNS = Path(os.environ.get("MUSE_MINI_RUNS", Path(__file__).resolve().parents[1] / "runs"))
 
-# Tiny versions of every stage: enough to exercise the code, not to learn much.
+# Tiny versions of every stage (the full recipe's too): enough to exercise the code, not to learn much.
 SMOKE_OVERRIDES = (
     "data.num_examples=256",
     "tokenizer_train.steps=20", "tokenizer_train.warmup_steps=5", "tokenizer_train.checkpoint_every=10",
@@ -23,8 +23,8 @@ SMOKE_OVERRIDES = (
     "highres_tokenizer_train.checkpoint_every=10", "highres_tokenizer_train.batch_size=4",
     "base_train.steps=20", "base_train.warmup_steps=5", "base_train.checkpoint_every=10",
     "superres_train.steps=10", "superres_train.warmup_steps=2", "superres_train.checkpoint_every=10",
-    "decoder_train.steps=10", "decoder_train.warmup_steps=2", "decoder_train.checkpoint_every=10",
-    "decoder_train.batch_size=4",
+    "decoder.enabled=true", "decoder_train.steps=10", "decoder_train.warmup_steps=2",
+    "decoder_train.checkpoint_every=10", "decoder_train.batch_size=4", "superres.lowres_margin=2",
     "tokenizer_train.batch_size=4",
     "base_train.batch_size=16", "superres_train.batch_size=8",
     "base.depth=1", "base.width=64", "base.mlp_dim=128", "base.num_heads=2",

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
+from muse_mini.config import DataConfig, MuseConfig, TrainConfig, VQGANConfig, from_dict
 from muse_mini.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
 from muse_mini.training import (
     epoch_batch_indices, init_key, load_final, make_optimizer, relative_run_path, stage_complete, train,
@@ -297,6 +297,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
     state = train(
         run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=tcfg,
         metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
+        config_defaults={"tokenizer": dataclasses.asdict(VQGANConfig()), "data": dataclasses.asdict(DataConfig())},
     )
     return state.vqgan
 

@@ -327,8 +327,10 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
-def _config_differences(old: dict, new: dict, ignore: Sequence[str] = ()) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
+def _config_differences(old: dict, new: dict, ignore: Sequence[str] = (), defaults: dict | None = None) -> list[str]:
+    """Fields that differ; a field the old run did not store counts as ``defaults[field]``
+    (configuration fields added later default to the behaviour runs had before them)."""
+    a, b = {**_flatten(defaults or {}), **_flatten(old)}, _flatten(new)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if k.rsplit(".", 1)[-1] in RESUMABLE_FIELDS or any(k == p or k.startswith(p + ".") for p in ignore):
@@ -342,11 +344,11 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
 
-def _check_config(run_dir: Path, config: dict, ignore: Sequence[str] = ()) -> None:
+def _check_config(run_dir: Path, config: dict, ignore: Sequence[str] = (), defaults: dict | None = None) -> None:
     path = run_dir / CONFIG_FILE
     if not path.exists():
         return
-    diffs = _config_differences(json.loads(path.read_text()), config, ignore)
+    diffs = _config_differences(json.loads(path.read_text()), config, ignore, defaults)
     if diffs:
         raise ConfigMismatchError(
             f"{path} was written by a run with a different configuration; refusing to "
@@ -500,6 +502,7 @@ def train(
     check_finite: Sequence[str] = ("loss",),
     donate: bool = True,
     config_ignore: Sequence[str] = (),
+    config_defaults: dict | None = None,
 ) -> Any:
     """Train ``state`` for ``cfg.steps`` updates in ``run_dir``, resuming if possible.
 
@@ -521,6 +524,11 @@ def train(
         config_ignore: dotted prefixes of ``metadata`` fields this run does not
             depend on (e.g. ``"config.superres"`` for the base model): they may
             differ on resume, and the stored ``config.json`` takes the new values.
+        config_defaults: ``metadata``-shaped defaults (e.g. ``{"config":
+            MuseConfig().to_dict()}``): a field missing from a stored
+            ``config.json`` (written before the field existed) counts as its
+            default, so adding a field that defaults to the old behaviour keeps
+            finished runs valid.
 
     Returns the final state. A finished run (``DONE.json``) returns immediately with
     the stored final state; calling again with a larger ``cfg.steps`` continues it.
@@ -550,7 +558,8 @@ def train(
     check_finite = tuple(check_finite)
 
     with _RunLock(run_dir):
-        _check_config(run_dir, config, [f"metadata.{p}" for p in config_ignore])
+        _check_config(run_dir, config, [f"metadata.{p}" for p in config_ignore],
+                      _normalise({"metadata": config_defaults or {}}))
 
         done_path = run_dir / DONE_FILE
         if stage_complete(run_dir):

@@ -225,6 +225,22 @@ def test_config_ignore_lets_unrelated_sections_change(finished_run, tmp_path):
         train(run_dir, metadata={**changed, "data": {"n": 41}}, config_ignore=["sampler", "dat"], **kw)
 
 
+def test_a_field_added_later_counts_as_its_default(finished_run, tmp_path):
+    """Runs written before a config field existed stay valid while the field keeps its default."""
+    run_dir = copy_run(finished_run[0], tmp_path / "run")
+    cfg = toy_cfg(steps=12)
+    state, step_fn, _ = make_toy(cfg)
+    kw = dict(state=state, step_fn=step_fn, cfg=cfg, progress=False,
+              batch_fn=lambda s: pytest.fail("a finished run must not train"))
+    stored = json.loads((run_dir / "config.json").read_text())["metadata"]
+    newer = {**stored, "data": {**stored.get("data", {}), "margin": 0}}
+    defaults = {"data": {"margin": 0}}
+    assert_bit_identical(finished_run[2], train(run_dir, metadata=newer, config_defaults=defaults, **kw))
+    changed = {**stored, "data": {**stored.get("data", {}), "margin": 2}}
+    with pytest.raises(ConfigMismatchError, match=r"metadata\.data\.margin: 0 -> 2"):
+        train(copy_run(finished_run[0], tmp_path / "other"), metadata=changed, config_defaults=defaults, **kw)
+
+
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     cfg = toy_cfg(steps=20)  # checkpoints every 4 steps
     k = 10
