@@ -11,9 +11,10 @@ numbers, so their tokens are compared as a check.
     python benchmarks/bench_sampler.py --preset toy --batch 16 --repeats 5
     python benchmarks/bench_sampler.py --preset cc3m --batch 8 base.depth=4
 
-A last table gives the compiled time per high-res image of the whole token
-pipeline (§2.4): base decoding, then super-res decoding with its own sampler
-settings (``superres_sampler``), each at the large batch; VQGAN decoding excluded.
+A last table gives the compiled time per high-res image of the whole
+pipeline (§2.4, §2.5): base decoding, then super-res decoding with its own
+sampler settings (``superres_sampler``), then the high-res VQGAN decoder (the
+finetuned one when ``decoder.enabled``), each at the large batch.
 
 Compilation is excluded (one warm-up call each); times are medians over
 ``--repeats``. Runs unchanged on CPU or GPU.
@@ -40,7 +41,9 @@ from muse_mini.guidance import (  # noqa: E402
 )
 from muse_mini.sampler import decode, decode_step, init_state  # noqa: E402
 from muse_mini.superres_stage import build_superres  # noqa: E402
+from muse_mini.tokenizer_stage import decode_token_batch, stage_config  # noqa: E402
 from muse_mini.transformer import BaseTransformer  # noqa: E402
+from muse_mini.vqgan import VQGAN  # noqa: E402
 
 
 def guided(model, context, sampler):
@@ -144,9 +147,16 @@ def main(argv=None) -> None:
     text = jax.random.normal(key_text, (batch, cfg.text.max_length, cfg.text.width))
     context = (lowres, text, jnp.ones((batch, cfg.text.max_length), bool))
     sr_s = median_seconds(lambda: compiled_decode(superres, context, key_decode, cfg.superres_sampler), args.repeats)
-    print(f"\n{hr}×{hr} token pipeline, batch {batch}, compiled: base {1e3 * base_s / batch:.2f} ms/img + "
+    vcfg = stage_config(cfg, "decoder" if cfg.decoder.enabled else "highres")[0]
+    vqgan = VQGAN(vcfg, key=key_model)
+    tokens = jax.random.randint(key_text, (batch, superres.seq_len), 0, vcfg.codebook_size)
+    pixels = eqx.filter_jit(decode_token_batch)
+    dec_s = median_seconds(lambda: pixels(vqgan, tokens), args.repeats)
+    which = "finetuned" if cfg.decoder.enabled else "tokenizer's"
+    print(f"\n{hr}×{hr} image, batch {batch}, compiled: base {1e3 * base_s / batch:.2f} ms/img + "
           f"super-res ({cfg.superres_sampler.steps} steps, {superres.seq_len} tokens) {1e3 * sr_s / batch:.2f} ms/img "
-          f"= {1e3 * (base_s + sr_s) / batch:.2f} ms/img")
+          f"+ {which} decoder ({vcfg.decoder_channels} channels) {1e3 * dec_s / batch:.2f} ms/img "
+          f"= {1e3 * (base_s + sr_s + dec_s) / batch:.2f} ms/img")
 
 
 if __name__ == "__main__":
