@@ -208,13 +208,18 @@ def test_config_mismatch_on_resume(finished_run, tmp_path):
     assert read_metrics(run_dir)["step"].tolist() == list(range(12)) + [12, 13]
 
 
+def _reload_kwargs() -> dict:
+    """``train`` arguments that reload ``finished_run``, failing if it would train."""
+    cfg = toy_cfg(steps=12)
+    state, step_fn, _ = make_toy(cfg)
+    return dict(state=state, step_fn=step_fn, cfg=cfg, progress=False,
+                batch_fn=lambda s: pytest.fail("a finished run must not train"))
+
+
 def test_config_ignore_lets_unrelated_sections_change(finished_run, tmp_path):
     """A stage's run stores the whole config, but another stage's settings must not void it."""
     run_dir = copy_run(finished_run[0], tmp_path / "run")
-    cfg = toy_cfg(steps=12)
-    state, step_fn, _ = make_toy(cfg)
-    kw = dict(state=state, step_fn=step_fn, cfg=cfg, progress=False,
-              batch_fn=lambda s: pytest.fail("a finished run must not train"))
+    kw = _reload_kwargs()
     changed = {"stage": "toy", "data": {"n": 40}, "sampler": {"guidance": 2.0}}
     with pytest.raises(ConfigMismatchError, match=r"metadata\.sampler\.guidance: '<missing>' -> 2\.0"):
         train(run_dir, metadata=changed, **kw)
@@ -228,10 +233,7 @@ def test_config_ignore_lets_unrelated_sections_change(finished_run, tmp_path):
 def test_a_field_added_later_counts_as_its_default(finished_run, tmp_path):
     """Runs written before a config field existed stay valid while the field keeps its default."""
     run_dir = copy_run(finished_run[0], tmp_path / "run")
-    cfg = toy_cfg(steps=12)
-    state, step_fn, _ = make_toy(cfg)
-    kw = dict(state=state, step_fn=step_fn, cfg=cfg, progress=False,
-              batch_fn=lambda s: pytest.fail("a finished run must not train"))
+    kw = _reload_kwargs()
     stored = json.loads((run_dir / "config.json").read_text())["metadata"]
     newer = {**stored, "data": {**stored.get("data", {}), "margin": 0}}
     defaults = {"data": {"margin": 0}}
