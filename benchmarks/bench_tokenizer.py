@@ -2,8 +2,9 @@
 
 Times the exact step the tokenizer stage trains with
 (:func:`muse_mini.tokenizer_stage.make_train_step`: generator update, the
-discriminator update when the preset has one, dead-code restarts), for both
-stages of a preset, on random uint8 batches of the stage's training size
+discriminator update when the preset has one, dead-code restarts), for each
+stage of a preset (``decoder``: the §2.5 finetuning step, which updates the
+larger decoder only), on random uint8 batches of the stage's training size
 (``train_crop`` when set). Compilation and one warm-up step are excluded and
 reported separately; the timed steps are chained like in training (each one
 consumes the previous state).
@@ -36,12 +37,13 @@ from muse_mini.training import init_key  # noqa: E402
 def bench_stage(cfg, stage: str, steps: int) -> dict:
     vcfg, tcfg = stage_config(cfg, stage)
     # The step counter is set past adversarial_start so a GAN preset times its real update.
-    state = init_state(vcfg, tcfg, init_key(tcfg.seed))
+    finetune = stage == "decoder"
+    state = init_state(vcfg, tcfg, init_key(tcfg.seed), finetune=finetune)
     state = eqx.tree_at(lambda s: s.step, state, state.step + vcfg.adversarial_start)
     size = vcfg.train_crop or vcfg.image_size
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (tcfg.batch_size, size, size, 3), dtype=np.uint8)
-    step = eqx.filter_jit(make_train_step(vcfg, tcfg))
+    step = eqx.filter_jit(make_train_step(vcfg, tcfg, finetune=finetune))
 
     start = time.perf_counter()
     state, metrics = step(state, batch, jax.random.key(0))
@@ -80,8 +82,8 @@ def main() -> None:
         r = bench_stage(cfg, stage, args.steps)
         print(f"{r['stage']:<8} {r['size']:>8} {r['batch']:>5} {r['params']:>9,d} {r['compile_s']:>9.1f} "
               f"{r['steps_per_s']:>8.2f} {r['images_per_s']:>9.1f} {r['train_estimate_s']:>9.0f}")
-    print(f"(train s: time for tokenizer_train.steps={cfg.tokenizer_train.steps} at this rate, "
-          "excluding compilation and data generation)")
+    print("(train s: time for the stage's own steps (tokenizer_train, highres_tokenizer_train, decoder_train) "
+          "at this rate, excluding compilation and data generation)")
 
 
 if __name__ == "__main__":
