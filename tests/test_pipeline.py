@@ -46,22 +46,27 @@ def test_toy_superres_sees_the_decoded_base_image(pipe, smoke_runs):
                                   to_float(stored))
 
 
+def _copy_stages(smoke_runs, dst, subs):
+    """A private copy of some smoke stages, so a test that resumes them leaves the shared ones alone."""
+    import shutil
+
+    dst.mkdir()
+    for sub in subs:
+        shutil.copytree(smoke_runs / "smoke" / sub, dst / sub)
+    for lock in dst.rglob(".lock"):
+        lock.unlink()
+    return dst
+
+
 def test_a_finished_stage_extends_with_more_steps(smoke_runs, tmp_path):
     """`steps` may grow on resume (the trainer's contract): the stage reloads its data."""
     import json
-    import shutil
 
     from muse_mini.config import get_preset
     from muse_mini.notebook import SMOKE_OVERRIDES
     from muse_mini.superres_stage import train_superres
 
-    src = smoke_runs / "smoke"
-    pipeline = tmp_path / "pipe"
-    pipeline.mkdir()
-    for sub in ("tokenizer-base", "tokenizer-highres", "superres"):
-        shutil.copytree(src / sub, pipeline / sub)
-    for lock in pipeline.rglob(".lock"):
-        lock.unlink()
+    pipeline = _copy_stages(smoke_runs, tmp_path / "pipe", ("tokenizer-base", "tokenizer-highres", "superres"))
     cfg = get_preset("toy", [*SMOKE_OVERRIDES, "superres_train.steps=12"])
     train_superres(cfg, pipeline / "superres", tokenizer_run=pipeline / "tokenizer-base",
                    highres_tokenizer_run=pipeline / "tokenizer-highres", progress=False)
@@ -91,7 +96,7 @@ def test_the_64px_output_is_decoded_by_the_finetuned_decoder(pipe, smoke_runs):
         check_finetuned_from(runs / "decoder", runs / "tokenizer-base")
 
 
-def test_the_decoder_settings_do_not_void_the_transformer_runs(smoke_runs):
+def test_the_decoder_settings_do_not_void_the_transformer_runs(smoke_runs, tmp_path):
     """The decoder is finetuned after both transformers (§2.5): resizing it must not make their
     finished runs refuse to load (ConfigMismatchError)."""
     from muse_mini.base_stage import train_base
@@ -99,7 +104,7 @@ def test_the_decoder_settings_do_not_void_the_transformer_runs(smoke_runs):
     from muse_mini.notebook import SMOKE_OVERRIDES
     from muse_mini.superres_stage import train_superres
 
-    runs = smoke_runs / "smoke"
+    runs = _copy_stages(smoke_runs, tmp_path / "pipe", ("tokenizer-base", "tokenizer-highres", "base", "superres"))
     cfg = get_preset("toy", [*SMOKE_OVERRIDES, "decoder.channels=32", "decoder_train.lr=0.5"])
     train_base(cfg, runs / "base", tokenizer_run=runs / "tokenizer-base", progress=False)
     train_superres(cfg, runs / "superres", tokenizer_run=runs / "tokenizer-base",
