@@ -36,9 +36,10 @@ RECIPES = {
     # counts are sized from the measured per-step times on the 2-core CPU
     # (docs/results.md): 0.22 s per base step, 0.43 s per super-res step.
     "full": ("toy", "runs/full", (
-        "data.num_examples=50000",
+        "data.num_examples=50000", "data.kinds=single,placed,count,relation",
         "highres_tokenizer_train.steps=2400",  # the base tokenizer's 2400 is the preset's
-        "base.depth=4", "base_train.steps=16000", "base_train.warmup_steps=500",
+        "base.depth=4", "base.mlp_dim=512", "base.pos_init=normal",  # the measured full model
+        "base_train.steps=16000", "base_train.warmup_steps=500",
         "superres.lowres_margin=2", "superres_train.steps=3500", "decoder.enabled=true",
     )),
 }
@@ -185,13 +186,19 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     _log(f"recipe {recipe!r} → {out}")
     _timed(timings, "shapes", lambda: render_shapes(out))
     _timed(timings, "text", lambda: render_text(cfg, out))
-    for stage, sub in (("base", "tokenizer-base"), ("highres", "tokenizer-highres")):
+
+    def tokenizer(stage, sub):
         _log(f"tokenizer ({stage})")
         _timed(timings, sub, lambda: train_tokenizer(cfg, stage, out / sub, progress=progress))
         render_reconstructions(cfg, out / sub, stage)
+
+    # Text-to-image first (the 32×32 pipeline), then what super-res needs.
+    tokenizer("base", "tokenizer-base")
     _log("base transformer")
     _timed(timings, "base", lambda: train_base(cfg, out / "base", tokenizer_run=out / "tokenizer-base",
                                                progress=progress))
+    timings["text_to_image_total"] = round(time.perf_counter() - start, 1)
+    tokenizer("highres", "tokenizer-highres")
     _log("super-res transformer")
     _timed(timings, "superres", lambda: train_superres(
         cfg, out / "superres", tokenizer_run=out / "tokenizer-base",

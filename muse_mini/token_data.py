@@ -31,7 +31,8 @@ def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, 
         if size != CANVAS:
             raise ValueError(f"highres_tokenizer.image_size: Shapes images are {CANVAS}px, got {size}")
         images, captions, _ = generate(
-            n, seed=cfg.data.seed, split="train", paraphrase_prob=cfg.data.paraphrase_prob
+            n, seed=cfg.data.seed, split="train", paraphrase_prob=cfg.data.paraphrase_prob,
+            kinds=cfg.data.kinds,
         )
         return images, list(captions)
     from muse_mini.data import load_image_text_dataset

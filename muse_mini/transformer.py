@@ -149,18 +149,54 @@ class Embedding(Named):
         return {"weight": self.axes}
 
 
+POSITION_INITS = ("normal", "sincos")
+
+
+def sincos_2d(grid: int, width: int) -> Float[Array, "seq width"]:
+    """2D sine-cosine features of a ``grid × grid`` map, flattened row-major.
+
+    The first half of the channels encode the row, the second half the column,
+    each as sines and cosines of ``width // 4`` frequencies, geometric from 1
+    down to 1/10000 radians per unit. Coordinates are rescaled so the grid
+    spans 16 units whatever its size (an 8×8 map has 2 units per cell).
+    """
+    if width % 4:
+        raise ValueError(f"sincos positions: width must be divisible by 4, got {width}")
+    freqs = 1.0 / 10000.0 ** (jnp.arange(width // 4) / (width // 4))
+    angles = (jnp.arange(grid) * (16.0 / grid))[:, None] * freqs[None, :]
+    axis_GxH = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    rows = jnp.broadcast_to(axis_GxH[:, None, :], (grid, grid, width // 2))
+    cols = jnp.broadcast_to(axis_GxH[None, :, :], (grid, grid, width // 2))
+    return jnp.concatenate([rows, cols], axis=-1).reshape(grid * grid, width)
+
+
 class LearnedPositions(Named):
     """One learned vector per position of the flattened token grid (§2.3).
 
     The paper says "learned 2D positional embeddings"; a free vector per grid
     cell is the most general learned 2D embedding (row-plus-column factorised
     tables would be a special case with fewer parameters).
+
+    ``init="normal"`` draws the table like every other weight. ``"sincos"``
+    starts it from :func:`sincos_2d`, rescaled to the same 0.02 RMS, so
+    neighbouring cells start with similar vectors; it stays learned. On the
+    toy base model this lowers the masked loss at every point of a 3600-step
+    run (docs/results.md).
     """
 
     table: Float[Array, "seq width"]
 
-    def __init__(self, seq_len: int, width: int, *, key):
-        self.table = _normal(key, (seq_len, width))
+    def __init__(self, seq_len: int, width: int, *, key, init: str = "normal"):
+        if init not in POSITION_INITS:
+            raise ValueError(f"pos_init: expected one of {POSITION_INITS}, got {init!r}")
+        if init == "normal":
+            self.table = _normal(key, (seq_len, width))
+            return
+        grid = math.isqrt(seq_len)
+        if grid * grid != seq_len:
+            raise ValueError(f"pos_init='sincos' needs a square token grid, got {seq_len} positions")
+        table = sincos_2d(grid, width)
+        self.table = 0.02 * table / jnp.sqrt(jnp.mean(jnp.square(table)))
 
     def __call__(self, dtype) -> Array:
         return self.table.astype(dtype)
@@ -417,7 +453,7 @@ class MaskedTokenTransformer(eqx.Module):
         compute_dtype(cfg.dtype)
         k_tok, k_pos, k_blocks, k_head = jax.random.split(key, 4)
         self.token_embed = Embedding(vocab_size + 1, cfg.width, key=k_tok)
-        self.pos_embed = LearnedPositions(seq_len, cfg.width, key=k_pos)
+        self.pos_embed = LearnedPositions(seq_len, cfg.width, key=k_pos, init=cfg.pos_init)
         self.blocks = BlockStack(
             cfg.depth, cfg.width, cfg.mlp_dim, cfg.num_heads, cross=True,
             dropout=cfg.dropout, remat=cfg.remat, key=k_blocks,

@@ -56,6 +56,8 @@ def test_overrides_are_typed_and_nested():
     ("base.depth=four", "expected int"),
     ("base=4", "is a section"),
     ("basedepth", "section.field=value"),
+    ("data.kinds=single,colour", "data.kinds: expected a non-empty sequence"),
+    ("base.pos_init=sinusoidal", "pos_init: expected 'normal' or 'sincos'"),
 ])
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ValueError, match=re.escape(message)):

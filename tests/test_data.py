@@ -167,3 +167,15 @@ def test_missing_column_and_source_errors(tmp_path):
         D.load_image_text_dataset(tmp_path / "missing" / "dir")
     with pytest.raises(ValueError, match="image_size"):
         D.load_image_text_dataset(tmp_path / "p.parquet", image_size=0)
+
+
+def test_data_kinds_set_the_training_mix():
+    from muse_mini.config import get_preset
+    from muse_mini.shapes import parse_caption
+    from muse_mini.token_data import training_images
+
+    mix = ("single", "count", "relation", "relation")
+    cfg = get_preset("toy", ["data.num_examples=8", "data.kinds=" + ",".join(mix)])
+    images, captions = training_images(cfg)
+    assert images.shape == (8, 64, 64, 3)
+    assert [parse_caption(c).kind for c in captions] == list(mix) * 2

@@ -314,3 +314,34 @@ def test_paper_base_is_3b_and_table4_shaped():
     assert blocks.cross_attn.q_proj.shape == (48, 2048, 32, 64)
     assert shapes.decoder.token_embed.weight.shape == (8193, 2048)
     assert shapes.text_proj.weight.shape == (4096, 2048)  # T5-XXL
+
+
+def test_sincos_positions_match_a_direct_formula():
+    grid, width = 3, 8
+    table = np.asarray(T.sincos_2d(grid, width))
+    # Two frequencies per axis: 1 and 1/10000**(1/2) = 0.01 rad per unit, 16/3 units per cell.
+    freqs = np.array([1.0, 0.01])
+    for r in range(grid):
+        for c in range(grid):
+            y, x = r * 16 / grid, c * 16 / grid
+            expected = np.concatenate([np.sin(y * freqs), np.cos(y * freqs), np.sin(x * freqs), np.cos(x * freqs)])
+            np.testing.assert_allclose(table[r * grid + c], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sincos_init_is_learned_small_and_spatially_smooth():
+    cfg = dataclasses.replace(get_preset("toy").base, pos_init="sincos")
+    model = T.MaskedTokenTransformer(cfg, vocab_size=16, seq_len=64, key=jax.random.PRNGKey(0))
+    table = model.pos_embed.table
+    assert eqx.is_inexact_array(table)  # a parameter, trained like the rest
+    np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(table ** 2))), 0.02, rtol=1e-5)
+    grid = table.reshape(8, 8, -1)
+    near = float(jnp.linalg.norm(grid[3, 3] - grid[3, 4]))
+    far = float(jnp.linalg.norm(grid[3, 3] - grid[3, 7]))
+    assert near < far
+
+
+def test_bad_position_init_is_refused():
+    with pytest.raises(ValueError, match="pos_init"):
+        get_preset("toy", ["base.pos_init=sinusoidal"])
+    with pytest.raises(ValueError, match="square token grid"):
+        T.LearnedPositions(12, 8, key=jax.random.PRNGKey(0), init="sincos")
