@@ -40,7 +40,7 @@ RECIPES = {
         "highres_tokenizer_train.steps=2400",  # the base tokenizer's 2400 is the preset's
         "base.depth=4", "base.mlp_dim=512", "base.pos_init=normal",  # the measured full model
         "base_train.steps=16000", "base_train.warmup_steps=500",
-        "superres.lowres_margin=2", "superres_train.steps=3500", "decoder.enabled=true",
+        "superres.mlp_dim=512", "superres.lowres_margin=2", "superres_train.steps=3500", "decoder.enabled=true",
     )),
 }
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
