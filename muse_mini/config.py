@@ -80,6 +80,9 @@ class VQGANConfig:
         return self.image_size // self.downsample
 
 
+POSITION_INITS = ("normal", "sincos")  # how the learned position table starts (muse_mini.transformer)
+
+
 @dataclass(frozen=True)
 class TransformerConfig:
     """The base masked transformer (Muse §2.3, Table 4).
@@ -103,11 +106,11 @@ class TransformerConfig:
     cond_drop: float = 0.1
     dtype: str = "float32"
     remat: bool = False
-    pos_init: str = "normal"  # or "sincos": how the learned 2D position table starts
+    pos_init: str = "normal"  # or "sincos": how the learned 2D position table starts (muse_mini.transformer)
 
     def __post_init__(self):
-        if self.pos_init not in ("normal", "sincos"):
-            raise ValueError(f"{type(self).__name__}.pos_init: expected 'normal' or 'sincos', got {self.pos_init!r}")
+        if self.pos_init not in POSITION_INITS:
+            raise ValueError(f"{type(self).__name__}.pos_init: expected one of {POSITION_INITS}, got {self.pos_init!r}")
 
 
 LOWRES_INPUTS = ("tokens", "pixels")  # how super-res embeds the low-res tokens (muse_mini.superres)
@@ -191,7 +194,7 @@ class DataConfig:
     caption_column: str = "caption"
     paraphrase_prob: float = 0.0
     # Shapes scene kinds, in turn (example i has kind kinds[i % len(kinds)]):
-    # repeating a kind gives it a larger share of the data.
+    # repeating a kind gives it a larger share of the data. Other sources ignore it.
     kinds: tuple[str, ...] = ("single", "placed", "count", "relation")
 
     def __post_init__(self):

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from muse_mini.config import TransformerConfig
+from muse_mini.config import POSITION_INITS, TransformerConfig
 from muse_mini.masking import mask_tokens
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -147,9 +147,6 @@ class Embedding(Named):
 
     def param_axes(self):
         return {"weight": self.axes}
-
-
-POSITION_INITS = ("normal", "sincos")
 
 
 def sincos_2d(grid: int, width: int) -> Float[Array, "seq width"]:

@@ -57,7 +57,7 @@ def test_overrides_are_typed_and_nested():
     ("base=4", "is a section"),
     ("basedepth", "section.field=value"),
     ("data.kinds=single,colour", "data.kinds: expected a non-empty sequence"),
-    ("base.pos_init=sinusoidal", "pos_init: expected 'normal' or 'sincos'"),
+    ("base.pos_init=sinusoidal", "TransformerConfig.pos_init: expected one of ('normal', 'sincos')"),
 ])
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -102,3 +102,14 @@ def test_runtime_is_torch_free_and_jax_floor_fits_accelerator_images():
     jax_floor = next(d for d in deps if d.startswith("jax"))
     major, minor = map(int, re.search(r">=\s*(\d+)\.(\d+)", jax_floor).groups())
     assert (major, minor) <= (0, 11)
+
+
+def test_full_recipe_keeps_its_measured_models():
+    from muse_mini.demo import RECIPES
+    from muse_mini.shapes import KINDS
+
+    preset, _, overrides = RECIPES["full"]
+    cfg = get_preset(preset, overrides)
+    assert (cfg.base.depth, cfg.base.mlp_dim, cfg.base.pos_init, cfg.base_train.steps) == (4, 512, "normal", 16000)
+    assert (cfg.superres.mlp_dim, cfg.superres.lowres_margin, cfg.superres_train.steps) == (512, 2, 3500)
+    assert cfg.data.kinds == KINDS and cfg.decoder.enabled

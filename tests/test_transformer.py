@@ -340,8 +340,6 @@ def test_sincos_init_is_learned_small_and_spatially_smooth():
     assert near < far
 
 
-def test_bad_position_init_is_refused():
-    with pytest.raises(ValueError, match="pos_init"):
-        get_preset("toy", ["base.pos_init=sinusoidal"])
+def test_sincos_positions_need_a_square_grid():
     with pytest.raises(ValueError, match="square token grid"):
         T.LearnedPositions(12, 8, key=jax.random.PRNGKey(0), init="sincos")
