@@ -198,11 +198,12 @@ class DataConfig:
     kinds: tuple[str, ...] = ("single", "placed", "count", "relation")
 
     def __post_init__(self):
-        from muse_mini.shapes import KINDS
+        from muse_mini.shapes import check_kinds
 
-        if not self.kinds or any(k not in KINDS for k in self.kinds):
-            raise ValueError(f"data.kinds: expected a non-empty sequence of {KINDS} (repeats set the mix), "
-                             f"got {self.kinds!r}")
+        try:
+            check_kinds(self.kinds)
+        except ValueError as e:
+            raise ValueError(f"data.kinds: {e} (repeats set the mix)") from None
 
 
 @dataclass(frozen=True)

@@ -431,7 +431,8 @@ def _check_split(split) -> int:
     return SPLITS.index(split)
 
 
-def _check_kinds(kinds) -> tuple[str, ...]:
+def check_kinds(kinds) -> tuple[str, ...]:
+    """``kinds`` as a tuple (one name or a sequence; repeats allowed), or ValueError."""
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}")
@@ -572,7 +573,7 @@ def sample_scene(seed: int, split: str, index: int, *, paraphrase_prob: float = 
     seed = _check_int("seed", seed)
     index = _check_int("index", index)
     split_id = _check_split(split)
-    kinds = _check_kinds(kinds)
+    kinds = check_kinds(kinds)
     if not 0.0 <= paraphrase_prob <= 1.0:
         raise ValueError(f"paraphrase_prob must be in [0, 1], got {paraphrase_prob!r}")
     kind = kinds[index % len(kinds)]
@@ -622,7 +623,7 @@ def all_canonical_captions(kind: str, split: str) -> list[str]:
     least one hold-out pair.
     """
     _check_split(split)
-    _check_kinds((kind,))
+    check_kinds((kind,))
     pairs = TRAIN_PAIRS if split == "train" else HOLDOUT_PAIRS
     if kind == "single":
         reqs = [Requirements(kind, c, s, size=z) for z in SIZES for c, s in pairs]

@@ -56,7 +56,7 @@ def test_overrides_are_typed_and_nested():
     ("base.depth=four", "expected int"),
     ("base=4", "is a section"),
     ("basedepth", "section.field=value"),
-    ("data.kinds=single,colour", "data.kinds: expected a non-empty sequence"),
+    ("data.kinds=single,colour", "data.kinds: kinds must be a non-empty subset"),
     ("base.pos_init=sinusoidal", "TransformerConfig.pos_init: expected one of ('normal', 'sincos')"),
 ])
 def test_bad_overrides_name_the_problem(override, message):
