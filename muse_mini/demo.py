@@ -31,8 +31,8 @@ RECIPES = {
     # 4 layers (in the quick recipe's few minutes 2 layers do better; with
     # more steps 4 learn more per step): accuracy follows the base step
     # count, so base gets most of the 90 minutes. Super-res patches see 2
-    # pixels of their neighbours (better after 3500 steps, worse after the
-    # quick recipe's 500), and the finetuned decoder (§2.5) runs last. Step
+    # pixels of their neighbours (better after 3500 steps, worse after
+    # 500), and the finetuned decoder (§2.5) runs last. Step
     # counts are sized from the measured per-step times on the 2-core CPU
     # (docs/results.md): 0.22 s per base step, 0.43 s per super-res step.
     "full": ("toy", "runs/full", (
