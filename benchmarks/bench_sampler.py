@@ -2,7 +2,7 @@
 
 Both paths run the same base transformer (random weights) under the same
 classifier-free guidance wrapper (§2.7) and the same
-:func:`muse_mini.sampler.decode_step`; they differ only in who drives the
+:func:`muse_mini.decoding.sampler.decode_step`; they differ only in who drives the
 steps. The compiled path is one ``lax.scan`` (one dispatch per image batch); the
 naive path dispatches one jitted step per decoding step, paying host overhead
 and a device round trip each time. With the same key both draw the same
@@ -36,14 +36,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from muse_mini.config import get_preset  # noqa: E402
-from muse_mini.guidance import (  # noqa: E402
+from muse_mini.decoding.guidance import (  # noqa: E402
     BatchedModel, classifier_free_guidance, unconditional_context,
 )
-from muse_mini.sampler import decode, decode_step, init_state  # noqa: E402
-from muse_mini.superres_stage import build_superres  # noqa: E402
-from muse_mini.tokenizer_stage import decode_token_batch, stage_config  # noqa: E402
-from muse_mini.transformer import BaseTransformer  # noqa: E402
-from muse_mini.vqgan import VQGAN  # noqa: E402
+from muse_mini.decoding.sampler import decode, decode_step, init_state  # noqa: E402
+from muse_mini.models.build import build_superres  # noqa: E402
+from muse_mini.models.codec import decode_token_batch
+from muse_mini.training.tokenizer import stage_config  # noqa: E402
+from muse_mini.models.transformer import BaseTransformer  # noqa: E402
+from muse_mini.models.vqgan import VQGAN  # noqa: E402
 
 
 def guided(model, context, sampler):

@@ -1,7 +1,7 @@
 """Tokenizer training throughput: steps/s and images/s of the compiled update (Muse §2.2).
 
 Times the exact step the tokenizer stage trains with
-(:func:`muse_mini.tokenizer_stage.make_train_step`: generator update, the
+(:func:`muse_mini.training.tokenizer.make_train_step`: generator update, the
 discriminator update when the preset has one, dead-code restarts), for each
 stage of a preset (``decoder``: the §2.5 finetuning step, which updates the
 larger decoder only), on random uint8 batches of the stage's training size
@@ -29,9 +29,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from muse_mini.config import PRESETS, get_preset  # noqa: E402
-from muse_mini.params import count_leaves  # noqa: E402
-from muse_mini.tokenizer_stage import STAGES, init_state, make_train_step, stage_config  # noqa: E402
-from muse_mini.training import init_key  # noqa: E402
+from muse_mini.models.params import count_leaves  # noqa: E402
+from muse_mini.training.tokenizer import STAGES, init_state, make_train_step, stage_config  # noqa: E402
+from muse_mini.training.loop import init_key  # noqa: E402
 
 
 def bench_stage(cfg, stage: str, steps: int) -> dict:

@@ -61,7 +61,7 @@ class VQGANConfig:
     perceptual_weights: str = "timm/vgg16.tv_in1k"  # local .safetensors or hub repo name
     decoder_channels: int = 128
     decoder_res_blocks: int = 2
-    code_normalize: bool = True  # l2-normalised codes (ViT-VQGAN); see muse_mini.quantizer
+    code_normalize: bool = True  # l2-normalised codes (ViT-VQGAN); see muse_mini.models.quantizer
     restart_every: int = 100  # restart codes unused over this many steps; 0: never
     l1_weight: float = 0.0  # adds an L1 term to the L2 reconstruction loss (sharper edges)
     train_crop: int = 0  # train on random crops of this side (0: whole images); encodes any size
@@ -80,7 +80,7 @@ class VQGANConfig:
         return self.image_size // self.downsample
 
 
-POSITION_INITS = ("normal", "sincos")  # how the learned position table starts (muse_mini.transformer)
+POSITION_INITS = ("normal", "sincos")  # how the learned position table starts (muse_mini.models.transformer)
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,14 @@ class TransformerConfig:
     cond_drop: float = 0.1
     dtype: str = "float32"
     remat: bool = False
-    pos_init: str = "normal"  # or "sincos": how the learned 2D position table starts (muse_mini.transformer)
+    pos_init: str = "normal"  # or "sincos": how the learned 2D position table starts (muse_mini.models.transformer)
 
     def __post_init__(self):
         if self.pos_init not in POSITION_INITS:
             raise ValueError(f"{type(self).__name__}.pos_init: expected one of {POSITION_INITS}, got {self.pos_init!r}")
 
 
-LOWRES_INPUTS = ("tokens", "pixels")  # how super-res embeds the low-res tokens (muse_mini.superres)
+LOWRES_INPUTS = ("tokens", "pixels")  # how super-res embeds the low-res tokens (muse_mini.models.superres)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class SuperResConfig(TransformerConfig):
     ``lowres_skip`` also adds each low-res output to the input embeddings of
     the high-res tokens it covers, and ``lowres_input="pixels"`` embeds the
     low-res tokens through the frozen low-res decoder (neither is in the
-    paper; see :mod:`muse_mini.superres`).
+    paper; see :mod:`muse_mini.models.superres`).
     """
 
     depth: int = 32
@@ -198,7 +198,7 @@ class DataConfig:
     kinds: tuple[str, ...] = ("single", "placed", "count", "relation")
 
     def __post_init__(self):
-        from muse_mini.shapes import check_kinds
+        from muse_mini.data.shapes import check_kinds
 
         try:
             check_kinds(self.kinds)
@@ -220,6 +220,23 @@ class DecoderConfig:
     enabled: bool = True
     channels: int = 256
     res_blocks: int = 4
+
+
+TOKENIZER_STAGES = ("base", "highres", "decoder")
+
+
+def tokenizer_stage_config(cfg: "MuseConfig", stage: str) -> VQGANConfig:
+    """A tokenizer stage's model: ``base`` → ``cfg.tokenizer``; ``highres`` →
+    ``cfg.highres_tokenizer``; ``decoder`` → the high-res tokenizer with
+    ``cfg.decoder``'s larger decoder (§2.5)."""
+    if stage not in TOKENIZER_STAGES:
+        raise ValueError(f"stage: expected one of {TOKENIZER_STAGES}, got {stage!r}")
+    if stage == "base":
+        return cfg.tokenizer
+    if stage == "decoder":
+        return dataclasses.replace(cfg.highres_tokenizer, decoder_channels=cfg.decoder.channels,
+                                   decoder_res_blocks=cfg.decoder.res_blocks)
+    return cfg.highres_tokenizer
 
 
 def _paper_vqgan_train() -> TrainConfig:

@@ -22,7 +22,21 @@ import json
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+
+from muse_mini import viz
+from muse_mini.config import get_preset
+from muse_mini.data.evaluator import caption_accuracy
+from muse_mini.data.shapes import canonical_prompts, downsample, generate
+from muse_mini.models.codec import reconstruct
+from muse_mini.models.text.encoder import EmbeddingCache, load_text_encoder
+from muse_mini.pipeline import Pipeline
+from muse_mini.runs.layout import DONE_FILE
+from muse_mini.runs.load import load_tokenizer
+from muse_mini.training.base import train_base
+from muse_mini.training.superres import train_superres
+from muse_mini.training.tokenizer import train_tokenizer
 
 RECIPES = {
     # The quick recipe is the toy preset as it stands (make demo).
@@ -59,9 +73,6 @@ def _timed(timings: dict, name: str, fn):
 
 
 def render_shapes(out: Path, n: int = 24) -> None:
-    from muse_mini import viz
-    from muse_mini.shapes import generate
-
     images, captions, _ = generate(n, seed=0, split="train")
     (out / "shapes").mkdir(parents=True, exist_ok=True)
     (out / "shapes" / "captions.txt").write_text("\n".join(captions) + "\n")
@@ -69,12 +80,6 @@ def render_shapes(out: Path, n: int = 24) -> None:
 
 
 def render_text(cfg, out: Path, n: int = 12) -> None:
-    import matplotlib.pyplot as plt
-
-    from muse_mini import viz
-    from muse_mini.shapes import canonical_prompts
-    from muse_mini.text import EmbeddingCache, load_text_encoder
-
     prompts = canonical_prompts("train", n=n)
     cache = EmbeddingCache(load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length),
                            directory=out / "text-cache")
@@ -97,9 +102,6 @@ def render_reconstructions(cfg, run: Path, stage: str, n: int = 16, *, before: P
     ``before`` (the decoder stage: the tokenizer it finetunes) adds a middle
     row decoded by that run, so the two decoders can be compared.
     """
-    from muse_mini import viz
-    from muse_mini.shapes import downsample, generate
-    from muse_mini.tokenizer_stage import load_tokenizer, reconstruct
 
     images, captions, _ = generate(n, seed=1, split="holdout")
     if stage == "base":
@@ -113,9 +115,6 @@ def render_reconstructions(cfg, run: Path, stage: str, n: int = 16, *, before: P
 
 def evaluate_samples(pipe, out: Path, *, stage: str, label: str, **sampler) -> dict:
     """Caption accuracy of generated images on canonical prompts (spec's headline metric)."""
-    from muse_mini import viz
-    from muse_mini.evaluator import caption_accuracy
-    from muse_mini.shapes import canonical_prompts
 
     results = {}
     for split, n in EVAL_PROMPTS.items():
@@ -134,7 +133,6 @@ def _evaluation_key(pipe, out: Path) -> dict:
 
     JSON-normalised (tuples become lists), so it compares equal to a stored copy.
     """
-    from muse_mini.training import DONE_FILE
 
     return json.loads(json.dumps({
         "runs": {sub: json.loads((out / sub / DONE_FILE).read_text())
@@ -166,12 +164,6 @@ def format_accuracy(label: str, results: dict) -> str:
 def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = True,
              evaluate: bool = True, overrides=()) -> dict:
     """Run (or finish, or just re-render) every toy stage; returns the timings."""
-    from muse_mini import viz
-    from muse_mini.base_stage import train_base
-    from muse_mini.config import get_preset
-    from muse_mini.pipeline import Pipeline
-    from muse_mini.superres_stage import train_superres
-    from muse_mini.tokenizer_stage import train_tokenizer
 
     if recipe not in RECIPES:
         raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, got {recipe!r}")
@@ -244,16 +236,3 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     _log(f"done in {time.perf_counter() - start:.0f}s; outputs under {out}")
     return timings
-
-
-def add_parsers(sub) -> None:
-    from muse_mini.cli import add_overrides_argument
-
-    p = sub.add_parser("demo", help="train every toy stage (skipping finished ones) and render results")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="quick")
-    p.add_argument("--out", default=None, help="default: runs/demo (quick) or runs/full (full)")
-    p.add_argument("--no-eval", action="store_true", help="skip the caption-accuracy evaluation")
-    p.add_argument("--no-progress", action="store_true")
-    add_overrides_argument(p)
-    p.set_defaults(func=lambda a: run_demo(a.recipe, a.out, progress=not a.no_progress,
-                                           evaluate=not a.no_eval, overrides=a.overrides) and None)

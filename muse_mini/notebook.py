@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from muse_mini.training import stage_complete
+from muse_mini.runs.layout import stage_complete
 
 SMOKE = os.environ.get("MUSE_MINI_SMOKE", "") == "1"
 RUNS = Path(os.environ.get("MUSE_MINI_RUNS", Path(__file__).resolve().parents[1] / "runs"))

@@ -5,7 +5,7 @@ with classifier-free guidance (§2.7, §2.8) → low-res tokens → super-res
 translator (§2.4), decoded the same way → high-res tokens → VQGAN decoder (§2.2,
 §2.5) → pixels.
 
-Each decoding is one compiled call (:func:`muse_mini.sampler.decode` under
+Each decoding is one compiled call (:func:`muse_mini.decoding.sampler.decode` under
 ``eqx.filter_jit``); guidance scale, temperatures and prompts are traced arrays,
 so changing them does not recompile. Only the number of steps, the schedule
 names and the batch size are compile-time constants.
@@ -23,11 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from muse_mini.config import MuseConfig, SamplerConfig
-from muse_mini.guidance import (
+from muse_mini.decoding.guidance import (
     BatchedModel, classifier_free_guidance, negative_prompt_context, unconditional_context,
 )
-from muse_mini.sampler import Trajectory, check_real, check_steps, check_top_k, decode
-from muse_mini.superres import lowres_condition
+from muse_mini.decoding.sampler import Trajectory, check_real, check_steps, check_top_k, decode
+from muse_mini.models.codec import decode_token_batch
+from muse_mini.models.superres import lowres_condition
+from muse_mini.models.text.encoder import EmbeddingCache, load_text_encoder
+from muse_mini.runs.layout import stage_complete
+from muse_mini.runs.load import check_finetuned_from, load_base, load_superres, load_tokenizer
 
 STAGE_DIRS = {
     "tokenizer": "tokenizer-base",
@@ -73,8 +77,6 @@ def decode_with_sampler(model, context, uncond, key, sampler: SamplerConfig) -> 
 
 @eqx.filter_jit
 def _decode_images(vqgan, tokens_BxN):
-    from muse_mini.tokenizer_stage import decode_token_batch
-
     return decode_token_batch(vqgan, tokens_BxN)
 
 
@@ -113,11 +115,6 @@ class Pipeline:
         pipeline's high-res tokenizer, it replaces that tokenizer: same encoder
         and codebook, larger decoder, so the 64×64 output is decoded by it.
         """
-        from muse_mini.base_stage import load_base
-        from muse_mini.text import EmbeddingCache, load_text_encoder
-        from muse_mini.tokenizer_stage import check_finetuned_from, load_tokenizer
-        from muse_mini.training import stage_complete
-
         run_dir = Path(run_dir)
         dirs = {name: run_dir / sub for name, sub in STAGE_DIRS.items()}
         for name in ("tokenizer", "base"):
@@ -129,8 +126,6 @@ class Pipeline:
         base, cfg = load_base(dirs["base"])
         highres_tokenizer = superres = None
         if stage_complete(dirs["superres"]) and stage_complete(dirs["highres_tokenizer"]):
-            from muse_mini.superres_stage import load_superres
-
             superres, _ = load_superres(dirs["superres"])
             highres_dir = dirs["highres_tokenizer"]
             if stage_complete(dirs["decoder"]):
@@ -212,48 +207,3 @@ class Pipeline:
         return result
 
     __call__ = generate
-
-
-# --------------------------------------------------------------------------
-# CLI: muse-mini sample
-
-
-def add_parsers(sub) -> None:
-    p = sub.add_parser("sample", help="generate images for prompts from a trained pipeline")
-    p.add_argument("--run", required=True, help="pipeline directory, e.g. runs/demo")
-    p.add_argument("--prompts", required=True, help="text file, one prompt per line")
-    p.add_argument("--out", required=True, help="output directory for PNGs")
-    p.add_argument("--num-per-prompt", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--guidance-schedule", choices=["constant", "linear"], default=None)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--stage", choices=["base", "superres"], default=None,
-                   help="base: 32x32 base output; superres (default when trained): 64x64")
-    p.set_defaults(func=_cli_sample)
-
-
-def _cli_sample(args) -> None:
-    from PIL import Image
-
-    path = Path(args.prompts)
-    if not path.is_file():
-        raise FileNotFoundError(f"--prompts: no such file {path}")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError(f"--prompts: {path} holds no prompts (one per line expected)")
-    overrides = {k: v for k, v in {
-        "steps": args.steps, "guidance": args.guidance,
-        "guidance_schedule": args.guidance_schedule, "temperature": args.temperature,
-    }.items() if v is not None}
-    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
-    gen = pipe.generate(prompts, num_per_prompt=args.num_per_prompt, seed=args.seed,
-                        stage=args.stage, negative_prompt=args.negative_prompt, **overrides)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(len(prompts)):
-        for j in range(args.num_per_prompt):
-            Image.fromarray(gen.images[i * args.num_per_prompt + j]).save(out / f"{i:04d}_{j}.png")
-    print(f"wrote {len(gen.images)} images to {out}")

@@ -33,13 +33,14 @@ import jax
 import numpy as np
 
 from muse_mini import viz
-from muse_mini.guidance import unconditional_context
+from muse_mini.decoding.guidance import unconditional_context
 from muse_mini.pipeline import STAGE_DIRS, Pipeline, decode_with_sampler
-from muse_mini.shapes import COLOURS, downsample, generate
-from muse_mini.superres import lowres_condition
-from muse_mini.tokenizer_stage import decode_tokens, encode_images, load_tokenizer
-from muse_mini.training import stage_complete
-from muse_mini.vqgan import psnr
+from muse_mini.data.shapes import COLOURS, downsample, generate
+from muse_mini.models.superres import lowres_condition
+from muse_mini.models.codec import decode_tokens, encode_images
+from muse_mini.runs.load import load_tokenizer
+from muse_mini.runs.layout import stage_complete
+from muse_mini.models.vqgan import psnr
 
 
 PALETTE = np.array([(255, 255, 255), *COLOURS.values()], np.float32)

@@ -11,8 +11,9 @@ import argparse
 import json
 import time
 
-from muse_mini.shapes import generate
-from muse_mini.tokenizer_stage import evaluate_tokenizer, load_tokenizer
+from muse_mini.data.shapes import generate
+from muse_mini.training.tokenizer import evaluate_tokenizer
+from muse_mini.runs.load import load_tokenizer
 
 
 def main() -> None:

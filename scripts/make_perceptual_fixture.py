@@ -1,4 +1,4 @@
-"""Make tests/fixtures/perceptual/reference.npz: a PyTorch reference for muse_mini.perceptual.
+"""Make tests/fixtures/perceptual/reference.npz: a PyTorch reference for muse_mini.models.perceptual.
 
 Run with a separate venv that has torch (never the project's own)::
 

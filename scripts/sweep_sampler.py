@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from muse_mini.evaluator import caption_accuracy
+from muse_mini.data.evaluator import caption_accuracy
 from muse_mini.pipeline import Pipeline
-from muse_mini.shapes import canonical_prompts
+from muse_mini.data.shapes import canonical_prompts
 
 GRID = {
     "steps": [8, 12, 24],

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from muse_mini.training import TrainConfig, epoch_batch_indices, init_key, make_optimizer, train
+from muse_mini.training.loop import TrainConfig, epoch_batch_indices, init_key, make_optimizer, train
 
 
 class ToyState(eqx.Module):

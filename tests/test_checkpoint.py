@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from muse_mini.checkpoint import (
+from muse_mini.runs.checkpoint import (
     CheckpointError,
     checkpoint_path,
     latest_checkpoint,

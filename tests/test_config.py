@@ -106,7 +106,7 @@ def test_runtime_is_torch_free_and_jax_floor_fits_accelerator_images():
 
 def test_full_recipe_keeps_its_measured_models():
     from muse_mini.demo import RECIPES
-    from muse_mini.shapes import KINDS
+    from muse_mini.data.shapes import KINDS
 
     preset, _, overrides = RECIPES["full"]
     cfg = get_preset(preset, overrides)

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from muse_mini import data as D
-from muse_mini import shapes as S
+from muse_mini.data import sources as D
+from muse_mini.data import shapes as S
 
 RED, BLUE = (220, 40, 40), (40, 80, 220)
 
@@ -171,8 +171,8 @@ def test_missing_column_and_source_errors(tmp_path):
 
 def test_data_kinds_set_the_training_mix():
     from muse_mini.config import get_preset
-    from muse_mini.shapes import parse_caption
-    from muse_mini.token_data import training_images
+    from muse_mini.data.shapes import parse_caption
+    from muse_mini.training.token_data import training_images
 
     mix = ("single", "count", "relation", "relation")
     cfg = get_preset("toy", ["data.num_examples=8", "data.kinds=" + ",".join(mix)])

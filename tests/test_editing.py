@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muse_mini.editing import (
+from muse_mini.decoding.editing import (
     inpaint_state, mask_free_edit, outpaint_state, pixel_mask_to_token_mask,
 )
-from muse_mini.sampler import decode
+from muse_mini.decoding.sampler import decode
 
 V, GRID, B = 8, 8, 2
 N = GRID * GRID

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from muse_mini import evaluator as E
-from muse_mini import shapes as S
+from muse_mini.data import evaluator as E
+from muse_mini.data import shapes as S
 
 N_PER_SPLIT = 150  # true renders per split and resolution
 N_PERTURBED = 60  # per split, resolution and perturbation

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from muse_mini.config import SamplerConfig
-from muse_mini.guidance import (
+from muse_mini.decoding.guidance import (
     BatchedModel, ConditionalLogits, GuidedLogits, classifier_free_guidance, from_config,
     guidance_scale, negative_prompt_context, unconditional_context,
 )
-from muse_mini.sampler import decode
+from muse_mini.decoding.sampler import decode
 
 B, N, V, L, D = 2, 4, 5, 3, 6
 rng = np.random.default_rng(0)

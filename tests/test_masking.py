@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from muse_mini import masking
+from muse_mini.decoding import masking
 
 
 def key(seed):

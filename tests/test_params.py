@@ -7,7 +7,7 @@ import pytest
 
 from muse_mini.cli import main
 from muse_mini.config import get_preset
-from muse_mini.params import count_params
+from muse_mini.models.params import count_params
 
 
 def _counts(preset, overrides=()):
@@ -36,8 +36,8 @@ def test_the_finetuned_decoder_has_the_sizes_of_appendix_a2():
     middle, so it is 5-9× the tokenizer's own decoder."""
     import equinox as eqx
 
-    from muse_mini.params import count_leaves
-    from muse_mini.vqgan import VQGAN
+    from muse_mini.models.params import count_leaves
+    from muse_mini.models.vqgan import VQGAN
 
     cfg = get_preset("paper-3b")
     own = count_leaves(eqx.filter_eval_shape(VQGAN, cfg.highres_tokenizer, key=jax.random.key(0)).decoder)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from muse_mini.perceptual import TAP_CHANNELS, conv_indices, load_lpips, load_state_dict
+from muse_mini.models.perceptual import TAP_CHANNELS, conv_indices, load_lpips, load_state_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "perceptual" / "reference.npz"

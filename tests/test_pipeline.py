@@ -6,7 +6,7 @@ from PIL import Image
 
 from muse_mini.cli import main
 from muse_mini.pipeline import Pipeline
-from muse_mini.superres import lowres_condition
+from muse_mini.models.superres import lowres_condition
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_generate_gives_64px_by_default_and_32px_for_base(pipe):
 def test_toy_superres_sees_the_decoded_base_image(pipe, smoke_runs):
     """lowres_input="pixels": the condition is the base image itself, decoded from its tokens
     the same way in training (the stage's data) and in sampling (the pipeline)."""
-    from muse_mini.token_data import TokenData
-    from muse_mini.vqgan import to_float
+    from muse_mini.training.token_data import TokenData
+    from muse_mini.models.vqgan import to_float
 
     assert pipe.superres.lowres_input == "pixels"
     gen = pipe.generate(["a red circle"], stage="base", seed=0)
@@ -64,7 +64,7 @@ def test_a_finished_stage_extends_with_more_steps(smoke_runs, tmp_path):
 
     from muse_mini.config import get_preset
     from muse_mini.notebook import SMOKE_OVERRIDES
-    from muse_mini.superres_stage import train_superres
+    from muse_mini.training.superres import train_superres
 
     pipeline = _copy_stages(smoke_runs, tmp_path / "pipe", ("tokenizer-base", "tokenizer-highres", "superres"))
     cfg = get_preset("toy", [*SMOKE_OVERRIDES, "superres_train.steps=12"])
@@ -78,7 +78,8 @@ def test_the_64px_output_is_decoded_by_the_finetuned_decoder(pipe, smoke_runs):
     tokenizer's, so the super-res tokens keep their meaning."""
     import jax
 
-    from muse_mini.tokenizer_stage import check_finetuned_from, decode_tokens, load_tokenizer
+    from muse_mini.runs.load import check_finetuned_from, load_tokenizer
+    from muse_mini.models.codec import decode_tokens
 
     runs = smoke_runs / "smoke"
     tokenizer, decoder = load_tokenizer(runs / "tokenizer-highres"), load_tokenizer(runs / "decoder")
@@ -99,10 +100,10 @@ def test_the_64px_output_is_decoded_by_the_finetuned_decoder(pipe, smoke_runs):
 def test_the_decoder_settings_do_not_void_the_transformer_runs(smoke_runs, tmp_path):
     """The decoder is finetuned after both transformers (§2.5): resizing it must not make their
     finished runs refuse to load (ConfigMismatchError)."""
-    from muse_mini.base_stage import train_base
+    from muse_mini.training.base import train_base
     from muse_mini.config import get_preset
     from muse_mini.notebook import SMOKE_OVERRIDES
-    from muse_mini.superres_stage import train_superres
+    from muse_mini.training.superres import train_superres
 
     runs = _copy_stages(smoke_runs, tmp_path / "pipe", ("tokenizer-base", "tokenizer-highres", "base", "superres"))
     cfg = get_preset("toy", [*SMOKE_OVERRIDES, "decoder.channels=32", "decoder_train.lr=0.5"])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muse_mini.quantizer import (
+from muse_mini.models.quantizer import (
     VectorQuantizer, code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction,
 )
 

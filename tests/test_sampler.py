@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muse_mini import masking
+from muse_mini.decoding import masking
 from muse_mini.config import SamplerConfig
-from muse_mini.sampler import (
+from muse_mini.decoding.sampler import (
     Trajectory, decode, decode_step, init_state, masked_count_table, sample_from_config,
 )
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from muse_mini import cli_shapes, evaluator, shapes as S
+from muse_mini.cli import shapes as cli_shapes
+from muse_mini.data import evaluator, shapes as S
 
 PALETTE = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muse_mini import transformer as T
+from muse_mini.models import transformer as T
 from muse_mini.config import SuperResConfig, get_preset
-from muse_mini.superres import SuperResTransformer, _children_to_grid, _patches, lowres_condition, superres_loss
+from muse_mini.models.superres import SuperResTransformer, _children_to_grid, _patches, lowres_condition
+from muse_mini.training.losses import superres_loss
 
 VOCAB, SEQ, LOW_VOCAB, LOW_SEQ, TEXT_W, L = 12, 16, 10, 4, 8, 3
 CFG = SuperResConfig(depth=2, width=32, mlp_dim=128, num_heads=4, lowres_depth=1)

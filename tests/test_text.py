@@ -23,7 +23,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from muse_mini import text
+from muse_mini.models.text import encoder as text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "text"

@@ -16,23 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muse_mini.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from muse_mini.training import (
-    ConfigMismatchError,
-    NonFiniteLossError,
-    TrainConfig,
-    _RunLock,
-    epoch_batch_indices,
-    load_final,
-    make_optimizer,
-    make_schedule,
-    plot_metrics,
-    read_metrics,
-    relative_run_path,
-    stage_complete,
-    step_key,
-    train,
+from muse_mini.runs.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from muse_mini.training.loop import (
+    ConfigMismatchError, NonFiniteLossError, TrainConfig, _RunLock, epoch_batch_indices, load_final, make_optimizer, make_schedule, step_key, train,
 )
+from muse_mini.viz.figures import plot_metrics
+from muse_mini.runs.layout import read_metrics, relative_run_path, stage_complete
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_toy import make_toy, run, toy_cfg  # noqa: E402

@@ -15,7 +15,8 @@ import numpy as np
 import optax
 import pytest
 
-from muse_mini import transformer as T
+from muse_mini.models import transformer as T
+from muse_mini.training import losses
 from muse_mini.config import TransformerConfig, get_preset
 
 VOCAB, SEQ, TEXT_W, L = 16, 9, 12, 5
@@ -197,7 +198,7 @@ def test_masked_cross_entropy_ignores_unmasked_positions():
     logits = jax.random.normal(key(0), (2, 6, 5))
     targets = jnp.array([[0, 1, 2, 3, 4, 0], [1, 1, 1, 1, 1, 1]])
     mask = jnp.array([[1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1]], bool)
-    ce = jax.jit(T.masked_cross_entropy)
+    ce = jax.jit(losses.masked_cross_entropy)
     loss, acc = ce(logits, targets, mask)
     changed = jnp.where(mask[..., None], logits, 50.0 * jax.random.normal(key(1), logits.shape))
     np.testing.assert_allclose(ce(changed, targets, mask), (loss, acc), rtol=1e-6)
@@ -225,7 +226,7 @@ def test_loss_scores_only_masked_positions():
             unmasked = (inputs != VOCAB)[..., None]  # positions the model sees unmasked
             return logits + perturb * unmasked * noise
 
-        return T.masked_prediction_loss(predict, tokens, text_mask, key(1), mask_id=VOCAB, cond_drop=0.1)
+        return losses.masked_prediction_loss(predict, tokens, text_mask, key(1), mask_id=VOCAB, cond_drop=0.1)
 
     (clean, metrics), (perturbed, _) = loss(0.0), loss(30.0)
     np.testing.assert_allclose(clean, perturbed, rtol=1e-6)
@@ -238,7 +239,7 @@ OPTIMIZER = optax.adam(1e-2)
 @eqx.filter_jit
 def train_step(model, opt_state, tokens, text, text_mask, cond_drop):
     """One Adam step; returns the new state and the loss/metrics *before* the step."""
-    (loss, metrics), grads = eqx.filter_value_and_grad(T.masked_token_loss, has_aux=True)(
+    (loss, metrics), grads = eqx.filter_value_and_grad(losses.masked_token_loss, has_aux=True)(
         model, tokens, text, text_mask, key(0), cond_drop=cond_drop
     )
     updates, opt_state = OPTIMIZER.update(grads, opt_state, model)

@@ -10,13 +10,12 @@ import pytest
 from PIL import Image
 
 from muse_mini.config import VQGANConfig, get_preset
-from muse_mini.training import init_key
-from muse_mini.quantizer import perplexity
-from muse_mini.tokenizer_stage import (
-    decode_token_batch, decode_tokens, encode_images, load_tokenizer, random_crops, reconstruct,
-    train_tokenizer,
-)
-from muse_mini.vqgan import (
+from muse_mini.training.loop import init_key
+from muse_mini.models.quantizer import perplexity
+from muse_mini.models.codec import decode_token_batch, decode_tokens, encode_images, reconstruct
+from muse_mini.runs.load import load_tokenizer
+from muse_mini.training.tokenizer import random_crops, train_tokenizer
+from muse_mini.models.vqgan import (
     VQGAN, PatchDiscriminator, check_images, decoder_filter, grow_decoder, hinge_d_loss, hinge_g_loss,
     to_float, to_uint8,
 )
@@ -166,7 +165,7 @@ def smoke_run(tmp_path_factory):
 
 
 def test_smoke_training_writes_a_loadable_run(smoke_run):
-    from muse_mini.training import read_metrics
+    from muse_mini.runs.layout import read_metrics
 
     cfg, run, trained = smoke_run
     assert (run / "config.json").is_file() and (run / "final.eqx").is_file()
@@ -223,7 +222,7 @@ def test_decoder_stage_is_the_highres_tokenizer_with_the_larger_decoder(tmp_path
     """Stage "decoder" (§2.5): cfg.decoder sizes the decoder, cfg.decoder_train trains it, and it
     cannot run without the tokenizer it finetunes."""
     from muse_mini.cli import main
-    from muse_mini.tokenizer_stage import stage_config
+    from muse_mini.training.tokenizer import stage_config
 
     cfg = get_preset("toy", ["decoder.channels=24", "decoder.res_blocks=3", "decoder_train.steps=7"])
     vcfg, tcfg = stage_config(cfg, "decoder")
@@ -238,7 +237,7 @@ def test_decoder_stage_is_the_highres_tokenizer_with_the_larger_decoder(tmp_path
 
 
 def test_cli_reconstruct(smoke_run, tmp_path):
-    from muse_mini.tokenizer_stage import _cli_reconstruct
+    from muse_mini.cli.reconstruct import run as _cli_reconstruct
 
     _, run, _ = smoke_run
     src, out = tmp_path / "in", tmp_path / "out"
@@ -253,7 +252,7 @@ def test_cli_reconstruct(smoke_run, tmp_path):
 
 
 def test_each_tokenizer_stage_trains_on_its_own_schedule():
-    from muse_mini.tokenizer_stage import stage_config
+    from muse_mini.training.tokenizer import stage_config
 
     cfg = get_preset("toy", ["highres_tokenizer_train.steps=7"])
     assert stage_config(cfg, "base") == (cfg.tokenizer, cfg.tokenizer_train)

@@ -8,8 +8,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from muse_mini.sampler import Trajectory  # noqa: E402
-from muse_mini.widgets import (  # noqa: E402
+from muse_mini.decoding.sampler import Trajectory  # noqa: E402
+from muse_mini.viz.widgets import (  # noqa: E402
     DecodingViewer, PromptExplorer, plot_trajectory_strip, render_step, trajectory_frames,
 )
 

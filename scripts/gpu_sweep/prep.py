@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 import numpy as np
 from muse_mini.config import get_preset
-from muse_mini.shapes import generate, canonical_prompts
-from muse_mini.text import EmbeddingCache, load_text_encoder
+from muse_mini.data.shapes import generate, canonical_prompts
+from muse_mini.models.text.encoder import EmbeddingCache, load_text_encoder
 
 cfg = get_preset("toy")
 out = Path("gpuwork/data"); out.mkdir(parents=True, exist_ok=True)

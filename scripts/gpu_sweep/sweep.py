@@ -19,11 +19,15 @@ import equinox as eqx, jax, jax.numpy as jnp, numpy as np
 
 from muse_mini.config import get_preset
 from muse_mini.demo import RECIPES
-from muse_mini.shapes import generate, downsample, canonical_prompts
-from muse_mini.tokenizer_stage import load_tokenizer, encode_images, decode_tokens, train_tokenizer
-from muse_mini.training import make_optimizer, init_train_state, make_train_step, epoch_batch_indices, step_key, init_key
-from muse_mini.evaluator import caption_accuracy
-from muse_mini.guidance import unconditional_context
+from muse_mini.data.shapes import generate, downsample, canonical_prompts
+from muse_mini.runs.load import load_tokenizer
+from muse_mini.models.codec import encode_images, decode_tokens
+from muse_mini.training.tokenizer import train_tokenizer
+from muse_mini.training.loop import (
+    make_optimizer, init_train_state, make_train_step, epoch_batch_indices, step_key, init_key,
+)
+from muse_mini.data.evaluator import caption_accuracy
+from muse_mini.decoding.guidance import unconditional_context
 from muse_mini.pipeline import decode_with_sampler
 
 SCALE = float(os.environ.get("SCALE", "1"))
@@ -110,7 +114,8 @@ def evaluate_base(model, cfg, tok):
 
 
 def run_base(name, outdir):
-    from muse_mini.base_stage import build_base, _base_loss
+    from muse_mini.models.build import build_base
+    from muse_mini.training.base import _base_loss
     over, opt = BASE_JOBS[name]
     over = [*SWEEP_BASE, *over]
     cfg = get_preset("toy", over)
@@ -154,9 +159,10 @@ SR_JOBS = {
 
 
 def run_sr(name, outdir):
-    from muse_mini.superres_stage import build_superres, _superres_loss
-    from muse_mini.superres import lowres_condition
-    from muse_mini.vqgan import psnr
+    from muse_mini.models.build import build_superres
+    from muse_mini.training.superres import _superres_loss
+    from muse_mini.models.superres import lowres_condition
+    from muse_mini.models.vqgan import psnr
     from muse_mini import viz
     cfg = get_preset("toy", [*RECIPES["full"][2], *SR_JOBS[name]])
     tok, hrtok = load_tokenizer(G / "tok-full-base"), load_tokenizer(G / "tok-full-hr")

@@ -1,0 +1,24 @@
+"""Pieces every ``muse-mini`` command shares: config overrides and the preset flag."""
+
+from __future__ import annotations
+
+import argparse
+
+from muse_mini.config import PRESETS
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
+    """Config overrides as trailing ``section.field=value`` words (or ``--section.field=value``)."""
+    parser.add_argument(
+        "overrides", nargs="*", metavar="section.field=value",
+        help="config overrides, e.g. base.depth=4 sampler.steps=8",
+    )
+
+
+def add_preset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="toy", choices=sorted(PRESETS),
+                        help="model sizes to start from (default: toy, the Shapes world on a CPU)")
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

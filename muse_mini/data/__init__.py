@@ -1,0 +1,1 @@
+"""Data: the Shapes toy world, its caption evaluator, and Hugging Face ``datasets`` sources."""

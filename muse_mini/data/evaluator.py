@@ -1,0 +1,375 @@
+"""A program that checks whether a Shapes image satisfies its canonical caption.
+
+Muse evaluates cardinality and composition qualitatively (§3.1, Fig. 6) and
+caption alignment with human raters (§3.2.1). In the Shapes world the check is
+a program (spec ``spec/shapes.md``, "The evaluator"): find the objects in the
+image, parse the caption into requirements, compare. The headline metric,
+**caption accuracy**, is the fraction of images whose caption is accepted,
+per scene kind, for in-distribution and hold-out prompts.
+
+Generated images are blurry and off-colour, so every step is tolerant:
+
+1. **Pixels.** Each pixel is modelled as a mix ``white + alpha * (c - white)``
+   of the background and a palette colour ``c`` (this is exactly what blur
+   and 2× downsampling do at object edges). A pixel belongs to the colour
+   with the smallest residual if ``alpha >= 0.5`` and the residual is at most
+   ``MAX_COLOUR_RESIDUAL``; otherwise it is background / unknown. ``alpha``
+   averages the RGB least-squares and the luminance estimates (see
+   ``_pixel_model``).
+2. **Objects.** 8-connected components of ink (any colour), each taking its
+   majority colour; components smaller than ``MIN_AREA_64`` px (scaled by
+   resolution) are speckles and ignored.
+3. **Shapes.** Analysis by synthesis: the ink mass gives the size (blur and
+   block averaging conserve mass), the mass centroid the position, and each
+   shape is drawn there exactly as the renderer would (then block-averaged
+   and optionally blurred) and scored by soft IoU; the best wins if its IoU
+   is at least ``MIN_SHAPE_IOU``, else the object is ``unknown``. This
+   compares the geometry the spec describes: a square fills its box, a
+   circle ~π/4 of it, a triangle ~1/2 with the mass at the bottom, a diamond
+   ~1/2 with the widest row in the middle. Matching whole templates rather
+   than thresholded bounding boxes matters at 32×32, where a 16 px diamond
+   is 8 px wide and its corners fall below half coverage.
+4. **Rules.** The spec's kind rules, in 64×64 coordinates; relations allow
+   ``RELATION_TOLERANCE`` px for centres measured on blurry low-res images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from muse_mini.data import shapes as S
+
+MIN_ALPHA = 0.5  # a pixel is "ink" when it is at least half palette colour
+MAX_COLOUR_RESIDUAL = 90.0  # RGB distance (0..255) off the white-to-colour line
+MIN_AREA_64 = 40  # px at 64×64; the smallest object (16 px triangle) has ~136
+MIN_SHAPE_IOU = 0.5  # soft IoU below which a blob matches no shape
+BLUR_SIGMAS = (0.0, 0.7)  # template blurs tried, px at the evaluated resolution
+SIZE_THRESHOLD = 23.0  # px at 64×64: between small (16-20) and large (26-32)
+RELATION_TOLERANCE = 4.0  # px at 64×64: along >= 12 - tol and other <= along/2 + tol
+
+_COLOUR_NAMES = tuple(S.COLOURS)
+_INK_Cx3 = np.array([S.COLOURS[c] for c in _COLOUR_NAMES], float) - 255.0
+_INK_NORM2_C = (_INK_Cx3 ** 2).sum(axis=1)
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as in JPEG
+_LUMA_C = (_INK_Cx3 + 255.0) @ _LUMA
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundObject:
+    """An object found in an image.
+
+    ``cx, cy, size`` are the centre and side of the fitted shape's bounding
+    box in 64×64 coordinates (as in :class:`muse_mini.data.shapes.ShapeObject`);
+    ``area`` is the component's pixel count at the evaluated resolution and
+    ``shape_iou`` the soft IoU of the best-fitting shape.
+    """
+
+    colour: str
+    shape: str
+    cx: float
+    cy: float
+    size: float
+    area: int
+    shape_iou: float
+
+    def describe(self) -> str:
+        return f"{self.colour} {self.shape} at ({self.cx:.0f}, {self.cy:.0f}) size {self.size:.0f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Verdict for one image–caption pair: ``ok`` iff ``reasons`` is empty."""
+
+    ok: bool
+    caption: str
+    requirements: S.Requirements
+    objects_found: list[FoundObject]
+    reasons: list[str]
+    resolution: int
+
+
+def as_image(image, name: str = "image") -> np.ndarray:
+    """Validate an RGB image and return it as float ``[H, W, 3]`` in 0..255.
+
+    Accepts ``uint8`` in 0..255 or floats in [0, 1] (overshoots up to 0.5 are
+    clipped), 32×32 or 64×64.
+    """
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[-1] != 3 or img.shape[0] != img.shape[1] \
+            or img.shape[0] not in (S.LOW_RES, S.CANVAS):
+        raise ValueError(f"{name} must have shape (32, 32, 3) or (64, 64, 3), got {img.shape}")
+    if img.dtype == np.uint8:
+        return img.astype(np.float64)
+    if np.issubdtype(img.dtype, np.floating) or "float" in img.dtype.name:  # incl. bfloat16
+        img = img.astype(np.float64)
+        # small decoder overshoots are clipped; a 0..255 float image is a mistake
+        if not np.isfinite(img).all() or img.min() < -0.5 or img.max() > 1.5:
+            raise ValueError(f"{name}: float images must hold values in [0, 1] "
+                             f"(got {img.min():.3g}..{img.max():.3g}; pass uint8 for 0..255)")
+        return np.clip(img, 0.0, 1.0) * 255.0
+    raise ValueError(f"{name} must be uint8 or float in [0, 1], got dtype {img.dtype}")
+
+
+def _pixel_model(img_HxWx3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel and palette colour: mix weight ``alpha`` and residual (step 1)."""
+    d_HxWx3 = np.asarray(img_HxWx3, float) - 255.0
+    dot_HxWxC = d_HxWx3 @ _INK_Cx3.T
+    alpha_HxWxC = np.clip(dot_HxWxC / _INK_NORM2_C, 0.0, 1.0)
+    # |d - alpha * ink|^2 expanded, to avoid an [H, W, C, 3] temporary
+    resid2_HxWxC = ((d_HxWx3 ** 2).sum(-1, keepdims=True) - 2 * alpha_HxWxC * dot_HxWxC
+                    + alpha_HxWxC ** 2 * _INK_NORM2_C)
+    # Blend in the luminance estimate of alpha: equal to it on clean renders, but
+    # JPEG keeps luminance at full resolution while it halves chroma, which
+    # otherwise erases the shape of low-contrast colours (yellow) at 32×32.
+    luma_HxW = np.asarray(img_HxWx3, float) @ _LUMA
+    lum_alpha_HxWxC = np.clip((255.0 - luma_HxW)[..., None] / (255.0 - _LUMA_C), 0.0, 1.0)
+    alpha_HxWxC = 0.5 * (alpha_HxWxC + lum_alpha_HxWxC)
+    return alpha_HxWxC, np.sqrt(np.maximum(resid2_HxWxC, 0.0))
+
+
+def classify_pixels(img_HxWx3: np.ndarray) -> np.ndarray:
+    """Palette index per pixel (``-1`` = background or unknown colour), step 1 above."""
+    return _labels(*_pixel_model(img_HxWx3))
+
+
+def _labels(alpha_HxWxC, resid_HxWxC) -> np.ndarray:
+    best_HxW = resid_HxWxC.argmin(axis=-1)
+    alpha = np.take_along_axis(alpha_HxWxC, best_HxW[..., None], -1)[..., 0]
+    resid = np.take_along_axis(resid_HxWxC, best_HxW[..., None], -1)[..., 0]
+    return np.where((alpha >= MIN_ALPHA) & (resid <= MAX_COLOUR_RESIDUAL), best_HxW, -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _shape_stats(shape: str, size: int) -> tuple[int, float, float]:
+    """Pixel area and mass centroid (relative to the box corner) of a drawn shape."""
+    m = S.shape_mask(shape, size)
+    ys, xs = np.nonzero(m)
+    return int(m.sum()), float(xs.mean() + 0.5), float(ys.mean() + 0.5)
+
+
+_PAD = 2  # template border (pixels at the evaluated resolution) for blur spill
+
+
+@functools.lru_cache(maxsize=None)
+def _soft_template(shape: str, size: int, phase_x: int, phase_y: int, factor: int,
+                   sigma: float) -> np.ndarray:
+    """``shape`` drawn at 64×64 in a box whose corner sits ``phase`` px into a
+    ``factor``-block, 2×2-block averaged when ``factor == 2``, optionally
+    Gaussian-blurred, with a ``_PAD`` border; the frame's top-left pixel is
+    the block holding the box corner, minus the border."""
+    h64 = -(-(phase_y + size) // factor) * factor
+    w64 = -(-(phase_x + size) // factor) * factor
+    canvas = np.zeros((h64, w64))
+    canvas[phase_y:phase_y + size, phase_x:phase_x + size] = S.shape_mask(shape, size)
+    t = canvas.reshape(h64 // factor, factor, w64 // factor, factor).mean(axis=(1, 3))
+    t = np.pad(t, _PAD)
+    if sigma:
+        t = ndimage.gaussian_filter(t, sigma, mode="constant")
+    t.flags.writeable = False
+    return t
+
+
+def _fit_shape(alpha_hxw: np.ndarray, origin: tuple[int, int], factor: int):
+    """Analysis by synthesis (step 3): the shape, size and box that best explain
+    the soft ink map ``alpha_hxw`` of one object, whose top-left pixel is
+    ``origin = (row, col)`` of the evaluated image.
+
+    Size comes from the ink mass (blur and block averaging conserve it), the
+    box position from the mass centroid; every candidate is drawn as the
+    renderer would, optionally blurred (``BLUR_SIGMAS``, since generated
+    images are soft), and scored by the soft IoU ``sum(min) / sum(max)``.
+
+    Returns ``(shape, iou, cx, cy, size)`` in 64×64 coordinates.
+    """
+    h, w = alpha_hxw.shape
+    r0, c0 = origin
+    mass = alpha_hxw.sum()
+    ys, xs = np.mgrid[0:h, 0:w]
+    mx = (((xs + 0.5) * alpha_hxw).sum() / mass + c0) * factor  # 64×64 coords
+    my = (((ys + 0.5) * alpha_hxw).sum() / mass + r0) * factor
+    area64 = mass * factor ** 2
+    candidates, stack = [], []
+    for shape in S.SHAPES:
+        # the two sizes whose drawn area brackets the measured ink mass
+        side = np.sqrt(area64 / (_shape_stats(shape, 32)[0] / 32 ** 2))
+        for size in {int(np.floor(side)), int(np.ceil(side))}:
+            if not 2 <= size <= S.CANVAS:
+                continue
+            _, ox, oy = _shape_stats(shape, size)
+            x0, y0 = int(round(mx - ox)), int(round(my - oy))  # box corner, 64×64 coords
+            ty, tx = y0 // factor - _PAD - r0, x0 // factor - _PAD - c0  # in the window
+            for sigma in BLUR_SIGMAS:
+                t = _soft_template(shape, size, x0 % factor, y0 % factor, factor, sigma)
+                canvas = np.zeros((h, w))  # the template pasted into the window, clipped
+                a0, b0 = max(ty, 0), max(tx, 0)
+                a1, b1 = min(ty + t.shape[0], h), min(tx + t.shape[1], w)
+                if a1 > a0 and b1 > b0:
+                    canvas[a0:a1, b0:b1] = t[a0 - ty:a1 - ty, b0 - tx:b1 - tx]
+                candidates.append((shape, x0 + size / 2, y0 + size / 2, float(size)))
+                stack.append(canvas)
+    if not candidates:
+        return "unknown", 0.0, mx, my, float(np.sqrt(area64))
+    t_Kxhxw = np.stack(stack)
+    iou_K = (np.minimum(alpha_hxw, t_Kxhxw).sum(axis=(1, 2))
+             / np.maximum(alpha_hxw, t_Kxhxw).sum(axis=(1, 2)))
+    k = int(np.argmax(iou_K))
+    shape, cx, cy, size = candidates[k]
+    return (shape if iou_K[k] >= MIN_SHAPE_IOU else "unknown"), float(iou_K[k]), cx, cy, size
+
+
+def find_objects(image) -> list[FoundObject]:
+    """All objects in an image (steps 1–3 above), sorted by position (y, x)."""
+    return _find_objects(as_image(image))
+
+
+def _find_objects(img: np.ndarray) -> list[FoundObject]:
+    factor = S.CANVAS // img.shape[0]
+    min_area = MIN_AREA_64 / factor ** 2
+    alpha_HxWxC, resid_HxWxC = _pixel_model(img)
+    labels_HxW = _labels(alpha_HxWxC, resid_HxWxC)
+    # Segment ink of any colour, then give each component its majority colour:
+    # off-colour renders split one object between neighbouring palette colours
+    # (yellow/orange, red/orange), and objects are >= 2 px apart anyway.
+    eight = np.ones((3, 3), bool)
+    comps_HxW, _ = ndimage.label(labels_HxW >= 0, structure=eight)
+    areas = np.bincount(comps_HxW.ravel())
+    found = []
+    for j, (sy, sx) in enumerate(ndimage.find_objects(comps_HxW), start=1):
+        if areas[j] < min_area:  # speckle
+            continue
+        pad = 2  # room for edge pixels below alpha 0.5 and for candidate boxes
+        (r0, r1) = max(sy.start - pad, 0), min(sy.stop + pad, img.shape[0])
+        (c0, c1) = max(sx.start - pad, 0), min(sx.stop + pad, img.shape[1])
+        comp_hxw = comps_HxW[r0:r1, c0:c1] == j
+        k = int(np.bincount(labels_HxW[r0:r1, c0:c1][comp_hxw]).argmax())
+        near_hxw = ndimage.binary_dilation(comp_hxw, eight)
+        alpha_hxw = np.where(near_hxw, alpha_HxWxC[r0:r1, c0:c1, k], 0.0)
+        shape, iou, cx, cy, size = _fit_shape(alpha_hxw, (r0, c0), factor)
+        found.append(FoundObject(_COLOUR_NAMES[k], shape, cx=float(cx), cy=float(cy),
+                                 size=size, area=int(areas[j]), shape_iou=round(iou, 3)))
+    return sorted(found, key=lambda o: (o.cy, o.cx))
+
+
+def _matches(obj: FoundObject, colour: str, shape: str) -> bool:
+    return obj.colour == colour and obj.shape == shape
+
+
+def _expect_only(found, n, noun, reasons, strict) -> list[FoundObject]:
+    """Objects matching ``noun`` (a colour–shape pair); records count problems."""
+    hits = [o for o in found if _matches(o, *noun)]
+    others = [o for o in found if not _matches(o, *noun)]
+    name = " ".join(noun)
+    if len(hits) != n:
+        reasons.append(f"expected {n} {name}{'s' if n != 1 else ''}, found {len(hits)}")
+    if strict and others:
+        reasons.append("unexpected objects: " + "; ".join(o.describe() for o in others))
+    return hits
+
+
+def check(req: S.Requirements, found: Sequence[FoundObject], *, strict: bool = True) -> list[str]:
+    """Reasons why ``found`` does not satisfy ``req`` (empty list = satisfied).
+
+    With ``strict`` (default) the image must hold the named objects and nothing
+    else, for every kind (the spec says so for ``count``; Shapes scenes never
+    contain unnamed objects, so we ask the same of generated images).
+    """
+    reasons: list[str] = []
+    if not found:
+        return ["no objects found (blank image?)"]
+    noun = (req.colour, req.shape)
+    if req.kind in ("single", "placed", "count"):
+        hits = _expect_only(found, req.count, noun, reasons, strict)
+        if not hits and found:
+            reasons.append("found instead: " + "; ".join(o.describe() for o in found))
+        if req.kind == "single" and len(hits) == 1:
+            size_class = "small" if hits[0].size < SIZE_THRESHOLD else "large"
+            if size_class != req.size:
+                reasons.append(f"expected a {req.size} object, found size {hits[0].size:.0f} px "
+                               f"({size_class}; threshold {SIZE_THRESHOLD:.0f} px at 64x64)")
+        if req.kind == "placed" and len(hits) == 1:
+            if not bool(S.in_region(req.region, hits[0].cx, hits[0].cy)):
+                reasons.append(f"{hits[0].describe()} is not in the {req.region}")
+        return reasons
+    other = (req.other_colour, req.other_shape)
+    hits_a = [o for o in found if _matches(o, *noun)]
+    hits_b = [o for o in found if _matches(o, *other)]
+    for hits, pair in ((hits_a, noun), (hits_b, other)):
+        if len(hits) != 1:
+            reasons.append(f"expected 1 {' '.join(pair)}, found {len(hits)}")
+    extra = [o for o in found if o not in hits_a and o not in hits_b]
+    if strict and extra:
+        reasons.append("unexpected objects: " + "; ".join(o.describe() for o in extra))
+    if len(hits_a) == 1 and len(hits_b) == 1:
+        a, b = hits_a[0], hits_b[0]
+        along, off = S.relation_offsets(req.relation, a.cx, a.cy, b.cx, b.cy)
+        need = S.RELATION_MIN_DIFF - RELATION_TOLERANCE
+        if along < need or off > along / 2 + RELATION_TOLERANCE:
+            axis = "x" if req.relation in ("left of", "right of") else "y"
+            reasons.append(
+                f"{a.describe()} is not {req.relation} {b.describe()}: needs the {axis} "
+                f"difference >= {need:.0f} px and the other axis within half of it "
+                f"(+{RELATION_TOLERANCE:.0f} px), got {float(along):.1f} and {float(off):.1f}")
+    return reasons
+
+
+def evaluate(image, caption: str, *, strict: bool = True) -> Evaluation:
+    """Check one image (32×32 or 64×64 RGB) against one canonical caption.
+
+    Raises
+    ------
+    ValueError
+        Bad image shape/dtype, or a caption that is not canonical.
+    """
+    img = as_image(image)
+    req = S.parse_caption(caption)
+    found = _find_objects(img)
+    reasons = check(req, found, strict=strict)
+    return Evaluation(not reasons, caption, req, found, reasons, img.shape[0])
+
+
+def evaluate_batch(images, captions: Sequence[str], *, strict: bool = True) -> list[Evaluation]:
+    """:func:`evaluate` over ``images [N, H, W, 3]`` (or a list) and N captions."""
+    if isinstance(captions, str):
+        raise ValueError("captions must be a sequence of str, got a single str")
+    if len(images) != len(captions):
+        raise ValueError(f"images and captions must have the same length, "
+                         f"got {len(images)} and {len(captions)}")
+    results = []
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        img = as_image(image, name=f"images[{i}]")
+        results.append(evaluate(img / 255.0, caption, strict=strict))
+    return results
+
+
+def _summary(results: Sequence[Evaluation]) -> dict:
+    n = len(results)
+    return {"accuracy": (sum(r.ok for r in results) / n) if n else None,
+            "n_images": n, "n_prompts": len({r.caption for r in results})}
+
+
+def caption_accuracy(images, captions: Sequence[str], *, strict: bool = True) -> dict:
+    """Caption accuracy (spec: headline metric), overall, per kind and per split.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy", "n_images", "n_prompts", "per_kind": {kind: {...}},
+        "per_split": {"in_distribution" | "holdout": {..., "per_kind": {...}}}}``.
+        A caption counts as hold-out when it names a hold-out pair. Accuracy
+        is None for empty groups.
+    """
+    results = evaluate_batch(images, captions, strict=strict)
+
+    def by_kind(rs):
+        return {k: _summary([r for r in rs if r.requirements.kind == k]) for k in S.KINDS}
+
+    out = {**_summary(results), "per_kind": by_kind(results), "per_split": {}}
+    for name, held in (("in_distribution", False), ("holdout", True)):
+        rs = [r for r in results if r.requirements.is_holdout == held]
+        out["per_split"][name] = {**_summary(rs), "per_kind": by_kind(rs)}
+    return out

@@ -1,0 +1,668 @@
+"""The Shapes world: muse_mini's built-in toy text-to-image dataset.
+
+Muse's headline claims are about language understanding: cardinality
+("three bottles") and composition ("a cup left of a book") (Muse §3.1, Fig. 6).
+The Shapes world makes those claims measurable on a CPU: every scene is drawn
+by this program, so every caption is true by construction, and
+``muse_mini.data.evaluator`` can check any generated image against it.
+
+The contract is the Shapes spec (``spec/shapes.md``): palette, shapes, sizes,
+the four scene kinds and their canonical captions, the compositional hold-out
+and determinism. Choices the spec leaves free are documented where made; the
+main ones are
+
+- objects are drawn in integer-aligned boxes, so a shape's pixels depend only
+  on ``(shape, size)`` and rendering is a cached-mask copy;
+- bounding boxes are kept ``MIN_GAP = 4`` px apart (the spec asks for >= 2) so
+  the 32×32 image still has clean background between objects;
+- placements keep a safety margin from every region / relation boundary so a
+  true caption stays true after blur or 2× downsampling;
+- the kind of sample ``index`` is ``kinds[index % len(kinds)]``, so any run of
+  consecutive indices is balanced across kinds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+CANVAS = 64  # high-res side (spec: "Images")
+LOW_RES = 32  # base-model side: 2×2 block average of the canvas
+BACKGROUND = (255, 255, 255)
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 200, 30),
+    "purple": (150, 60, 200),
+    "orange": (245, 130, 30),
+}
+SHAPES = ("circle", "square", "triangle", "diamond")
+SIZES: dict[str, tuple[int, int]] = {"small": (16, 20), "large": (26, 32)}  # inclusive
+REGIONS = ("top left", "top right", "bottom left", "bottom right", "center")
+RELATIONS = ("left of", "right of", "above", "below")
+NUMBER_WORDS: dict[str, int] = {"two": 2, "three": 3, "four": 4}
+_NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items()}
+KINDS = ("single", "placed", "count", "relation")
+SPLITS = ("train", "holdout")
+
+HOLDOUT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("blue", "triangle"),
+    ("red", "square"),
+    ("yellow", "circle"),
+    ("green", "diamond"),
+)
+ALL_PAIRS = tuple(itertools.product(COLOURS, SHAPES))
+TRAIN_PAIRS = tuple(p for p in ALL_PAIRS if p not in HOLDOUT_PAIRS)
+
+RELATION_MIN_DIFF = 12.0  # spec: the stated axis differs by >= 12 px at 64×64
+MIN_GAP = 4  # px between bounding boxes at 64×64 (spec minimum is 2)
+EDGE_MARGIN = 1  # px of background kept at the canvas border
+# Generator-only safety margins (px at 64×64); the evaluator applies the
+# spec's rules, so these keep rendered scenes away from the decision boundaries.
+_QUARTER_MARGIN = 4.0  # centre at least this far from the canvas midlines
+_CENTER_MARGIN = 3.0  # "center" objects this far inside the middle third
+_NOT_CENTER_MARGIN = 2.0  # quarter objects this far outside the middle third
+_RELATION_OTHER_MARGIN = 2.0  # off-axis offset this far below half the on-axis one
+
+
+# --------------------------------------------------------------------------
+# Scene description
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeObject:
+    """One flat-filled object.
+
+    ``cx, cy`` is the centre of the bounding box and ``size`` its side, in
+    64×64 pixel coordinates (x right, y down; pixel ``i`` spans ``[i, i+1)``).
+    The box ``[cx - size/2, cx + size/2)`` must be pixel-aligned (so odd sizes
+    have centres at ``.5``).
+    """
+
+    colour: str
+    shape: str
+    cx: float
+    cy: float
+    size: int
+
+    def __post_init__(self):
+        if self.colour not in COLOURS:
+            raise ValueError(f"colour must be one of {tuple(COLOURS)}, got {self.colour!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
+        if int(self.size) != self.size or self.size < 1:
+            raise ValueError(f"size must be a positive integer, got {self.size!r}")
+        if (self.cx - self.size / 2) % 1 or (self.cy - self.size / 2) % 1:
+            raise ValueError(f"cx, cy minus size/2 must be whole numbers (pixel-aligned box), "
+                             f"got cx={self.cx}, cy={self.cy}, size={self.size}")
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)`` with exclusive ``x1, y1``."""
+        x0 = int(self.cx - self.size / 2)
+        y0 = int(self.cy - self.size / 2)
+        return x0, y0, x0 + int(self.size), y0 + int(self.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirements:
+    """What a canonical caption asks for (spec: "Scenes and canonical captions").
+
+    ``colour, shape`` name the (first) object; ``size`` is set for ``single``,
+    ``region`` for ``placed``, ``count`` for ``count`` (1 otherwise), and
+    ``relation, other_colour, other_shape`` for ``relation``.
+    """
+
+    kind: str
+    colour: str
+    shape: str
+    size: str | None = None
+    region: str | None = None
+    count: int = 1
+    relation: str | None = None
+    other_colour: str | None = None
+    other_shape: str | None = None
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """The distinct colour–shape pairs the caption names."""
+        if self.kind == "relation":
+            return ((self.colour, self.shape), (self.other_colour, self.other_shape))
+        return ((self.colour, self.shape),)
+
+    @property
+    def is_holdout(self) -> bool:
+        """True when the caption names a hold-out pair (spec: "compositional hold-out")."""
+        return any(p in HOLDOUT_PAIRS for p in self.pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """A sampled scene: its objects, canonical caption and optional paraphrase.
+
+    ``text`` is what a model should be trained on (the paraphrase when one was
+    drawn, else the canonical caption); evaluation always uses ``caption``.
+    """
+
+    kind: str
+    objects: tuple[ShapeObject, ...]
+    caption: str
+    paraphrase: str | None
+    requirements: Requirements
+    seed: int
+    split: str
+    index: int
+
+    @property
+    def text(self) -> str:
+        return self.paraphrase if self.paraphrase is not None else self.caption
+
+    def render(self, resolution: int = CANVAS) -> np.ndarray:
+        return render(self.objects, resolution=resolution)
+
+
+# --------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def shape_mask(shape: str, width: int, height: int | None = None) -> np.ndarray:
+    """Boolean ``[height, width]`` mask of ``shape`` filling a box (not anti-aliased).
+
+    Pixels are tested at their centres, with the rules chosen so that for a
+    square box the mask touches all four box sides: the bounding box of the
+    drawn pixels is exactly the requested box (spec: sizes are bounding boxes).
+    The triangle is isosceles, apex up, base at the bottom; the diamond has
+    vertical and horizontal diagonals equal to the box sides.
+    """
+    height = width if height is None else height
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be >= 1, got {width}x{height}")
+    ux_W = np.arange(width) + 0.5 - width / 2  # offset of pixel centres from the box centre
+    uy_H = np.arange(height) + 0.5 - height / 2
+    ux, uy = ux_W[None, :], uy_H[:, None]
+    eps = 1e-9
+    if shape == "square":
+        mask = np.ones((height, width), bool)
+    elif shape == "circle":
+        mask = (ux / (width / 2)) ** 2 + (uy / (height / 2)) ** 2 <= 1 + eps
+    elif shape == "diamond":
+        mask = np.abs(ux) / (width / 2) + np.abs(uy) / (height / 2) <= 1 + eps
+    else:  # triangle: half-width grows linearly down; use each row's bottom edge
+        row_bottom_H1 = (np.arange(height)[:, None] + 1) / height
+        mask = np.abs(ux) <= row_bottom_H1 * width / 2 + eps
+    mask.flags.writeable = False
+    return mask
+
+
+def _draw(img_HxWx3: np.ndarray, objects: Sequence[ShapeObject]) -> None:
+    for obj in objects:
+        x0, y0, x1, y1 = obj.box
+        if x0 < 0 or y0 < 0 or x1 > CANVAS or y1 > CANVAS:
+            raise ValueError(f"object {obj} does not fit inside the {CANVAS}x{CANVAS} canvas")
+        img_HxWx3[y0:y1, x0:x1][shape_mask(obj.shape, int(obj.size))] = COLOURS[obj.colour]
+
+
+def render(objects: Sequence[ShapeObject], resolution: int = CANVAS) -> np.ndarray:
+    """Draw objects on a white 64×64 canvas; ``resolution=32`` also downsamples.
+
+    Returns
+    -------
+    np.ndarray
+        ``uint8 [resolution, resolution, 3]``.
+    """
+    _check_resolution(resolution)
+    img_64x64x3 = np.full((CANVAS, CANVAS, 3), 255, np.uint8)
+    _draw(img_64x64x3, objects)
+    return img_64x64x3 if resolution == CANVAS else downsample(img_64x64x3)
+
+
+def downsample(img: np.ndarray, factor: int = 2) -> np.ndarray:
+    """Downsample by averaging ``factor × factor`` pixel blocks (spec: the low-res image is ×2).
+
+    Works on ``[..., H, W, 3]`` uint8 with ``H, W`` divisible by ``factor``; the
+    mean is rounded half up (``(sum + f²/2) // f²``) so the result is exact and
+    platform-independent.
+    """
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim < 3 or img.shape[-1] != 3:
+        raise ValueError(f"img must be uint8 [..., H, W, 3], got {img.dtype} {img.shape}")
+    h, w = img.shape[-3:-1]
+    if h % factor or w % factor:
+        raise ValueError(f"img height and width must be divisible by {factor}, got {h}x{w}")
+    blocks = img.reshape(*img.shape[:-3], h // factor, factor, w // factor, factor, 3).astype(np.uint32)
+    area = factor * factor
+    return ((blocks.sum(axis=(-4, -2)) + area // 2) // area).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------
+# Geometry rules shared with the evaluator
+# --------------------------------------------------------------------------
+
+
+def in_region(region: str, cx, cy, margin: float = 0.0):
+    """Whether a centre lies in ``region`` (spec: quarters; ``center`` = middle third).
+
+    ``margin > 0`` demands the centre be that far inside; ``< 0`` loosens.
+    Works elementwise on arrays.
+    """
+    half, third = CANVAS / 2, CANVAS / 6
+    if region == "center":
+        return (np.abs(cx - half) <= third - margin) & (np.abs(cy - half) <= third - margin)
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    vertical, horizontal = region.split()
+    ok_y = (cy < half - margin) if vertical == "top" else (cy > half + margin)
+    ok_x = (cx < half - margin) if horizontal == "left" else (cx > half + margin)
+    return ok_x & ok_y
+
+
+def relation_offsets(relation: str, a_cx, a_cy, b_cx, b_cy):
+    """``(along, other)`` for "A {relation} B" (spec: relations compare centres).
+
+    ``along`` is how far A is on the stated side of B along the stated axis
+    (positive when the relation holds), ``other`` the absolute offset on the
+    other axis. The spec's rule is ``along >= 12`` and ``other <= along / 2``.
+    """
+    if relation == "left of":
+        return b_cx - a_cx, np.abs(b_cy - a_cy)
+    if relation == "right of":
+        return a_cx - b_cx, np.abs(b_cy - a_cy)
+    if relation == "above":  # y grows downwards
+        return b_cy - a_cy, np.abs(b_cx - a_cx)
+    if relation == "below":
+        return a_cy - b_cy, np.abs(b_cx - a_cx)
+    raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
+
+
+# --------------------------------------------------------------------------
+# Captions
+# --------------------------------------------------------------------------
+
+
+def _with_article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def canonical_caption(req: Requirements) -> str:
+    """The one canonical caption for ``req`` (spec table; ``an`` before a vowel)."""
+    noun = f"{req.colour} {req.shape}"
+    if req.kind == "single":
+        return _with_article(f"{req.size} {noun}")
+    if req.kind == "placed":
+        return f"{_with_article(noun)} in the {req.region}"
+    if req.kind == "count":
+        return f"{_NUMBER_NAMES[req.count]} {noun}s"
+    if req.kind == "relation":
+        other = _with_article(f"{req.other_colour} {req.other_shape}")
+        return f"{_with_article(noun)} {req.relation} {other}"
+    raise ValueError(f"kind must be one of {KINDS}, got {req.kind!r}")
+
+
+_C = "|".join(COLOURS)
+_S = "|".join(SHAPES)
+_CAPTION_PATTERNS = {
+    "single": re.compile(rf"an? (small|large) ({_C}) ({_S})"),
+    "placed": re.compile(rf"an? ({_C}) ({_S}) in the ({'|'.join(REGIONS)})"),
+    "count": re.compile(rf"({'|'.join(NUMBER_WORDS)}) ({_C}) ({_S})s"),
+    "relation": re.compile(rf"an? ({_C}) ({_S}) ({'|'.join(RELATIONS)}) an? ({_C}) ({_S})"),
+}
+
+
+def parse_caption(caption: str) -> Requirements:
+    """Parse a canonical caption into its :class:`Requirements`.
+
+    Raises
+    ------
+    ValueError
+        If ``caption`` is not exactly one of the spec's canonical forms
+        (wrong article, digits, capitals, trailing period, paraphrase, or a
+        relation between two identical colour–shape pairs).
+    """
+    if not isinstance(caption, str):
+        raise ValueError(f"caption must be a str, got {type(caption).__name__}")
+    for kind, pattern in _CAPTION_PATTERNS.items():
+        m = pattern.fullmatch(caption)
+        if m is None:
+            continue
+        g = m.groups()
+        if kind == "single":
+            req = Requirements(kind, colour=g[1], shape=g[2], size=g[0])
+        elif kind == "placed":
+            req = Requirements(kind, colour=g[0], shape=g[1], region=g[2])
+        elif kind == "count":
+            req = Requirements(kind, colour=g[1], shape=g[2], count=NUMBER_WORDS[g[0]])
+        else:
+            req = Requirements(kind, colour=g[0], shape=g[1], relation=g[2],
+                               other_colour=g[3], other_shape=g[4])
+            if req.pairs[0] == req.pairs[1]:
+                raise ValueError(f"caption {caption!r}: the two objects of a relation "
+                                 "must differ in colour or shape")
+        expected = canonical_caption(req)
+        if expected != caption:  # only the article can differ here
+            raise ValueError(f"caption {caption!r} is not canonical; expected {expected!r}")
+        return req
+    raise ValueError(
+        f"caption {caption!r} is not a canonical Shapes caption; expected one of: "
+        "'a {size} {colour} {shape}', 'a {colour} {shape} in the {region}', "
+        "'{two|three|four} {colour} {shape}s', 'a {colour} {shape} {relation} a {colour} {shape}'"
+    )
+
+
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+_REGION_SYNONYMS = {"top left": "upper left", "top right": "upper right",
+                    "bottom left": "lower left", "bottom right": "lower right",
+                    "center": "middle"}
+_RELATION_SYNONYMS = {"left of": "to the left of", "right of": "to the right of",
+                      "above": "over", "below": "under"}
+_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+_SIZE_SYNONYMS = {"small": ("little", "tiny"), "large": ("big", "huge")}
+
+
+def paraphrase(req: Requirements, rng: np.random.Generator) -> str:
+    """A non-canonical caption with the same meaning (other word orders, digits, synonyms).
+
+    Every template contains a word or order that the canonical grammar lacks,
+    so :func:`parse_caption` rejects all paraphrases.
+    """
+    noun = f"{req.colour} {req.shape}"
+    pick = functools.partial(_pick, rng)
+    if req.kind == "single":
+        options = (
+            _with_article(f"{pick(_SIZE_SYNONYMS[req.size])} {noun}"),
+            f"one {req.size} {noun}",
+            _with_article(f"{req.size} {req.shape} in {req.colour}"),
+            f"{_with_article(noun)}, {req.size}",
+        )
+    elif req.kind == "placed":
+        options = (
+            f"{_with_article(noun)} at the {req.region}",
+            f"in the {req.region}, {_with_article(noun)}",
+            f"{_with_article(noun)} in the {_REGION_SYNONYMS[req.region]}",
+        )
+    elif req.kind == "count":
+        word = _NUMBER_NAMES[req.count]
+        options = (
+            f"{req.count} {noun}s",
+            f"{word} {req.shape}s, all {req.colour}",
+            f"a group of {word} {noun}s",
+        )
+    elif req.kind == "relation":
+        a = _with_article(noun)
+        b = _with_article(f"{req.other_colour} {req.other_shape}")
+        options = (
+            f"{a} {_RELATION_SYNONYMS[req.relation]} {b}",
+            f"{b} {_RELATION_SYNONYMS[_INVERSE[req.relation]]} {a}",
+            f"{_RELATION_SYNONYMS[req.relation]} {b} there is {a}",
+        )
+    else:
+        raise ValueError(f"kind must be one of {KINDS}, got {req.kind!r}")
+    return pick(options)
+
+
+# --------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_split(split) -> int:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return SPLITS.index(split)
+
+
+def check_kinds(kinds) -> tuple[str, ...]:
+    """``kinds`` as a tuple (one name or a sequence; repeats allowed), or ValueError."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}")
+    return kinds
+
+
+def _check_resolution(resolution) -> None:
+    if resolution not in (CANVAS, LOW_RES):
+        raise ValueError(f"resolution must be {CANVAS} or {LOW_RES}, got {resolution!r}")
+
+
+def _rng(seed: int, split_id: int, index: int, stream: int) -> np.random.Generator:
+    # One independent stream per (sample, purpose): layout draws never shift
+    # when paraphrasing is switched on.
+    return np.random.default_rng([seed, split_id, index, stream])
+
+
+def _draw_size(rng: np.random.Generator, size_class: str) -> int:
+    lo, hi = SIZES[size_class]
+    return int(rng.integers(lo, hi + 1))
+
+
+def _place(rng, size, boxes, accept=None, n_candidates=64, rounds=8):
+    """Top-left corner for a ``size`` box: inside the canvas, ``MIN_GAP`` from
+    ``boxes``, and satisfying ``accept(cx, cy)``; None when nothing fits."""
+    lo, hi = EDGE_MARGIN, CANVAS - EDGE_MARGIN - size + 1
+    if not boxes and accept is None:
+        x0, y0 = rng.integers(lo, hi, size=2)
+        return int(x0), int(y0)
+    for _ in range(rounds):  # vectorised rejection sampling over a batch of candidates
+        xy_Nx2 = rng.integers(lo, hi, size=(n_candidates, 2))
+        x0, y0 = xy_Nx2[:, 0], xy_Nx2[:, 1]
+        ok = np.ones(n_candidates, bool)
+        for bx0, by0, bx1, by1 in boxes:
+            gap_x = np.maximum(bx0 - (x0 + size), x0 - bx1)
+            gap_y = np.maximum(by0 - (y0 + size), y0 - by1)
+            ok &= np.maximum(gap_x, gap_y) >= MIN_GAP
+        if accept is not None:
+            ok &= accept(x0 + size / 2, y0 + size / 2)
+        if ok.any():
+            i = int(np.argmax(ok))
+            return int(x0[i]), int(y0[i])
+    return None
+
+
+def _place_pair(rng, size_a, size_b, relation, n_candidates=256):
+    """Top-left corners ``(xa, ya, xb, yb)`` of two boxes, ``MIN_GAP`` apart, with
+    "A {relation} B" holding (plus a safety margin); None when no candidate fits.
+
+    Both boxes are drawn jointly: placing A first often leaves B no room."""
+    xa, ya = rng.integers(EDGE_MARGIN, CANVAS - EDGE_MARGIN - size_a + 1, size=(2, n_candidates))
+    xb, yb = rng.integers(EDGE_MARGIN, CANVAS - EDGE_MARGIN - size_b + 1, size=(2, n_candidates))
+    gap_x = np.maximum(xb - (xa + size_a), xa - (xb + size_b))
+    gap_y = np.maximum(yb - (ya + size_a), ya - (yb + size_b))
+    along, other = relation_offsets(relation, xa + size_a / 2, ya + size_a / 2,
+                                    xb + size_b / 2, yb + size_b / 2)
+    ok = ((np.maximum(gap_x, gap_y) >= MIN_GAP) & (along >= RELATION_MIN_DIFF)
+          & (other <= along / 2 - _RELATION_OTHER_MARGIN))
+    if not ok.any():
+        return None
+    i = int(np.argmax(ok))
+    return int(xa[i]), int(ya[i]), int(xb[i]), int(yb[i])
+
+
+def _obj(colour_shape, size, xy) -> ShapeObject:
+    return ShapeObject(colour_shape[0], colour_shape[1], xy[0] + size / 2, xy[1] + size / 2, size)
+
+
+def _sample_layout(kind: str, split: str, rng: np.random.Generator):
+    pairs = TRAIN_PAIRS if split == "train" else HOLDOUT_PAIRS
+    while True:  # restart on the rare layout that leaves no room
+        if kind == "single":
+            pair, size_class = _pick(rng, pairs), _pick(rng, tuple(SIZES))
+            size = _draw_size(rng, size_class)
+            xy = _place(rng, size, [])
+            return [_obj(pair, size, xy)], Requirements(kind, *pair, size=size_class)
+        if kind == "placed":
+            pair, region = _pick(rng, pairs), _pick(rng, REGIONS)
+            size = _draw_size(rng, _pick(rng, tuple(SIZES)))
+            if region == "center":
+                accept = lambda cx, cy: in_region("center", cx, cy, _CENTER_MARGIN)  # noqa: E731
+            else:  # keep quarter scenes visibly off-centre, not just across a midline
+                accept = lambda cx, cy: (in_region(region, cx, cy, _QUARTER_MARGIN)  # noqa: E731
+                                         & ~in_region("center", cx, cy, -_NOT_CENTER_MARGIN))
+            xy = _place(rng, size, [], accept)
+            if xy is None:
+                continue
+            return [_obj(pair, size, xy)], Requirements(kind, *pair, region=region)
+        if kind == "count":
+            pair, count = _pick(rng, pairs), _pick(rng, tuple(NUMBER_WORDS.values()))
+            objects, boxes = [], []
+            for _ in range(count):
+                size = _draw_size(rng, "small")  # spec: multi-object scenes use small objects
+                xy = _place(rng, size, boxes)
+                if xy is None:
+                    break
+                objects.append(_obj(pair, size, xy))
+                boxes.append(objects[-1].box)
+            if len(objects) < count:
+                continue
+            return objects, Requirements(kind, *pair, count=count)
+        if kind == "relation":
+            if split == "train":
+                a = _pick(rng, TRAIN_PAIRS)
+                b = _pick(rng, tuple(p for p in TRAIN_PAIRS if p != a))
+            else:  # at least one hold-out pair, on either side of the relation
+                h = _pick(rng, HOLDOUT_PAIRS)
+                o = _pick(rng, tuple(p for p in ALL_PAIRS if p != h))
+                a, b = (h, o) if rng.random() < 0.5 else (o, h)
+            relation = _pick(rng, RELATIONS)
+            size_a, size_b = _draw_size(rng, "small"), _draw_size(rng, "small")
+            xy = _place_pair(rng, size_a, size_b, relation)
+            if xy is None:
+                continue
+            req = Requirements(kind, *a, relation=relation, other_colour=b[0], other_shape=b[1])
+            return [_obj(a, size_a, xy[:2]), _obj(b, size_b, xy[2:])], req
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def sample_scene(seed: int, split: str, index: int, *, paraphrase_prob: float = 0.0,
+                 kinds: Sequence[str] = KINDS) -> Scene:
+    """Sample scene ``index`` of a split: a pure function of its arguments (spec: "Determinism").
+
+    Parameters
+    ----------
+    seed, index : int
+        Non-negative integers; with ``split`` they seed ``np.random.default_rng``.
+    split : {"train", "holdout"}
+        ``train`` never contains a hold-out pair (in any object or caption);
+        every ``holdout`` scene contains at least one.
+    paraphrase_prob : float
+        Probability of also drawing a non-canonical paraphrase (``Scene.text``).
+        Drawn from a separate stream: pixels and canonical captions do not
+        depend on it.
+    kinds : sequence of str
+        Scene kinds to draw from; sample ``index`` has kind ``kinds[index % len(kinds)]``.
+    """
+    seed = _check_int("seed", seed)
+    index = _check_int("index", index)
+    split_id = _check_split(split)
+    kinds = check_kinds(kinds)
+    if not 0.0 <= paraphrase_prob <= 1.0:
+        raise ValueError(f"paraphrase_prob must be in [0, 1], got {paraphrase_prob!r}")
+    kind = kinds[index % len(kinds)]
+    objects, req = _sample_layout(kind, split, _rng(seed, split_id, index, 0))
+    text = None
+    if paraphrase_prob > 0:
+        rng_text = _rng(seed, split_id, index, 1)
+        if rng_text.random() < paraphrase_prob:
+            text = paraphrase(req, rng_text)
+    return Scene(kind, tuple(objects), canonical_caption(req), text, req, seed, split, index)
+
+
+def generate(n: int, *, seed: int = 0, split: str = "train", start: int = 0,
+             kinds: Sequence[str] = KINDS, paraphrase_prob: float = 0.0,
+             resolution: int = CANVAS) -> tuple[np.ndarray, list[str], list[Scene]]:
+    """Samples ``start .. start + n - 1`` of a split.
+
+    Returns
+    -------
+    images : np.ndarray
+        ``uint8 [n, resolution, resolution, 3]``.
+    captions : list of str
+        ``Scene.text`` per sample (canonical unless ``paraphrase_prob > 0``).
+    scenes : list of Scene
+    """
+    n = _check_int("n", n)
+    start = _check_int("start", start)
+    _check_resolution(resolution)
+    scenes = [sample_scene(seed, split, start + i, paraphrase_prob=paraphrase_prob, kinds=kinds)
+              for i in range(n)]
+    images_Nx64x64x3 = np.full((n, CANVAS, CANVAS, 3), 255, np.uint8)
+    for img, scene in zip(images_Nx64x64x3, scenes):
+        _draw(img, scene.objects)
+    images = images_Nx64x64x3 if resolution == CANVAS else downsample(images_Nx64x64x3)
+    return images, [s.text for s in scenes], scenes
+
+
+# --------------------------------------------------------------------------
+# Evaluation prompts
+# --------------------------------------------------------------------------
+
+
+def all_canonical_captions(kind: str, split: str) -> list[str]:
+    """Every distinct canonical caption of ``kind`` for ``split``, in a fixed order.
+
+    ``train`` prompts use only non-hold-out pairs; ``holdout`` prompts name at
+    least one hold-out pair.
+    """
+    _check_split(split)
+    check_kinds((kind,))
+    pairs = TRAIN_PAIRS if split == "train" else HOLDOUT_PAIRS
+    if kind == "single":
+        reqs = [Requirements(kind, c, s, size=z) for z in SIZES for c, s in pairs]
+    elif kind == "placed":
+        reqs = [Requirements(kind, c, s, region=r) for c, s in pairs for r in REGIONS]
+    elif kind == "count":
+        reqs = [Requirements(kind, c, s, count=k) for k in NUMBER_WORDS.values() for c, s in pairs]
+    else:
+        pool = TRAIN_PAIRS if split == "train" else ALL_PAIRS
+        reqs = [Requirements(kind, *a, relation=r, other_colour=b[0], other_shape=b[1])
+                for a in pool for b in pool if a != b
+                if split == "train" or a in HOLDOUT_PAIRS or b in HOLDOUT_PAIRS
+                for r in RELATIONS]
+    return [canonical_caption(r) for r in reqs]
+
+
+def canonical_prompts(split: str, n: int | None = None, seed: int = 0) -> list[str]:
+    """A deterministic list of canonical evaluation prompts, balanced over kinds.
+
+    Kinds are interleaved (single, placed, count, relation, single, ...), so
+    every prefix is balanced. Within a kind, prompts are a seeded permutation
+    of :func:`all_canonical_captions`, cycled when ``n`` needs more.
+
+    Parameters
+    ----------
+    split : {"train", "holdout"}
+        ``train`` gives in-distribution prompts, ``holdout`` the compositional
+        hold-out prompts (spec: evaluation reports them separately).
+    n : int, optional
+        Number of prompts. Default: 4 × the number of distinct prompts of the
+        rarest kind (160 for train, 32 for holdout).
+    """
+    split_id = _check_split(split)
+    seed = _check_int("seed", seed)
+    pools = []
+    for k, kind in enumerate(KINDS):
+        captions = all_canonical_captions(kind, split)
+        order = np.random.default_rng([seed, split_id, k, 2]).permutation(len(captions))
+        pools.append([captions[i] for i in order])
+    n = len(KINDS) * min(len(p) for p in pools) if n is None else _check_int("n", n)
+    return [pools[i % len(KINDS)][(i // len(KINDS)) % len(pools[i % len(KINDS)])]
+            for i in range(n)]

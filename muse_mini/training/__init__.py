@@ -1,0 +1,1 @@
+"""Training: the resumable loop and its hooks, optimisers, losses, and one module per stage."""

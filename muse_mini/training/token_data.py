@@ -1,0 +1,125 @@
+"""Training data for the transformer stages: token maps plus frozen text embeddings.
+
+The tokenizers and the text encoder are frozen once trained (Muse §2.1, §2.2),
+so the transformer stages never need pixels: every training image is tokenised
+once, every distinct caption is embedded once, and a batch is a gather from
+these arrays. The arrays are cached in the stage's run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from muse_mini.config import MuseConfig
+from muse_mini.data.shapes import CANVAS, downsample, generate
+from muse_mini.data.sources import load_image_text_dataset
+from muse_mini.models.codec import decode_tokens, encode_images
+from muse_mini.models.text.encoder import EmbeddingCache, load_text_encoder
+
+
+def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """High-res training images (uint8, ``highres_tokenizer.image_size``) and captions.
+
+    ``cfg.data.source == "shapes"`` draws the built-in Shapes world's train
+    split; anything else is handed to :func:`muse_mini.data.sources.load_image_text_dataset`
+    (a local imagefolder, parquet, ``save_to_disk`` directory or hub name).
+    """
+    n = cfg.data.num_examples if n is None else n
+    size = cfg.highres_tokenizer.image_size
+    if cfg.data.source == "shapes":
+        if size != CANVAS:
+            raise ValueError(f"highres_tokenizer.image_size: Shapes images are {CANVAS}px, got {size}")
+        images, captions, _ = generate(
+            n, seed=cfg.data.seed, split="train", paraphrase_prob=cfg.data.paraphrase_prob,
+            kinds=cfg.data.kinds,
+        )
+        return images, list(captions)
+    ds = load_image_text_dataset(
+        cfg.data.source, image_column=cfg.data.image_column,
+        caption_column=cfg.data.caption_column, image_size=size,
+    )
+    ds = ds.select(range(min(n, len(ds)))).with_format("numpy")
+    return np.stack(ds["image"]).astype(np.uint8), [str(c) for c in ds["caption"]]
+
+
+def lowres_images(cfg: MuseConfig, images_hr: np.ndarray) -> np.ndarray:
+    """The base stage's images: the high-res ones box-downsampled (spec: 2×2 mean)."""
+    return downsample(images_hr, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
+
+
+@dataclasses.dataclass
+class TokenData:
+    """Tokenised image-text pairs; ``caption_index`` points into ``captions``/``text``."""
+
+    tokens: np.ndarray  # N×n_lo int32, base tokenizer
+    caption_index: np.ndarray  # N int32
+    captions: list[str]  # U distinct captions
+    text: np.ndarray  # U×L×D float32, frozen encoder outputs
+    text_mask: np.ndarray  # U×L bool
+    hr_tokens: np.ndarray | None = None  # N×n_hi int32, high-res tokenizer
+    lowres_images: np.ndarray | None = None  # N×h×w×3 uint8, `tokens` decoded (super-res "pixels" input)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, idx: np.ndarray) -> dict:
+        cap = self.caption_index[idx]
+        out = {"tokens": self.tokens[idx], "text": self.text[cap], "text_mask": self.text_mask[cap]}
+        for name in ("hr_tokens", "lowres_images"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)[idx]
+        return out
+
+    def save(self, path) -> None:
+        arrays = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "captions"}
+        arrays["captions"] = np.array(self.captions, dtype=object)
+        tmp = Path(path).with_suffix(".tmp.npz")
+        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path) -> "TokenData":
+        with np.load(path, allow_pickle=True) as f:
+            fields = {k: f[k] for k in f.files}
+        fields["captions"] = [str(c) for c in fields["captions"]]
+        return cls(**fields)
+
+
+def encode_captions(cfg: MuseConfig, captions: list[str], cache_dir=None):
+    """Embed each distinct caption once with the frozen text encoder (§2.1).
+
+    Returns ``(unique_captions, index_N, text_UxLxD, mask_UxL)``.
+    """
+    unique = sorted(set(captions))
+    lookup = {c: i for i, c in enumerate(unique)}
+    index = np.array([lookup[c] for c in captions], dtype=np.int32)
+    encoder = load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length)
+    cache = EmbeddingCache(encoder, directory=cache_dir)
+    text, mask = cache.encode(unique)
+    return unique, index, np.asarray(text, np.float32), np.asarray(mask, bool)
+
+
+def build_token_data(cfg: MuseConfig, tokenizer, highres_tokenizer=None, *, cache_dir=None,
+                     progress: bool = True) -> TokenData:
+    """Tokenise the training images with the frozen tokenizer(s) and embed the captions.
+
+    With a ``highres_tokenizer`` (the super-res stage) and
+    ``superres.lowres_input == "pixels"``, the low-res token maps are also
+    decoded once, as the super-res model sees them at sampling time.
+    """
+    images_hr, captions = training_images(cfg)
+    tokens = encode_images(tokenizer, lowres_images(cfg, images_hr), progress=progress)
+    hr_tokens = decoded = None
+    if highres_tokenizer is not None:
+        hr_tokens = encode_images(highres_tokenizer, images_hr, progress=progress)
+        hr_tokens = hr_tokens.reshape(len(hr_tokens), -1).astype(np.int32)
+        if cfg.superres.lowres_input == "pixels":
+            decoded = decode_tokens(tokenizer, tokens)
+    unique, index, text, mask = encode_captions(cfg, captions, cache_dir)
+    return TokenData(
+        tokens=tokens.reshape(len(tokens), -1).astype(np.int32), caption_index=index,
+        captions=unique, text=text, text_mask=mask, hr_tokens=hr_tokens, lowres_images=decoded,
+    )

@@ -1,0 +1,312 @@
+"""Stage 1: training the VQGAN tokenizers (Muse §2.2, §2.5, §A.2, Table 5).
+
+Glue only: the model is :mod:`muse_mini.models.vqgan`, the codebook
+:mod:`muse_mini.models.quantizer`, the perceptual term :mod:`muse_mini.models.perceptual`,
+and the loop is the shared trainer (:func:`muse_mini.training.loop.train`), so runs
+resume bit-exactly. Two tokenizers are trained on the same images: stage
+``"base"`` on the low-res images (``cfg.tokenizer``, 32×32 → 8×8 tokens in the
+toy preset) and stage ``"highres"`` on the high-res ones
+(``cfg.highres_tokenizer``, 64×64 → 16×16).
+
+The generator loss is ``‖x − x̂‖² + codebook + β·commitment
++ perceptual_weight · LPIPS + adversarial_weight · hinge_G`` (Table 5: 0.05 and
+0.1). The adversarial term and the discriminator's updates start at
+``adversarial_start``. The ``toy`` preset sets ``perceptual="none"`` and
+``adversarial_weight=0``: no pretrained VGG16 weights can be downloaded
+offline, so the toy tokenizer trains with reconstruction and codebook losses
+only, and its ``perceptual`` metric is 0 because the term is off, not because
+it was computed. Dead codes are restarted every ``restart_every`` steps.
+
+§2.5 decoder finetuning: ``train_tokenizer(..., finetune_from=RUN)`` loads a
+finished tokenizer, replaces its decoder by a fresh one sized by
+``decoder_channels``/``decoder_res_blocks`` and trains only that decoder
+(encoder and codebook frozen, so the token ids do not change). Stage
+``"decoder"`` is the pipeline's instance of it: the high-res tokenizer with
+the larger decoder of ``cfg.decoder``, trained on ``cfg.decoder_train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from muse_mini.data.evaluator import caption_accuracy
+from muse_mini.config import (
+    TOKENIZER_STAGES, DataConfig, MuseConfig, TrainConfig, VQGANConfig, tokenizer_stage_config,
+)
+from muse_mini.models.codec import decode_tokens, encode_images
+from muse_mini.models.perceptual import load_lpips
+from muse_mini.models.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
+from muse_mini.runs.layout import relative_run_path, stage_complete
+from muse_mini.runs.load import load_tokenizer
+from muse_mini.training.loop import epoch_batch_indices, init_key, make_optimizer, train
+from muse_mini.training.token_data import lowres_images, training_images
+from muse_mini.models.vqgan import (
+    VQGAN, PatchDiscriminator, all_filter, check_images, decoder_filter, fast_init, grow_decoder,
+    hinge_d_loss, hinge_g_loss, psnr, to_float,
+)
+
+STAGES = TOKENIZER_STAGES
+
+
+class TrainState(eqx.Module):
+    """What a tokenizer run checkpoints.
+
+    ``counts_K`` accumulates code usage since the last dead-code restart;
+    ``step`` counts updates (the trainer passes only a key, and the adversarial
+    switch and restarts need the step). ``disc``/``opt_d`` are None when the
+    adversarial weight is 0.
+    """
+
+    vqgan: VQGAN
+    opt_g: Any
+    disc: PatchDiscriminator | None
+    opt_d: Any
+    counts_K: jax.Array
+    step: jax.Array
+
+
+def stage_config(cfg: MuseConfig, stage: str) -> tuple[VQGANConfig, TrainConfig]:
+    """A stage's model and training configs: ``base`` → ``cfg.tokenizer_train``,
+    ``highres`` → ``cfg.highres_tokenizer_train``, ``decoder`` → ``cfg.decoder_train`` (§2.5)."""
+    vcfg = tokenizer_stage_config(cfg, stage)
+    train = {"base": cfg.tokenizer_train, "highres": cfg.highres_tokenizer_train, "decoder": cfg.decoder_train}
+    return vcfg, train[stage]
+
+
+def build_perceptual(vcfg: VQGANConfig):
+    """The frozen LPIPS network, or None for ``perceptual="none"`` (the offline toy preset)."""
+    if vcfg.perceptual == "none":
+        return None
+    if vcfg.perceptual != "vgg16":
+        raise ValueError(f"perceptual: expected 'vgg16' or 'none', got {vcfg.perceptual!r}")
+    return load_lpips(vcfg.perceptual_weights)
+
+
+def _uses_disc(vcfg: VQGANConfig) -> bool:
+    return vcfg.adversarial_weight > 0
+
+
+def init_state(vcfg: VQGANConfig, tcfg: TrainConfig, key, *, vqgan: VQGAN | None = None,
+               finetune: bool = False) -> TrainState:
+    """A fresh state; ``vqgan`` overrides the freshly built model (decoder finetuning)."""
+    k_model, k_disc = jax.random.split(key)
+    vqgan = VQGAN(vcfg, key=k_model) if vqgan is None else vqgan
+    spec = decoder_filter(vqgan) if finetune else all_filter(vqgan)
+    opt = make_optimizer(tcfg)
+    disc = opt_d = None
+    if _uses_disc(vcfg):
+        disc = fast_init(PatchDiscriminator, vcfg.disc_channels, vcfg.disc_layers, key=k_disc)
+        opt_d = opt.init(eqx.filter(disc, eqx.is_inexact_array))
+    return TrainState(
+        vqgan, opt.init(eqx.filter(vqgan, spec)), disc, opt_d,
+        jnp.zeros(vcfg.codebook_size, jnp.int32), jnp.zeros((), jnp.int32),
+    )
+
+
+def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = False, lpips=None):
+    """``step_fn(state, batch_uint8, key) -> (state, metrics)`` for the shared trainer.
+
+    With ``finetune`` only the decoder is updated (§2.5) and codes are never
+    restarted, so the token "language" stays fixed.
+    """
+    opt = make_optimizer(tcfg)
+    use_disc = _uses_disc(vcfg)
+    restart = vcfg.restart_every > 0 and not finetune
+
+    def generator_loss(diff, static, disc, x_BxHxWx3, adv_on):
+        vqgan = eqx.combine(diff, static)
+        z_Bxhxwxd = jax.vmap(vqgan.latents)(x_BxHxWx3)
+        zq_Bxhxwxd, aux = jax.vmap(vqgan.quantizer)(z_Bxhxwxd)
+        recon_BxHxWx3 = jax.vmap(vqgan.decode_latents)(zq_Bxhxwxd)
+        recon = jnp.mean((recon_BxHxWx3 - x_BxHxWx3) ** 2)
+        l1 = jnp.mean(jnp.abs(recon_BxHxWx3 - x_BxHxWx3))
+        codebook, commit = jnp.mean(aux.codebook_loss), jnp.mean(aux.commitment_loss)
+        loss = recon + vcfg.l1_weight * l1 + codebook + vcfg.commitment_weight * commit
+        perceptual = adversarial = jnp.zeros(())
+        if lpips is not None:
+            perceptual = jnp.mean(jax.vmap(lpips)(recon_BxHxWx3, x_BxHxWx3))
+            loss = loss + vcfg.perceptual_weight * perceptual
+        if use_disc:
+            adversarial = hinge_g_loss(jax.vmap(disc)(recon_BxHxWx3))
+            loss = loss + adv_on * vcfg.adversarial_weight * adversarial
+        metrics = dict(recon=recon, l1=l1, codebook=codebook, commit=commit, perceptual=perceptual,
+                       adversarial=adversarial, psnr=10 * jnp.log10(4.0 / recon))
+        keep = jax.lax.stop_gradient((z_Bxhxwxd, aux.ids, recon_BxHxWx3))
+        return loss, (metrics, keep)
+
+    def disc_update(disc, opt_d, x_BxHxWx3, recon_BxHxWx3):
+        def loss_fn(d):
+            return hinge_d_loss(jax.vmap(d)(x_BxHxWx3), jax.vmap(d)(recon_BxHxWx3))
+
+        d_loss, grads = eqx.filter_value_and_grad(loss_fn)(disc)
+        updates, opt_d = opt.update(grads, opt_d, eqx.filter(disc, eqx.is_inexact_array))
+        return eqx.apply_updates(disc, updates), opt_d, d_loss
+
+    def step_fn(state: TrainState, batch, key):
+        x_BxHxWx3 = to_float(batch)
+        adv_on = state.step >= vcfg.adversarial_start
+        spec = decoder_filter(state.vqgan) if finetune else all_filter(state.vqgan)
+        diff, static = eqx.partition(state.vqgan, spec)
+        (loss, (metrics, (z, ids, recon_BxHxWx3))), grads = eqx.filter_value_and_grad(
+            generator_loss, has_aux=True
+        )(diff, static, state.disc, x_BxHxWx3, adv_on)
+        updates, opt_g = opt.update(grads, state.opt_g, diff)
+        vqgan = eqx.combine(eqx.apply_updates(diff, updates), static)
+
+        disc, opt_d, d_loss = state.disc, state.opt_d, jnp.zeros(())
+        if use_disc:
+            # Before adversarial_start the discriminator is not touched at all
+            # (not even by weight decay), so resuming across the switch is exact.
+            d_arrays, d_static = eqx.partition((disc, opt_d), eqx.is_array)
+
+            def update(d_arrays):
+                d, o = eqx.combine(d_arrays, d_static)
+                d, o, dl = disc_update(d, o, x_BxHxWx3, recon_BxHxWx3)
+                return eqx.filter((d, o), eqx.is_array), dl
+
+            d_arrays, d_loss = jax.lax.cond(adv_on, update, lambda a: (a, jnp.zeros(())), d_arrays)
+            disc, opt_d = eqx.combine(d_arrays, d_static)
+
+        batch_counts = code_counts(ids, vcfg.codebook_size)
+        counts = state.counts_K + batch_counts
+        restarted = jnp.zeros((), jnp.int32)
+        if restart:
+            due = restart_due(state.step, vcfg.restart_every)
+            fresh, n_dead = restart_dead_codes(vqgan.quantizer, z, counts, key=key)
+            codebook = jnp.where(due, fresh.codebook_KxD, vqgan.quantizer.codebook_KxD)
+            vqgan = eqx.tree_at(lambda m: m.quantizer.codebook_KxD, vqgan, codebook)
+            restarted = jnp.where(due, n_dead, 0)
+            counts = jnp.where(due, 0, counts)
+
+        metrics = dict(
+            metrics, loss=loss, disc=d_loss, usage=usage_fraction(batch_counts),
+            perplexity=perplexity(batch_counts), restarted=restarted, grad_norm=optax.tree.norm(grads),
+        )
+        return TrainState(vqgan, opt_g, disc, opt_d, counts, state.step + 1), metrics
+
+    return step_fn
+
+
+# --------------------------------------------------------------------------
+# Data
+
+
+def stage_images(cfg: MuseConfig, stage: str) -> np.ndarray:
+    """The stage's training images, uint8 ``(N, S, S, 3)``, generated once.
+
+    Shapes' train split at 64×64 for ``highres`` and ``decoder``, and its 2×2
+    box-downsampled 32×32 version for ``base`` (the same rule the transformer
+    stages use).
+    """
+    images_hr, _ = training_images(cfg)
+    return lowres_images(cfg, images_hr) if stage == "base" else images_hr
+
+
+def random_crops(images_NxSxSx3: np.ndarray, crop: int, multiple: int, *, seed: int, step: int) -> np.ndarray:
+    """One random ``crop × crop`` window per image, at offsets that are multiples of ``multiple``.
+
+    A pure function of ``(seed, step)``, as the trainer's batches must be.
+    Offsets on the token grid make a crop's tokens those of the full image
+    (up to border effects), so training on crops teaches the same tokenizer.
+    """
+    n, size = images_NxSxSx3.shape[0], images_NxSxSx3.shape[1]
+    if crop <= 0 or crop == size:
+        return images_NxSxSx3
+    if crop > size or crop % multiple:
+        raise ValueError(f"train_crop: expected a multiple of f={multiple} up to {size}, got {crop}")
+    rng = np.random.default_rng([seed, step, 0xC0])
+    top, left = rng.integers(0, (size - crop) // multiple + 1, size=(2, n)) * multiple
+    rows = top[:, None] + np.arange(crop)  # N×crop
+    cols = left[:, None] + np.arange(crop)
+    return images_NxSxSx3[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+# --------------------------------------------------------------------------
+# Train and load
+
+
+def _metadata(run_dir: Path, cfg: MuseConfig, stage: str, finetune_from) -> dict:
+    # Only what shapes this tokenizer: changing e.g. base.depth must not make a
+    # finished tokenizer run refuse to load or resume.
+    meta = {"stage": stage, "tokenizer": dataclasses.asdict(stage_config(cfg, stage)[0]),
+            "data": dataclasses.asdict(cfg.data), "finetune_from": None}
+    if finetune_from is not None:
+        meta["finetune_from"] = relative_run_path(finetune_from, run_dir)
+    return meta
+
+
+def _encoder_fields(vcfg: VQGANConfig) -> dict:
+    d = dataclasses.asdict(vcfg)
+    return {k: d[k] for k in ("base_channels", "channel_mult", "num_res_blocks", "codebook_size",
+                              "code_dim", "code_normalize", "encoder")}
+
+
+def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = True,
+                    finetune_from=None) -> VQGAN:
+    """Train (or resume, or just load) the ``stage`` tokenizer in ``run_dir``; returns the VQGAN.
+
+    ``finetune_from`` names a finished tokenizer run whose encoder and codebook
+    are kept frozen while a new decoder (``decoder_channels``,
+    ``decoder_res_blocks``) is trained (§2.5).
+    """
+    run_dir = Path(run_dir)
+    vcfg, tcfg = stage_config(cfg, stage)
+    finetune = finetune_from is not None
+    if stage == "decoder" and not finetune:
+        raise ValueError("finetune_from: stage 'decoder' finetunes a finished high-res tokenizer run; "
+                         "name it (e.g. runs/demo/tokenizer-highres)")
+    vqgan = None
+    if finetune:
+        old, old_cfg = load_tokenizer(finetune_from, with_config=True)
+        if _encoder_fields(old_cfg) != _encoder_fields(vcfg):
+            raise ValueError(
+                f"finetune_from: {finetune_from} has encoder/codebook {_encoder_fields(old_cfg)}, "
+                f"but the config asks for {_encoder_fields(vcfg)}; only decoder_* may differ"
+            )
+        vqgan = grow_decoder(old, vcfg, key=jax.random.fold_in(init_key(tcfg.seed), 1))
+    state = init_state(vcfg, tcfg, init_key(tcfg.seed), vqgan=vqgan, finetune=finetune)
+    if stage_complete(run_dir):  # train() just loads the final state
+        batch_fn = lpips = None
+    else:
+        lpips = build_perceptual(vcfg)
+        images = stage_images(cfg, stage)
+        check_images(images, size=vcfg.image_size, name=f"{stage} training images")
+
+        def batch_fn(step):
+            batch = images[epoch_batch_indices(len(images), tcfg.batch_size, tcfg.seed, step)]
+            return random_crops(batch, vcfg.train_crop, vcfg.downsample, seed=tcfg.seed, step=step)
+
+    step_fn = make_train_step(vcfg, tcfg, finetune=finetune, lpips=lpips)
+    state = train(
+        run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=tcfg,
+        metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
+        model_of=lambda s: s.vqgan,
+        config_defaults={"tokenizer": dataclasses.asdict(VQGANConfig()), "data": dataclasses.asdict(DataConfig())},
+    )
+    return state.vqgan
+
+
+def evaluate_tokenizer(vqgan: VQGAN, images, captions, *, batch_size: int = 256) -> dict:
+    """Reconstruction quality on captioned images: PSNR, codebook use, caption accuracy.
+
+    ``accuracy`` is the fraction of reconstructions whose caption the Shapes
+    evaluator still accepts (the toy tokenizer's "done when": ≥ 98%).
+    """
+    ids = encode_images(vqgan, images, batch_size=batch_size)
+    recon = decode_tokens(vqgan, ids, batch_size=batch_size)
+    counts = np.bincount(ids.ravel(), minlength=vqgan.quantizer.codebook_size)
+    return {
+        "n_images": len(images), "psnr": psnr(images, recon),
+        "usage": float(np.mean(counts > 0)), "perplexity": float(perplexity(jnp.asarray(counts))),
+        "accuracy": caption_accuracy(recon, captions)["accuracy"],
+    }
+
+

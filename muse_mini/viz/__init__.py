@@ -1,0 +1,5 @@
+"""Figures (``viz.figures``, re-exported here) and the notebook widgets (``viz.widgets``)."""
+
+from muse_mini.viz.figures import bicubic_upsample, image_grid, plot_metrics, save, side_by_side, token_map
+
+__all__ = ["bicubic_upsample", "image_grid", "plot_metrics", "save", "side_by_side", "token_map"]

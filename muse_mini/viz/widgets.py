@@ -1,0 +1,233 @@
+"""Watching iterative decoding (Muse §2.8, Figure 5): plots and notebook widgets.
+
+Everything here works from a precomputed :class:`~muse_mini.decoding.sampler.Trajectory`
+and the decoded image of every step (:func:`trajectory_frames`), so moving a
+slider only indexes arrays and never calls a model. The plain functions return
+``matplotlib.figure.Figure`` objects built without pyplot, so they also run
+headless (tests, scripts); the widgets wrap them for Jupyter.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from typing import Callable
+
+import ipywidgets as widgets
+import matplotlib
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+GREY = 128
+
+
+def _one(traj, index: int) -> dict:
+    """The trajectory of example ``index`` as NumPy arrays (T leading)."""
+    B = np.shape(traj.tokens_BxTxN)[0]
+    if not -B <= index < B:
+        raise ValueError(f"index: expected an example index in [0, {B}), got {index}")
+    return {
+        "sampled_TxN": np.asarray(traj.sampled_BxTxN[index]),
+        "mask_TxN": np.asarray(traj.mask_BxTxN[index]),
+        "confidence_TxN": np.asarray(traj.confidence_BxTxN[index]),
+        "fixed_step_N": np.asarray(traj.fixed_step_BxN[index]),
+    }
+
+
+def _grid(num_tokens: int) -> int:
+    grid = math.isqrt(num_tokens)
+    if grid * grid != num_tokens:
+        raise ValueError(f"trajectory: {num_tokens} tokens do not form a square grid")
+    return grid
+
+
+def _as_uint8(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"decode_tokens: expected an HxWx3 image, got shape {image.shape}")
+    if image.dtype != np.uint8:  # float images are taken to lie in [0, 1]
+        image = np.clip(np.rint(image.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    return image
+
+
+def trajectory_frames(traj, decode_tokens: Callable, index: int = 0, *, grey: float = 0.7):
+    """Decode every step of example ``index`` once: ``uint8`` images ``TxHxWx3``.
+
+    Step t's full prediction (``traj.sampled_BxTxN``) is decoded, so still-masked
+    cells show what the model currently guesses; those cells are then blended
+    towards grey by ``grey`` (0 = no greying) so the committed tokens stand out.
+    """
+    one = _one(traj, index)
+    frames = np.stack([_as_uint8(decode_tokens(tokens_N)) for tokens_N in one["sampled_TxN"]])
+    T, H, W, _ = frames.shape
+    grid = _grid(one["mask_TxN"].shape[-1])
+    if H % grid or W % grid:
+        raise ValueError(f"decode_tokens: image size {(H, W)} is not a multiple of the {grid}×{grid} grid")
+    # Each token's cell is an (H/grid)×(W/grid) patch of pixels.
+    mask_TxHxW = np.kron(one["mask_TxN"].reshape(T, grid, grid), np.ones((H // grid, W // grid), bool))
+    blended = (1 - grey) * frames + grey * GREY
+    return np.where(mask_TxHxW[..., None], blended, frames).astype(np.uint8)
+
+
+def _cell_marks(ax, cells_GxG, color="red"):
+    rows, cols = np.nonzero(cells_GxG)
+    ax.scatter(cols, rows, marker="s", s=30, facecolors="none", edgecolors=color, linewidths=1.2)
+
+
+def render_step(frames, traj, t: int, index: int = 0) -> Figure:
+    """Three panels for step t: the decoded image, when each token got fixed, the confidence.
+
+    Middle panel: each token coloured by the step that fixed it (given tokens
+    light grey, not yet fixed white); red squares mark those fixed at step t.
+    Right panel: the score ranked at step t (log p + annealed Gumbel noise);
+    tokens fixed earlier have none (grey).
+    """
+    one = _one(traj, index)
+    T, N = one["mask_TxN"].shape
+    if not 0 <= t < T:
+        raise ValueError(f"t: expected a step in [0, {T}), got {t}")
+    grid = _grid(N)
+    fixed_step_GxG = one["fixed_step_N"].reshape(grid, grid)
+    newly_fixed_GxG = fixed_step_GxG == t
+
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    ax_img, ax_fix, ax_conf = fig.subplots(1, 3)
+    ax_img.imshow(np.asarray(frames[t]))
+    ax_img.set_title(f"step {t + 1}/{T}: {int(one['mask_TxN'][t].sum())} still masked")
+
+    cmap, norm = matplotlib.colormaps["viridis"], Normalize(0, max(T - 1, 1))
+    rgba_GxGx4 = cmap(norm(fixed_step_GxG))
+    rgba_GxGx4[fixed_step_GxG > t] = (1.0, 1.0, 1.0, 1.0)
+    rgba_GxGx4[fixed_step_GxG < 0] = (0.8, 0.8, 0.8, 1.0)
+    ax_fix.imshow(rgba_GxGx4)
+    _cell_marks(ax_fix, newly_fixed_GxG)
+    ax_fix.set_title(f"fixed at step (red: {int(newly_fixed_GxG.sum())} at step {t + 1})")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax_fix, label="step fixed (0-based)")
+
+    conf_GxG = one["confidence_TxN"][t].reshape(grid, grid).astype(np.float64)
+    conf_GxG[~np.isfinite(conf_GxG)] = np.nan
+    conf_cmap = matplotlib.colormaps["magma"].with_extremes(bad=(0.8, 0.8, 0.8))
+    im = ax_conf.imshow(conf_GxG, cmap=conf_cmap)
+    _cell_marks(ax_conf, newly_fixed_GxG, color="cyan")
+    ax_conf.set_title("confidence at this step")
+    fig.colorbar(im, ax=ax_conf, label="log p + noise")
+    for ax in (ax_img, ax_fix, ax_conf):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def plot_trajectory_strip(frames, steps_to_show=None) -> Figure:
+    """One row of decoded frames at ``steps_to_show`` (default: all steps), as in Figure 5."""
+    frames = np.asarray(frames)
+    steps = list(range(len(frames))) if steps_to_show is None else [int(s) for s in steps_to_show]
+    if not steps or any(not 0 <= s < len(frames) for s in steps):
+        raise ValueError(f"steps_to_show: expected steps in [0, {len(frames)}), got {steps}")
+    fig = Figure(figsize=(1.6 * len(steps), 1.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(steps)))
+    for ax, s in zip(axes, steps):
+        ax.imshow(frames[s])
+        ax.set_title(f"step {s + 1}", fontsize=9)
+        ax.axis("off")
+    return fig
+
+
+def figure_to_png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
+class DecodingViewer:
+    """A step slider over a precomputed decoding: image, fixed tokens, confidence.
+
+    ``frames`` come from :func:`trajectory_frames`; ``traj`` is the sampler's
+    trajectory. The slider only indexes these arrays (rendered panels are cached).
+    ``viewer.frame`` is the image currently shown; display ``viewer.widget``
+    (or the viewer itself) in a notebook.
+    """
+
+    def __init__(self, frames, traj, index: int = 0):
+        self.slider = widgets.IntSlider(description="step", min=0, max=0, value=0,
+                                        continuous_update=True)
+        self.image = widgets.Image(format="png")
+        self.widget = widgets.VBox([self.slider, self.image])
+        self.slider.observe(lambda change: self.show(change["new"]), names="value")
+        self.update(frames, traj, index)
+
+    def update(self, frames, traj, index: int = 0) -> None:
+        """Show a new decoding (e.g. after :class:`PromptExplorer` generated one)."""
+        self.frames = np.asarray(frames)
+        self.traj = traj
+        self.index = index
+        self._png_cache: dict[int, bytes] = {}
+        T = self.frames.shape[0]
+        if np.shape(traj.tokens_BxTxN)[1] != T:
+            raise ValueError(
+                f"frames: expected one frame per step ({np.shape(traj.tokens_BxTxN)[1]}), got {T}"
+            )
+        with self.slider.hold_trait_notifications():
+            self.slider.max = T - 1
+            self.slider.value = T - 1
+        self.show(T - 1)
+
+    def show(self, t: int) -> None:
+        if t not in self._png_cache:
+            self._png_cache[t] = figure_to_png(render_step(self.frames, self.traj, t, self.index))
+        self.t = t
+        self.frame = self.frames[t]
+        self.image.value = self._png_cache[t]
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class PromptExplorer:
+    """Prompt box, guidance and steps sliders, a button, and a :class:`DecodingViewer`.
+
+    ``generate_fn(prompt, guidance, steps) -> (frames, traj)`` should run the
+    compiled sampler (keep guidance a traced value so sliding it does not
+    recompile) and return :func:`trajectory_frames` output and the trajectory.
+    """
+
+    def __init__(self, generate_fn: Callable, *, prompt: str = "", guidance: float = 2.0,
+                 steps: int = 12, max_guidance: float = 10.0, max_steps: int = 48):
+        self.generate_fn = generate_fn
+        self.prompt = widgets.Text(value=prompt, description="prompt",
+                                   layout=widgets.Layout(width="60%"))
+        self.guidance = widgets.FloatSlider(description="guidance", value=guidance, min=0.0,
+                                            max=max_guidance, step=0.25)
+        self.steps = widgets.IntSlider(description="steps", value=steps, min=1, max=max_steps)
+        self.button = widgets.Button(description="Generate", button_style="primary")
+        self.status = widgets.Label(value="")
+        self.viewer: DecodingViewer | None = None
+        self.button.on_click(self._on_click)
+        controls = widgets.HBox([self.prompt, self.button])
+        self.widget = widgets.VBox([controls, self.guidance, self.steps, self.status])
+
+    def generate(self):
+        """Run ``generate_fn`` with the current controls and show the result."""
+        prompt, guidance, steps = self.prompt.value, float(self.guidance.value), int(self.steps.value)
+        start = time.perf_counter()
+        frames, traj = self.generate_fn(prompt, guidance, steps)
+        elapsed = time.perf_counter() - start
+        if self.viewer is None:
+            self.viewer = DecodingViewer(frames, traj)
+            self.widget.children = (*self.widget.children, self.viewer.widget)
+        else:
+            self.viewer.update(frames, traj)
+        self.status.value = f"{prompt!r}: guidance {guidance:g}, {steps} steps, {elapsed:.2f} s"
+        return frames, traj
+
+    def _on_click(self, _button) -> None:
+        # A callback's exception would vanish into the widget log; show it instead.
+        try:
+            self.generate()
+        except Exception as error:  # noqa: BLE001
+            self.status.value = f"error: {type(error).__name__}: {error}"
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
