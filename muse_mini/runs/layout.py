@@ -1,0 +1,88 @@
+"""What a run directory holds, and how to read it without any training code.
+
+Every stage (tokenizer, base, super-res, decoder) writes one directory::
+
+    run_dir/config.json        {"train_config": ..., "metadata": ...} (what was trained)
+    run_dir/model.eqx          the trained model alone: what sampling loads
+    run_dir/final.eqx          the final training state (model + optimiser), to extend the run
+    run_dir/checkpoints/       the newest training-state checkpoints
+    run_dir/metrics.jsonl      {"step", "time", <metrics>} every few updates
+    run_dir/DONE.json          written last: {"step", "wall_time_s", "finished_at"}
+    run_dir/.lock              flock'ed while a process trains here
+
+Runs written before ``model.eqx`` existed hold only ``final.eqx``; their
+model is read from its leading leaves (:mod:`muse_mini.runs.weights`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+MODEL_FILE = "model.eqx"
+FINAL_FILE = "final.eqx"
+DONE_FILE = "DONE.json"
+CKPT_DIR = "checkpoints"
+
+
+def stage_complete(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a finished run (``DONE.json`` and its final state)."""
+    run_dir = Path(run_dir)
+    return (run_dir / DONE_FILE).is_file() and (run_dir / FINAL_FILE).is_file()
+
+
+def relative_run_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """``path`` relative to ``run_dir``, as a stage's metadata records an input run.
+
+    Lexical (symbolic links are not followed), so a copied pipeline whose
+    input runs are links to the originals records the same paths and resumes.
+    """
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
+
+
+def read_json(path: str | os.PathLike, what: str = "run file") -> dict:
+    """A JSON object from ``path``; a damaged file gets an error naming it, not a parser trace."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such {what}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid {what} ({e}); restore it or delete the run directory") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object in this {what}, got {type(obj).__name__}")
+    return obj
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict:
+    """The stored ``config.json`` of a run: ``{"train_config": ..., "metadata": ...}``."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE}; is this a muse_mini run directory?")
+    stored = read_json(path, "run config")
+    if not isinstance(stored.get("metadata"), dict):
+        raise ValueError(f"{path}: has no 'metadata' section; it was not written by muse_mini")
+    return stored
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``metrics.jsonl`` as column arrays aligned with ``"step"`` (NaN where a
+    metric is absent from a line). Incomplete lines are skipped."""
+    rows = []
+    path = Path(run_dir) / METRICS_FILE
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    out = {k: np.array([r.get(k, np.nan) for r in rows], dtype=float) for k in keys}
+    if "step" in out:
+        out["step"] = out["step"].astype(np.int64)
+    return out

@@ -1,0 +1,85 @@
+"""Trained models from run directories, for sampling, editing and evaluation.
+
+Reads ``config.json`` and ``model.eqx`` only: the skeletons are built
+abstractly (``eqx.filter_eval_shape``) from the stored config, and no
+optimiser, discriminator or trainer is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import equinox as eqx
+import jax
+
+from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
+from muse_mini.models.build import build_base, build_superres
+from muse_mini.models.vqgan import VQGAN
+from muse_mini.runs.layout import CONFIG_FILE, read_run_config, relative_run_path
+from muse_mini.runs.weights import load_model
+
+
+def _from_stored(cls, data, path: Path, what: str):
+    try:
+        return from_dict(cls, data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its {what} does not fit this version of muse_mini ({e})") from None
+
+
+def read_tokenizer_config(run_dir) -> tuple[VQGANConfig, TrainConfig, dict]:
+    """``(VQGANConfig, TrainConfig, metadata)`` from a tokenizer run's ``config.json``."""
+    stored = read_run_config(run_dir)
+    meta, path = stored["metadata"], Path(run_dir) / CONFIG_FILE
+    if "tokenizer" not in meta:
+        raise ValueError(f"run: {run_dir} is a {meta.get('stage', 'unknown')!r} run, not a tokenizer run")
+    return (_from_stored(VQGANConfig, meta["tokenizer"], path, "tokenizer config"),
+            _from_stored(TrainConfig, stored["train_config"], path, "train_config"), meta)
+
+
+def load_tokenizer(run_dir, *, with_config: bool = False):
+    """The VQGAN of a finished tokenizer run; ``(vqgan, VQGANConfig)`` with ``with_config``."""
+    vcfg, _, _ = read_tokenizer_config(run_dir)
+    like = eqx.filter_eval_shape(lambda k: VQGAN(vcfg, key=k), jax.random.key(0))
+    vqgan = load_model(run_dir, like, legacy_field="vqgan")
+    return (vqgan, vcfg) if with_config else vqgan
+
+
+def check_finetuned_from(run_dir, tokenizer_run) -> None:
+    """Raise unless ``run_dir`` is a decoder finetuned from ``tokenizer_run`` (§2.5).
+
+    A finetuned decoder only understands the codebook it was trained on, so a
+    pipeline must not pair it with another tokenizer's tokens.
+    """
+    _, _, meta = read_tokenizer_config(run_dir)
+    source = meta.get("finetune_from")
+    expected = relative_run_path(tokenizer_run, run_dir)
+    if source is None or os.path.normpath(source) != os.path.normpath(expected):
+        raise ValueError(
+            f"{Path(run_dir) / CONFIG_FILE}: expected a decoder finetuned from {tokenizer_run}, "
+            f"but it records finetune_from={source!r}"
+        )
+
+
+def read_stage(run_dir) -> tuple[MuseConfig, dict]:
+    """The :class:`MuseConfig` and metadata stored by a transformer stage."""
+    meta = read_run_config(run_dir)["metadata"]
+    if "config" not in meta:
+        raise ValueError(f"run: {run_dir} is a {meta.get('stage', 'unknown')!r} run, not a transformer run")
+    return _from_stored(MuseConfig, meta["config"], Path(run_dir) / CONFIG_FILE, "config"), meta
+
+
+def _load_transformer(run_dir, build):
+    cfg, _ = read_stage(run_dir)
+    like = eqx.filter_eval_shape(lambda k: build(cfg, k), jax.random.key(0))
+    return load_model(run_dir, like, legacy_field="model"), cfg
+
+
+def load_base(run_dir):
+    """``(model, cfg)`` from a finished base run."""
+    return _load_transformer(run_dir, build_base)
+
+
+def load_superres(run_dir):
+    """``(model, cfg)`` from a finished super-res run."""
+    return _load_transformer(run_dir, build_superres)
