@@ -1,7 +1,7 @@
 """Tokenizer training throughput: steps/s and images/s of the compiled update (Muse §2.2).
 
 Times the exact step the tokenizer stage trains with
-(:func:`muse_mini.training.tokenizer.make_train_step`: generator update, the
+(:func:`muse_mini.training.tokenizer.make_tokenizer_step`: generator update, the
 discriminator update when the preset has one, dead-code restarts), for each
 stage of a preset (``decoder``: the §2.5 finetuning step, which updates the
 larger decoder only), on random uint8 batches of the stage's training size
@@ -30,20 +30,20 @@ import numpy as np  # noqa: E402
 
 from muse_mini.config import PRESETS, get_preset  # noqa: E402
 from muse_mini.models.params import count_leaves  # noqa: E402
-from muse_mini.training.tokenizer import STAGES, init_state, make_train_step, stage_config  # noqa: E402
-from muse_mini.training.loop import init_key  # noqa: E402
+from muse_mini.training.tokenizer import STAGES, init_tokenizer_state, make_tokenizer_step, stage_config  # noqa: E402
+from muse_mini.training.keys import init_key  # noqa: E402
 
 
 def bench_stage(cfg, stage: str, steps: int) -> dict:
     vcfg, tcfg = stage_config(cfg, stage)
     # The step counter is set past adversarial_start so a GAN preset times its real update.
     finetune = stage == "decoder"
-    state = init_state(vcfg, tcfg, init_key(tcfg.seed), finetune=finetune)
+    state = init_tokenizer_state(vcfg, tcfg, init_key(tcfg.seed), finetune=finetune)
     state = eqx.tree_at(lambda s: s.step, state, state.step + vcfg.adversarial_start)
     size = vcfg.train_crop or vcfg.image_size
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (tcfg.batch_size, size, size, 3), dtype=np.uint8)
-    step = eqx.filter_jit(make_train_step(vcfg, tcfg, finetune=finetune))
+    step = eqx.filter_jit(make_tokenizer_step(vcfg, tcfg, finetune=finetune))
 
     start = time.perf_counter()
     state, metrics = step(state, batch, jax.random.key(0))

@@ -1,20 +1,23 @@
 """muse_mini: a small, readable JAX/Equinox reproduction of Muse (Chang et al., 2023).
 
-One module per paper concept:
+Sub-packages by role; imports point down this list:
 
-- ``config``       presets from ``toy`` to ``paper-3b``
-- ``shapes``, ``evaluator``, ``data``   the Shapes world and dataset views
-- ``text``, ``t5``, ``bert``            frozen text encoders (§2.1)
-- ``quantizer``, ``vqgan``, ``perceptual``   the VQGAN tokenizer (§2.2, §2.5)
-- ``masking``      arccos masking rates and decoding schedules (§2.6)
-- ``transformer``  the base masked transformer (§2.3)
-- ``superres``     the super-resolution token translator (§2.4)
-- ``guidance``     classifier-free guidance and negative prompts (§2.7)
-- ``sampler``      iterative parallel decoding (§2.8)
-- ``editing``      inpainting, outpainting, mask-free editing (§3.3)
-- ``training``, ``checkpoint``   the shared trainer
-- ``pipeline``     text -> image, loading every stage from a run directory
-- ``widgets``      the decoding viewer
+- ``config``      frozen dataclass configs, presets from ``toy`` to ``paper-3b``, overrides
+- ``models``      the networks: ``quantizer``, ``vqgan``, ``perceptual`` (the VQGAN tokenizer,
+  §2.2, §2.5), ``codec`` (image <-> tokens), ``transformer`` (base model, §2.3),
+  ``superres`` (§2.4), ``build`` and ``params``, and ``text`` (frozen T5 / BERT
+  encoders and the embedding cache, §2.1)
+- ``data``        the Shapes world (``shapes``: pixels; ``captions``: caption grammar),
+  the caption ``evaluator``, and Hugging Face ``sources``
+- ``decoding``    ``masking`` schedules (§2.6), ``guidance`` (§2.7), the parallel-decoding
+  ``sampler`` (§2.8) and ``editing`` (§3.3)
+- ``training``    the trainer ``loop``, the ``tokenizer`` / ``base`` / ``superres`` stages,
+  ``token_data`` and ``losses``
+- ``runs``        run directories: checkpoint format, layout, weights, inference ``load``
+- ``viz``         figures and the decoding-viewer widgets
+- ``pipeline``    text -> image from a run directory (imports no training code);
+  ``demo`` and ``notebook`` build on it
+- ``cli``         the ``muse-mini`` command (argparse only)
 """
 
 import os

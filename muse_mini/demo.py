@@ -26,11 +26,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from muse_mini import viz
-from muse_mini.config import get_preset
+from muse_mini.config import RECIPES, get_recipe  # RECIPES: re-exported for old callers
 from muse_mini.data.evaluator import caption_accuracy
 from muse_mini.data.shapes import canonical_prompts, downsample, generate
 from muse_mini.models.codec import reconstruct
-from muse_mini.models.text.encoder import EmbeddingCache, load_text_encoder
+from muse_mini.models.text.cache import EmbeddingCache
+from muse_mini.models.text.encoder import load_text_encoder
 from muse_mini.pipeline import Pipeline
 from muse_mini.runs.layout import DONE_FILE
 from muse_mini.runs.load import load_tokenizer
@@ -38,25 +39,6 @@ from muse_mini.training.base import train_base
 from muse_mini.training.superres import train_superres
 from muse_mini.training.tokenizer import train_tokenizer
 
-RECIPES = {
-    # The quick recipe is the toy preset as it stands (make demo).
-    "quick": ("toy", "runs/demo", ()),
-    # The full recipe trains the same models for longer, the base model with
-    # 4 layers (in the quick recipe's few minutes 2 layers do better; with
-    # more steps 4 learn more per step): accuracy follows the base step
-    # count, so base gets most of the 90 minutes. Super-res patches see 2
-    # pixels of their neighbours (better after 3500 steps, worse after
-    # 500), and the finetuned decoder (§2.5) runs last. Step
-    # counts are sized from the measured per-step times on the 2-core CPU
-    # (docs/results.md): 0.22 s per base step, 0.43 s per super-res step.
-    "full": ("toy", "runs/full", (
-        "data.num_examples=50000", "data.kinds=single,placed,count,relation",
-        "highres_tokenizer_train.steps=2400",  # the base tokenizer's 2400 is the preset's
-        "base.depth=4", "base.mlp_dim=512", "base.pos_init=normal",  # the measured full model
-        "base_train.steps=16000", "base_train.warmup_steps=500",
-        "superres.mlp_dim=512", "superres.lowres_margin=2", "superres_train.steps=3500", "decoder.enabled=true",
-    )),
-}
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
 SAMPLES_PER_PROMPT = 4
 
@@ -165,11 +147,8 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
              evaluate: bool = True, overrides=()) -> dict:
     """Run (or finish, or just re-render) every toy stage; returns the timings."""
 
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, got {recipe!r}")
-    preset, default_out, recipe_overrides = RECIPES[recipe]
-    cfg = get_preset(preset, [*recipe_overrides, *overrides])
-    out = Path(out or default_out)
+    cfg = get_recipe(recipe, overrides)  # checks the name
+    out = Path(out or RECIPES[recipe].out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
     timings: dict = {}

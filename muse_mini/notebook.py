@@ -10,28 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from muse_mini.config import SMOKE_OVERRIDES  # noqa: F401  (notebooks import it from here)
 from muse_mini.runs.layout import stage_complete
 
 SMOKE = os.environ.get("MUSE_MINI_SMOKE", "") == "1"
 RUNS = Path(os.environ.get("MUSE_MINI_RUNS", Path(__file__).resolve().parents[1] / "runs"))
-
-# Tiny versions of every stage (the full recipe's too): enough to exercise the code, not to learn much.
-SMOKE_OVERRIDES = (
-    "data.num_examples=256",
-    "tokenizer_train.steps=20", "tokenizer_train.warmup_steps=5", "tokenizer_train.checkpoint_every=10",
-    "highres_tokenizer_train.steps=20", "highres_tokenizer_train.warmup_steps=5",
-    "highres_tokenizer_train.checkpoint_every=10", "highres_tokenizer_train.batch_size=4",
-    "base_train.steps=20", "base_train.warmup_steps=5", "base_train.checkpoint_every=10",
-    "superres_train.steps=10", "superres_train.warmup_steps=2", "superres_train.checkpoint_every=10",
-    "decoder.enabled=true", "decoder_train.steps=10", "decoder_train.warmup_steps=2",
-    "decoder_train.checkpoint_every=10", "decoder_train.batch_size=4", "superres.lowres_margin=2",
-    "tokenizer_train.batch_size=4",
-    "base_train.batch_size=16", "superres_train.batch_size=8",
-    "base.depth=1", "base.width=64", "base.mlp_dim=128", "base.num_heads=2",
-    "superres.depth=1", "superres.lowres_depth=1", "superres.width=64", "superres.mlp_dim=128",
-    "superres.num_heads=2", "sampler.steps=6", "superres_sampler.steps=4",
-)
-
 
 def steps(full: int, smoke: int = 2) -> int:
     """``full`` normally, ``smoke`` in smoke mode (for loops and sweeps in cells)."""
@@ -39,16 +22,21 @@ def steps(full: int, smoke: int = 2) -> int:
 
 
 def pipeline_dir() -> Path:
-    """A directory with every toy stage trained.
+    """A directory with every toy stage trained; never trains the real pipeline behind your back.
 
-    ``runs/demo`` when ``make demo`` has finished it; otherwise (and always in
-    smoke mode) a smoke-sized pipeline is trained once under ``RUNS/smoke``.
+    Outside smoke mode: ``RUNS/demo`` when ``make demo`` has finished it,
+    else a ``FileNotFoundError`` that gives the command. In smoke mode a
+    smoke-sized pipeline is trained once under ``RUNS/smoke`` (the smoke recipe).
     """
     demo = RUNS / "demo"
-    if not SMOKE and all(stage_complete(demo / s) for s in ("tokenizer-base", "base", "superres")):
+    if not SMOKE:
+        missing = [s for s in ("tokenizer-base", "base", "superres") if not stage_complete(demo / s)]
+        if missing:
+            raise FileNotFoundError(f"{demo}: no finished {', '.join(missing)} run(s); this notebook needs the "
+                                    f"trained demo pipeline: run `make demo` (or `muse-mini demo --out {demo}`) first")
         return demo
     from muse_mini.demo import run_demo
 
-    out = RUNS / ("smoke" if SMOKE else "demo")
-    run_demo("quick", out, progress=not SMOKE, evaluate=False, overrides=SMOKE_OVERRIDES if SMOKE else ())
+    out = RUNS / "smoke"
+    run_demo("smoke", out, progress=False, evaluate=False)
     return out

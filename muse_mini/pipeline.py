@@ -8,12 +8,22 @@ translator (§2.4), decoded the same way → high-res tokens → VQGAN decoder (
 Each decoding is one compiled call (:func:`muse_mini.decoding.sampler.decode` under
 ``eqx.filter_jit``); guidance scale, temperatures and prompts are traced arrays,
 so changing them does not recompile. Only the number of steps, the schedule
-names and the batch size are compile-time constants.
+names, ``top_k`` and the batch size are compile-time constants. To keep the
+batch sizes few, :meth:`Pipeline.generate` pads ``len(prompts) *
+num_per_prompt`` up to :func:`padded_batch` (repeating the last row) and
+slices the padding off the result, so a new number of prompts seldom
+recompiles.
+
+Prompts are embedded through the run's precomputed ``text-cache`` (written
+while training), which the pipeline only reads: embeddings of new prompts are
+kept in memory, so sampling never rewrites that file nor writes into a run
+directory that may be read-only or shared.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from muse_mini.config import MuseConfig, SamplerConfig
-from muse_mini.decoding.guidance import (
-    BatchedModel, classifier_free_guidance, negative_prompt_context, unconditional_context,
-)
-from muse_mini.decoding.sampler import Trajectory, check_real, check_steps, check_top_k, decode
+from muse_mini.decoding.guidance import GuidedLogits, negative_prompt_context, unconditional_context
+from muse_mini.decoding.sampler import Trajectory, run_decode
+from muse_mini.decoding.spec import DecodeSpec, sampler_scalars
 from muse_mini.models.codec import decode_token_batch
 from muse_mini.models.superres import lowres_condition
-from muse_mini.models.text.encoder import EmbeddingCache, load_text_encoder
+from muse_mini.models.text.cache import EmbeddingCache
+from muse_mini.models.text.encoder import load_text_encoder
 from muse_mini.runs.layout import stage_complete
 from muse_mini.runs.load import check_finetuned_from, load_base, load_superres, load_tokenizer
 
@@ -40,39 +50,46 @@ STAGE_DIRS = {
     "superres": "superres",
     "decoder": "decoder",
 }
+PAD_STEP = 32  # see padded_batch
+
+
+class EncodedModel(eqx.Module):
+    """``model_fn(tokens_BxN, cond)`` over conditions the model encoded once (``encode_condition``)."""
+
+    model: Any
+
+    def __call__(self, tokens_BxN, cond):
+        return jax.vmap(lambda tokens_N, c: self.model.logits(tokens_N, c))(tokens_BxN, cond)
+
+
+def encode_context(model, context):
+    """Encode a batch of raw contexts once: ``(text, mask)`` or ``(lowres, text, mask)``."""
+    return jax.vmap(lambda *ctx: model.encode_condition(*ctx))(*context)
 
 
 @eqx.filter_jit
-def _decode_guided(model, context, uncond, key, mask_id: int, sampler: SamplerConfig,
-                   guidance, temperature, choice_temperature):
-    """One compiled decoding, start to finish, with guidance wrapped around the model."""
+def _decode_guided(model, context, uncond, key, spec: DecodeSpec, guidance, temperature, choice_temperature):
+    """One compiled decoding, start to finish, with guidance (§2.7) wrapped around the model.
+
+    The condition and the unconditional context are encoded once, before the
+    loop; each step runs only the masked-token transformer on them.
+    """
     batch = jax.tree.leaves(context)[0].shape[0]
-    seq_len = model.seq_len
-    logits_fn = classifier_free_guidance(
-        BatchedModel(model), cond=context, uncond=uncond, scale=guidance,
-        schedule=sampler.guidance_schedule, steps=sampler.steps,
-    )
-    tokens = jnp.full((batch, seq_len), mask_id, jnp.int32)
-    return decode(
-        logits_fn, tokens, jnp.ones((batch, seq_len), bool), key=key, steps=sampler.steps,
-        mask_id=mask_id, schedule=sampler.schedule, temperature=temperature,
-        top_k=sampler.top_k, choice_temperature=choice_temperature,
-    )
+    logits_fn = GuidedLogits(EncodedModel(model), encode_context(model, context), encode_context(model, uncond),
+                             guidance, spec.guidance_schedule, spec.steps)
+    tokens = jnp.full((batch, model.seq_len), spec.mask_id, jnp.int32)
+    return run_decode(logits_fn, tokens, jnp.ones((batch, model.seq_len), bool), key=key, spec=spec,
+                      temperature=temperature, choice_temperature=choice_temperature)
 
 
 def decode_with_sampler(model, context, uncond, key, sampler: SamplerConfig) -> Trajectory:
-    """Validate ``sampler`` on the host (clear errors), then run the compiled decoding."""
-    check_steps(sampler.steps)
-    check_real("temperature", sampler.temperature, low=0.0, strict=True)
-    check_real("choice_temperature", sampler.choice_temperature, low=0.0, strict=False)
-    check_real("guidance", sampler.guidance, low=-np.inf, strict=False)
-    check_top_k(sampler.top_k, model.mask_id)  # mask_id == vocabulary size
-    static = dataclasses.replace(sampler, guidance=0.0, temperature=1.0, choice_temperature=0.0)
-    return _decode_guided(
-        model, context, uncond, key, model.mask_id, static,
-        jnp.float32(sampler.guidance), jnp.float32(sampler.temperature),
-        jnp.float32(sampler.choice_temperature),
-    )
+    """Check ``sampler`` once on the host (clear errors), then run the compiled decoding.
+
+    Its static half becomes a :class:`DecodeSpec` (the compiled loop's shape);
+    guidance and temperatures are traced, so changing them does not recompile.
+    """
+    spec = DecodeSpec.from_sampler(sampler, model.mask_id)  # mask_id == vocabulary size
+    return _decode_guided(model, context, uncond, key, spec, *sampler_scalars(sampler))
 
 
 @eqx.filter_jit
@@ -136,7 +153,7 @@ class Pipeline:
             raise FileNotFoundError(f"run_dir: {dirs['superres']} holds no finished super-res run")
         encoder = EmbeddingCache(
             load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length),
-            directory=run_dir / "text-cache",
+            directory=run_dir / "text-cache", read_only=True,
         )
         return cls(cfg, encoder, load_tokenizer(dirs["tokenizer"]), base, highres_tokenizer, superres)
 
@@ -160,32 +177,22 @@ class Pipeline:
         superres_sampler: SamplerConfig | None = None,
         **sampler_overrides,
     ) -> Generation:
-        """Generate ``num_per_prompt`` images per prompt.
+        """Generate ``num_per_prompt`` images per prompt (a string or a list of strings).
 
         ``sampler_overrides`` (``steps``, ``guidance``, ``guidance_schedule``,
         ``temperature``, ``top_k``, ``choice_temperature``, ``schedule``) change
         the base sampler; ``stage="base"`` stops at the low-res output, the
-        default runs super-res when the pipeline has it.
+        default runs super-res when the pipeline has it. ``negative_prompt``
+        replaces the unconditional logits of guidance (§2.7).
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("prompts: expected at least one prompt, got an empty list")
-        if isinstance(num_per_prompt, bool) or not isinstance(num_per_prompt, int) or num_per_prompt < 1:
-            raise ValueError(f"num_per_prompt: expected an integer >= 1, got {num_per_prompt!r}")
-        stage = stage or ("superres" if self.has_superres else "base")
-        if stage not in ("base", "superres"):
-            raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
-        if stage == "superres" and not self.has_superres:
-            raise ValueError("stage: 'superres' asked for, but this pipeline has no trained super-res model")
-        unknown = set(sampler_overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
-        if unknown:
-            raise ValueError(f"unknown sampler options {sorted(unknown)}")
-        sampler = dataclasses.replace(self.cfg.sampler, **sampler_overrides)
-
+        prompts = _check_prompts(prompts)
+        stage, sampler = self._check_options(num_per_prompt, seed, stage, negative_prompt,
+                                             superres_sampler, sampler_overrides)
+        batch = len(prompts) * num_per_prompt
         text, mask = self.encode(prompts)
-        text = jnp.repeat(text, num_per_prompt, axis=0)
-        mask = jnp.repeat(mask, num_per_prompt, axis=0)
-        context = (text, mask)
+        # Pad with copies of the last row: few batch shapes, few compilations.
+        rows = np.minimum(np.arange(padded_batch(batch)) // num_per_prompt, len(prompts) - 1)
+        context = (text[rows], mask[rows])
         if negative_prompt is not None:
             neg_text, neg_mask = self.encode([negative_prompt])
             uncond = negative_prompt_context(context, neg_text[0], neg_mask[0])
@@ -194,16 +201,63 @@ class Pipeline:
         key_base, key_sr = jax.random.split(jax.random.key(seed))
         base_traj = decode_with_sampler(self.base, context, uncond, key_base, sampler)
         base_images = np.asarray(_decode_images(self.tokenizer, base_traj.tokens_BxN))
-        result = Generation(base_images, [p for p in prompts for _ in range(num_per_prompt)],
-                            base_images, base_traj)
+        first = lambda tree: jax.tree.map(lambda x: x[:batch], tree)  # noqa: E731 -- drop the padding
+        result = Generation(base_images[:batch], [p for p in prompts for _ in range(num_per_prompt)],
+                            base_images[:batch], first(base_traj))
         if stage == "superres":
-            sr_sampler = superres_sampler or self.cfg.superres_sampler
             lowres = lowres_condition(self.superres, base_traj.tokens_BxN, images=base_images)
-            sr_context = (lowres, text, mask)
-            sr_uncond = unconditional_context(sr_context)
-            sr_traj = decode_with_sampler(self.superres, sr_context, sr_uncond, key_sr, sr_sampler)
-            result.superres_trajectory = sr_traj
-            result.images = np.asarray(_decode_images(self.highres_tokenizer, sr_traj.tokens_BxN))
+            sr_context = (lowres, *context)
+            sr_traj = decode_with_sampler(self.superres, sr_context, unconditional_context(sr_context), key_sr,
+                                          superres_sampler or self.cfg.superres_sampler)
+            result.superres_trajectory = first(sr_traj)
+            result.images = np.asarray(_decode_images(self.highres_tokenizer, sr_traj.tokens_BxN))[:batch]
         return result
 
+    def _check_options(self, num_per_prompt, seed, stage, negative_prompt, superres_sampler, overrides):
+        """Host-side checks of :meth:`generate`'s options; returns (stage, base sampler)."""
+        if isinstance(num_per_prompt, bool) or not isinstance(num_per_prompt, int) or num_per_prompt < 1:
+            raise ValueError(f"num_per_prompt: expected an integer >= 1, got {num_per_prompt!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
+        if negative_prompt is not None and (not isinstance(negative_prompt, str) or not negative_prompt.strip()):
+            raise ValueError(f"negative_prompt: expected None or a non-empty string, got {negative_prompt!r}")
+        if superres_sampler is not None and not isinstance(superres_sampler, SamplerConfig):
+            raise ValueError(f"superres_sampler: expected a SamplerConfig, got {type(superres_sampler).__name__}")
+        stage = stage or ("superres" if self.has_superres else "base")
+        if stage not in ("base", "superres"):
+            raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
+        if stage == "superres" and not self.has_superres:
+            raise ValueError("stage: 'superres' asked for, but this pipeline has no trained super-res model")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
+        if unknown:
+            raise ValueError(f"unknown sampler options {sorted(unknown)}")
+        return stage, dataclasses.replace(self.cfg.sampler, **overrides)
+
     __call__ = generate
+
+
+def padded_batch(batch: int, *, step: int = PAD_STEP) -> int:
+    """The batch size ``batch`` rows are decoded at: the next power of two up to ``step``, then the
+    next multiple of ``step``. Small batches share a handful of compilations; large ones waste
+    fewer than ``step`` rows (so the demo's evaluation batches, multiples of it, are not padded)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch: expected an integer >= 1, got {batch!r}")
+    return 1 << (batch - 1).bit_length() if batch <= step else -(-batch // step) * step
+
+
+def _check_prompts(prompts) -> list[str]:
+    """A string or an iterable of strings (not a mapping or bytes), as a list; a ValueError names what is wrong.
+
+    Empty strings are left to the text encoder, whose error gives their index.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(prompts, (bytes, Mapping)) or not isinstance(prompts, Iterable):
+        raise ValueError(f"prompts: expected a string or a list of strings, got {type(prompts).__name__}")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts: expected at least one prompt, got an empty list")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompts[{i}]: expected a string, got {type(prompt).__name__}")
+    return prompts

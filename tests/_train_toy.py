@@ -17,7 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from muse_mini.training.loop import TrainConfig, epoch_batch_indices, init_key, make_optimizer, train
+from muse_mini.config import TrainConfig
+from muse_mini.training.keys import epoch_batch_indices, init_key
+from muse_mini.training.loop import train
+from muse_mini.training.optim import make_optimizer
 
 
 class ToyState(eqx.Module):

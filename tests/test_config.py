@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from muse_mini.config import (
-    MuseConfig, PRESETS, TransformerConfig, apply_overrides, from_dict, get_preset,
+    MuseConfig, PRESETS, RECIPES, TransformerConfig, apply_overrides, from_dict, get_preset, get_recipe,
+    load_config,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,12 +105,54 @@ def test_runtime_is_torch_free_and_jax_floor_fits_accelerator_images():
     assert (major, minor) <= (0, 11)
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipes_change_only_the_fields_their_overrides_name(name):
+    recipe = RECIPES[name]
+    base, cfg = get_preset(recipe.preset).to_dict(), get_recipe(name).to_dict()
+    named = {o.split("=", 1)[0] for o in recipe.overrides}
+    changed = {f"{sec}.{k}" for sec, fields in cfg.items() if isinstance(fields, dict)
+               for k, v in fields.items() if base[sec][k] != v}
+    assert changed <= named, changed - named
+
+
 def test_full_recipe_keeps_its_measured_models():
-    from muse_mini.demo import RECIPES
     from muse_mini.data.shapes import KINDS
 
-    preset, _, overrides = RECIPES["full"]
-    cfg = get_preset(preset, overrides)
+    cfg = get_recipe("full")
     assert (cfg.base.depth, cfg.base.mlp_dim, cfg.base.pos_init, cfg.base_train.steps) == (4, 512, "normal", 16000)
     assert (cfg.superres.mlp_dim, cfg.superres.lowres_margin, cfg.superres_train.steps) == (512, 2, 3500)
     assert cfg.data.kinds == KINDS and cfg.decoder.enabled
+    assert cfg.base_train.steps > get_preset("toy").base_train.steps  # "the same models for longer"
+
+
+def test_recipe_overrides_apply_after_the_recipes_and_unknown_recipes_are_named():
+    assert get_recipe("full", ["base.depth=3"]).base.depth == 3
+    with pytest.raises(ValueError, match="recipe: expected one of"):
+        get_recipe("slow")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("base.depth=-1", "TransformerConfig.depth: expected an integer >= 1, got -1"),
+    ("base.num_heads=3", "TransformerConfig.num_heads: expected a divisor of width 128"),
+    ("superres.mlp_dim=0", "SuperResConfig.mlp_dim: expected an integer >= 1"),
+    ("base_train.steps=0", "TrainConfig.steps: expected an integer >= 1"),
+    ("base_train.batch_size=-4", "TrainConfig.batch_size"),
+    (f"base_train.seed={2 ** 70}", "TrainConfig.seed: expected an integer seed"),
+    (f"data.seed={-2 ** 64}", "data.seed"),
+    ("tokenizer.codebook_size=0", "VQGANConfig.codebook_size"),
+    ("tokenizer.image_size=30", "VQGANConfig.image_size: expected a multiple of the downsampling factor 4"),
+    ("decoder.channels=0", "decoder.channels"),
+    ("text.max_length=0", "text.max_length"),
+])
+def test_bad_sizes_name_their_field(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_preset("toy", [override])
+
+
+def test_load_config_names_a_damaged_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(get_preset("toy").to_json())
+    assert load_config(path) == get_preset("toy")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        load_config(path)

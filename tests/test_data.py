@@ -11,8 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from muse_mini.config import get_preset
 from muse_mini.data import sources as D
 from muse_mini.data import shapes as S
+from muse_mini.data.captions import parse_caption
+from muse_mini.training.token_data import TokenData, training_images
 
 RED, BLUE = (220, 40, 40), (40, 80, 220)
 
@@ -170,12 +173,49 @@ def test_missing_column_and_source_errors(tmp_path):
 
 
 def test_data_kinds_set_the_training_mix():
-    from muse_mini.config import get_preset
-    from muse_mini.data.shapes import parse_caption
-    from muse_mini.training.token_data import training_images
-
     mix = ("single", "count", "relation", "relation")
     cfg = get_preset("toy", ["data.num_examples=8", "data.kinds=" + ",".join(mix)])
     images, captions = training_images(cfg)
     assert images.shape == (8, 64, 64, 3)
     assert [parse_caption(c).kind for c in captions] == list(mix) * 2
+
+
+def _token_data(captions):
+    n, u = 5, len(captions)
+    rng = np.random.default_rng(0)
+    return TokenData(tokens=rng.integers(0, 64, (n, 16)).astype(np.int32),
+                     caption_index=(np.arange(n) % u).astype(np.int32), captions=list(captions),
+                     text=rng.normal(size=(u, 4, 8)).astype(np.float32), text_mask=np.ones((u, 4), bool))
+
+
+def test_token_cache_round_trips_without_pickles(tmp_path):
+    captions = ["a red circle", "an orange square in the center", "zwei blaue Quadrate, ünïcode"]
+    data = _token_data(captions)
+    data.save(tmp_path / "data.npz")
+    with np.load(tmp_path / "data.npz", allow_pickle=False) as f:  # no object arrays inside
+        assert f["captions"].dtype.kind == "U"
+    back = TokenData.load(tmp_path / "data.npz")
+    assert back.captions == captions and back.hr_tokens is None
+    for name in ("tokens", "caption_index", "text", "text_mask"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(data, name))
+
+
+def test_pickled_token_cache_is_refused_with_a_rebuild_message(tmp_path):
+    data = _token_data(["a red circle"])
+    np.savez(tmp_path / "data.npz", tokens=data.tokens, caption_index=data.caption_index,
+             captions=np.array(data.captions, dtype=object), text=data.text, text_mask=data.text_mask)
+    with pytest.raises(ValueError, match="pickled captions.*delete it"):
+        TokenData.load(tmp_path / "data.npz")
+
+
+def test_a_stage_rebuilds_a_pickled_token_cache_instead_of_loading_it(tmp_path, monkeypatch):
+    from muse_mini.training import base
+
+    data = _token_data(["a red circle"])
+    np.savez(tmp_path / "data.npz", tokens=data.tokens, caption_index=data.caption_index,
+             captions=np.array(data.captions, dtype=object), text=data.text, text_mask=data.text_mask)
+    rebuilt = _token_data(["a blue square"])
+    monkeypatch.setattr(base, "build_token_data", lambda *a, **k: rebuilt)
+    got = base.cached_token_data(tmp_path, None, tokenizer=None, progress=False)
+    assert got.captions == ["a blue square"]
+    assert TokenData.load(tmp_path / "data.npz").captions == ["a blue square"]  # stored without pickles now

@@ -117,6 +117,7 @@ def test_mask_free_edit_is_one_loop():
         (dict(resample_fraction=1.5), r"resample_fraction: expected a value in \(0, 1\]"),
         (dict(top_k=V + 1), r"top_k"),
         (dict(temperature=-1.0), r"temperature"),
+        (dict(key=0), r"key: expected one PRNG key"),
     ],
 )
 def test_mask_free_edit_argument_checks(kwargs, match):

@@ -15,10 +15,33 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_there_is_a_notebook_per_stage():
-    names = {p.stem for p in NOTEBOOKS}
-    for stem in ("00_data_and_text", "01_tokenizer", "02_base_model", "03_decoding", "04_superres"):
-        assert stem in names
+def _imported_modules(nb):
+    """Module names in the notebook's ``import x`` / ``from x import y`` statements."""
+    import ast
+
+    names = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_imports_only_existing_public_muse_mini_modules(path):
+    """A moved or private module in a notebook fails here, before any kernel starts."""
+    import importlib.util
+
+    ours = sorted(m for m in _imported_modules(nbformat.read(path, as_version=4)) if m.split(".")[0] == "muse_mini")
+    assert ours, f"{path.name} does not import muse_mini"
+    for module in ours:
+        assert not any(part.startswith("_") for part in module.split(".")), f"{path.name}: private {module}"
+        assert importlib.util.find_spec(module) is not None, f"{path.name}: no module {module}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

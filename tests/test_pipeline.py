@@ -100,16 +100,28 @@ def test_the_64px_output_is_decoded_by_the_finetuned_decoder(pipe, smoke_runs):
 def test_the_decoder_settings_do_not_void_the_transformer_runs(smoke_runs, tmp_path):
     """The decoder is finetuned after both transformers (§2.5): resizing it must not make their
     finished runs refuse to load (ConfigMismatchError)."""
+    import equinox as eqx
+    import jax
+
     from muse_mini.training.base import train_base
     from muse_mini.config import get_preset
     from muse_mini.notebook import SMOKE_OVERRIDES
     from muse_mini.training.superres import train_superres
 
+    from muse_mini.runs.load import load_base, load_superres
+
     runs = _copy_stages(smoke_runs, tmp_path / "pipe", ("tokenizer-base", "tokenizer-highres", "base", "superres"))
+    done = {sub: (runs / sub / "DONE.json").read_bytes() for sub in ("base", "superres")}
     cfg = get_preset("toy", [*SMOKE_OVERRIDES, "decoder.channels=32", "decoder_train.lr=0.5"])
-    train_base(cfg, runs / "base", tokenizer_run=runs / "tokenizer-base", progress=False)
-    train_superres(cfg, runs / "superres", tokenizer_run=runs / "tokenizer-base",
-                   highres_tokenizer_run=runs / "tokenizer-highres", progress=False)
+    base = train_base(cfg, runs / "base", tokenizer_run=runs / "tokenizer-base", progress=False)
+    superres = train_superres(cfg, runs / "superres", tokenizer_run=runs / "tokenizer-base",
+                              highres_tokenizer_run=runs / "tokenizer-highres", progress=False)
+    # Both finished runs were loaded as they were: not refused, not retrained.
+    assert {sub: (runs / sub / "DONE.json").read_bytes() for sub in done} == done
+    for trained, (stored, _) in ((base, load_base(runs / "base")), (superres, load_superres(runs / "superres"))):
+        leaves = jax.tree_util.tree_leaves(eqx.filter(stored, eqx.is_array))
+        assert leaves and all(np.array_equal(x, y) for x, y in zip(
+            jax.tree_util.tree_leaves(eqx.filter(trained, eqx.is_array)), leaves))
 
 
 def test_same_seed_same_images_other_seed_differs(pipe):
@@ -144,12 +156,56 @@ def test_negative_prompt_replaces_the_unconditional_logits(pipe):
     (dict(num_per_prompt=0), "num_per_prompt"),
     (dict(stage="giant"), "stage"),
     (dict(temprature=1.0), "unknown sampler options"),
+    (dict(prompts=5), "prompts: expected a string or a list of strings, got int"),
+    (dict(prompts=None), "prompts: expected a string or a list of strings, got NoneType"),
+    (dict(prompts=["a red circle", 3]), "prompts[1]: expected a string, got int"),
+    (dict(seed="a"), "seed: expected an integer"),
+    (dict(seed=-1), "seed: expected an integer in [0, 2**32)"),
+    (dict(seed=1.5), "seed: expected an integer"),
+    (dict(negative_prompt=""), "negative_prompt: expected None or a non-empty string"),
+    (dict(negative_prompt=["a"]), "negative_prompt: expected None or a non-empty string"),
+    (dict(superres_sampler={"steps": 2}), "superres_sampler: expected a SamplerConfig"),
 ])
 def test_bad_arguments_name_themselves(pipe, kwargs, message):
     prompts = kwargs.pop("prompts", ["a red circle"])
     with pytest.raises(ValueError) as err:
         pipe.generate(prompts, **kwargs)
     assert message in str(err.value)
+
+
+def test_a_batch_is_padded_to_a_power_of_two_and_sliced(pipe):
+    """Three prompts run as a batch of four (the last row repeated): the same images as asking
+    for that fourth row explicitly, without it."""
+    kw = dict(seed=5, temperature=5.0)
+    three = pipe.generate(["a red circle", "two blue squares", "a green triangle"], **kw)
+    four = pipe.generate(["a red circle", "two blue squares", "a green triangle", "a green triangle"], **kw)
+    assert three.images.shape == (3, 64, 64, 3) and three.base_images.shape == (3, 32, 32, 3)
+    assert len(three.prompts) == 3
+    assert three.base_trajectory.tokens_BxTxN.shape == (3, pipe.cfg.sampler.steps, 64)
+    assert three.superres_trajectory.tokens_BxN.shape == (3, 256)
+    np.testing.assert_array_equal(three.images, four.images[:3])
+    np.testing.assert_array_equal(np.asarray(three.base_trajectory.confidence_BxTxN),
+                                  np.asarray(four.base_trajectory.confidence_BxTxN)[:3])
+
+
+def test_padded_batch_sizes():
+    from muse_mini.pipeline import padded_batch
+
+    assert [padded_batch(n) for n in (1, 2, 3, 5, 8, 9, 31, 32, 33, 64, 65, 192)] == \
+        [1, 2, 4, 8, 8, 16, 32, 32, 64, 64, 96, 192]
+    with pytest.raises(ValueError, match="batch: expected an integer >= 1"):
+        padded_batch(0)
+
+
+def test_new_prompts_leave_the_run_directory_alone(pipe, smoke_runs):
+    """The run's text-cache is read, never rewritten, by sampling; new prompts stay in memory."""
+    cache_dir = smoke_runs / "smoke" / "text-cache"
+    before = {p.name: p.read_bytes() for p in cache_dir.iterdir()}
+    known = len(pipe.text_encoder)
+    pipe.generate(["a prompt the smoke run never saw"], stage="base", seed=0)
+    pipe.generate(["a prompt the smoke run never saw"], stage="base", seed=0)
+    assert {p.name: p.read_bytes() for p in cache_dir.iterdir()} == before
+    assert len(pipe.text_encoder) == known + 1 and pipe.text_encoder.read_only
 
 
 def test_from_run_on_an_empty_directory_names_it(tmp_path):

@@ -192,6 +192,7 @@ TOKENS, MASK = jnp.zeros((B, N), jnp.int32), jnp.ones((B, N), bool)
         (dict(tokens=jnp.zeros((N,), jnp.int32), mask=jnp.ones((N,), bool)), r"tokens: expected shape"),
         (dict(tokens=jnp.zeros((B, N))), r"tokens: expected an integer dtype"),
         (dict(logits_fn=lambda t, s: jnp.zeros((N, V))), r"logits_fn: expected logits of shape"),
+        (dict(key=0), r"key: expected one PRNG key such as jax.random.key\(0\), got 0"),
     ],
 )
 def test_argument_checks(override, match):

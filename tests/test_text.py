@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from muse_mini.models.text import encoder as text
+from muse_mini.models.text.cache import EmbeddingCache
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "text"
@@ -105,7 +106,7 @@ def test_empty_prompt_is_rejected_by_index():
     with pytest.raises(ValueError, match=r"prompts\[3\] is empty"):
         enc.encode(["a red circle", "a blue square", "two red circles", "   "])
     with pytest.raises(ValueError, match=r"prompts\[0\] is empty"):
-        text.EmbeddingCache(enc).encode([""])
+        EmbeddingCache(enc).encode([""])
     with pytest.raises(TypeError, match="list of strings"):
         enc.encode("a red circle")
 
@@ -130,7 +131,7 @@ def test_cache_reuses_embeddings_in_memory_and_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(enc, "encode", lambda prompts: calls.append(list(prompts)) or real_encode(prompts))
     prompts = ["a red circle", "three green triangles", "a red circle", "a blue square", "two dogs"]
 
-    cache = text.EmbeddingCache(enc, directory=tmp_path)
+    cache = EmbeddingCache(enc, directory=tmp_path)
     emb1, mask1 = cache.encode(prompts)
     assert calls == [["a red circle", "three green triangles", "a blue square", "two dogs"]]  # repeats once
     emb2, mask2 = cache.encode(prompts[::-1])
@@ -140,14 +141,35 @@ def test_cache_reuses_embeddings_in_memory_and_on_disk(tmp_path, monkeypatch):
     np.testing.assert_array_equal(emb1[:2], real_encode(prompts[:4])[0][:2])
 
     assert list(tmp_path.iterdir()) == [cache.path] and cache.path.name == f"{enc.fingerprint}.npz"
-    reloaded = text.EmbeddingCache(enc, directory=tmp_path)
+    reloaded = EmbeddingCache(enc, directory=tmp_path)
     emb3, mask3 = reloaded.encode(prompts)
     assert len(calls) == 1 and reloaded.misses == 0
     np.testing.assert_array_equal(emb3, emb1)
     np.testing.assert_array_equal(mask3, mask1)
 
     reloaded.encode(["a green diamond", "a red square", "a yellow circle"])
-    assert len(calls) == 2 and len(text.EmbeddingCache(enc, directory=tmp_path)) == 7
+    assert len(calls) == 2 and len(EmbeddingCache(enc, directory=tmp_path)) == 7
+
+
+def test_read_only_cache_looks_up_the_file_and_keeps_new_prompts_in_memory(tmp_path):
+    """What the pipeline uses: sampling never rewrites the (large) training cache."""
+    enc = encoder("bert_tiny")
+    known = ["a red circle", "three green triangles", "a blue square", "two dogs"]
+    EmbeddingCache(enc, directory=tmp_path).encode(known)
+    before = (cache_file := tmp_path / f"{enc.fingerprint}.npz").read_bytes()
+    ro = EmbeddingCache(enc, directory=tmp_path, read_only=True)
+    prompts = ["a red circle", "a green diamond", "a red square", "a yellow circle"]
+    emb, mask = ro.encode(prompts)
+    assert (ro.hits, ro.misses) == (1, 3) and len(ro) == 7
+    assert cache_file.read_bytes() == before and list(tmp_path.iterdir()) == [cache_file]
+    ref_emb, ref_mask = enc.encode(prompts)
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_allclose(emb, ref_emb, atol=1e-6)
+    ro.encode(prompts)
+    assert ro.misses == 3  # the new prompts were kept in memory
+    # a read-only cache never creates its directory either
+    EmbeddingCache(enc, directory=tmp_path / "absent", read_only=True).encode(["a red circle"])
+    assert not (tmp_path / "absent").exists()
 
 
 def test_fingerprint_depends_on_weights_and_max_length():

@@ -18,7 +18,7 @@ import pytest
 
 from muse_mini.runs.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from muse_mini.training.loop import (
-    ConfigMismatchError, NonFiniteLossError, TrainConfig, _RunLock, epoch_batch_indices, load_final, make_optimizer, make_schedule, step_key, train,
+    ConfigMismatchError, NonFiniteLossError, RunLock, TrainConfig, epoch_batch_indices, init_key, load_final, make_optimizer, make_schedule, step_key, train,
 )
 from muse_mini.viz.figures import plot_metrics
 from muse_mini.runs.layout import read_metrics, relative_run_path, stage_complete
@@ -125,8 +125,14 @@ def test_epoch_batch_indices_are_permutations():
         epoch_batch_indices(2, 3, 0, 0)
 
 
-def test_step_key_is_fold_in():
-    assert np.array_equal(step_key(3, 7), jax.random.fold_in(jax.random.PRNGKey(3), 7))
+def test_step_keys_are_distinct_per_step_and_seed_and_reproducible():
+    draws = {(seed, s): np.asarray(jax.random.normal(step_key(seed, s), (4,)))
+             for seed in (0, 1) for s in range(6)}
+    flat = [tuple(v.tolist()) for v in draws.values()]
+    assert len(set(flat)) == len(flat)  # every (seed, step) draws differently
+    # A "resumed" process that asks for step 4 alone draws what the full run drew.
+    assert np.array_equal(np.asarray(jax.random.normal(step_key(1, 4), (4,))), draws[(1, 4)])
+    assert not np.array_equal(step_key(0, 0), init_key(0))  # init is independent of every step
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -179,6 +185,73 @@ def test_full_run_then_finished_run_returns_immediately(finished_run):
     matplotlib.use("Agg")
     ax = plot_metrics(run_dir, log=True, smooth=3)
     assert ax.get_yscale() == "log"
+
+
+def test_model_of_writes_model_alone_and_a_legacy_run_loads_from_final(tmp_path):
+    """model.eqx holds only the model's leaves; without it (a run from before model.eqx)
+    runs.weights.load_model reads the model prefix of final.eqx (what load_base does)."""
+    from muse_mini.runs.checkpoint import read_header
+    from muse_mini.runs.weights import load_model
+
+    cfg = toy_cfg(steps=4)
+    state, step_fn, batch_fn = make_toy(cfg)
+    final = train(tmp_path, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
+                  metadata={"stage": "toy"}, progress=False, model_of=lambda s: s.model)
+    paths = [leaf["path"] for leaf in read_header(tmp_path / "model.eqx")["leaves"]]
+    assert paths and all(not p.startswith(".opt_state") for p in paths)
+    assert paths == [jax.tree_util.keystr(p) for p, _ in
+                     jax.tree_util.tree_flatten_with_path(eqx.filter(final.model, eqx.is_array))[0]]
+    like = eqx.filter_eval_shape(lambda: final.model)
+    assert_bit_identical(load_model(tmp_path, like, legacy_field="model"), final.model)
+    (tmp_path / "model.eqx").unlink()
+    assert_bit_identical(load_model(tmp_path, like, legacy_field="model"), final.model)
+
+
+def test_finite_guard_checks_the_previous_update_and_names_the_bad_step():
+    from muse_mini.training.hooks import FiniteGuard
+
+    guard = FiniteGuard(["loss"], describe=lambda s: f"(context {s})")
+    assert guard.push(0, {"loss": jnp.float32(1.0)}, jnp.array(True)) is None  # nothing checked yet
+    step, metrics = guard.push(1, {"loss": jnp.float32(jnp.nan)}, jnp.array(False))
+    assert step == 0 and float(metrics["loss"]) == 1.0  # update 0 comes back once 1 is dispatched
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss=nan at step 1 \(context 1\)") as e:
+        guard.flush()
+    assert e.value.step == 1 and math.isnan(e.value.values["loss"])
+    assert guard.flush() is None
+
+
+def test_hooks_see_every_update_in_order_and_close_on_failure(tmp_path):
+    from muse_mini.training.hooks import TrainerHooks
+
+    class Recorder(TrainerHooks):
+        def __init__(self):
+            self.events = []
+
+        def on_start(self, step):
+            self.events.append(("start", step))
+
+        def on_checked(self, step, metrics):
+            self.events.append(("checked", step))
+
+        def on_checkpoint(self, step):
+            self.events.append(("checkpoint", step))
+
+        def close(self):
+            self.events.append(("close",))
+
+    cfg = toy_cfg(steps=4, checkpoint_every=2)
+    state, step_fn, batch_fn = make_toy(cfg)
+    rec = Recorder()
+    train(tmp_path / "ok", state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg, metadata={},
+          progress=False, hooks=[rec])
+    assert rec.events == [("start", 0), ("checked", 0), ("checked", 1), ("checkpoint", 2),
+                          ("checked", 2), ("checked", 3), ("checkpoint", 4), ("close",)]
+    state, step_fn, batch_fn = make_toy(cfg, nan_at=1)
+    rec = Recorder()
+    with pytest.raises(NonFiniteLossError):
+        train(tmp_path / "nan", state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg, metadata={},
+              progress=False, hooks=[rec])
+    assert rec.events == [("start", 0), ("checked", 0), ("close",)]
 
 
 def test_config_mismatch_on_resume(finished_run, tmp_path):
@@ -284,7 +357,7 @@ def test_invalid_config_and_metadata_fail_before_training(tmp_path):
 
 
 def test_concurrent_training_in_one_run_dir_is_refused(tmp_path):
-    with _RunLock(tmp_path):
+    with RunLock(tmp_path):
         with pytest.raises(RuntimeError, match="already being trained"):
             run(tmp_path, toy_cfg(steps=4))
 

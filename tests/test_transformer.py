@@ -21,7 +21,7 @@ from muse_mini.config import TransformerConfig, get_preset
 
 VOCAB, SEQ, TEXT_W, L = 16, 9, 12, 5
 CFG = TransformerConfig(depth=2, width=32, mlp_dim=128, num_heads=4)
-AXIS_NAMES = {"embed", "mlp", "heads", "kv", "vocab", "layers", "text_embed", "seq"}
+AXIS_NAMES = {"embed", "embed_out", "mlp", "heads", "kv", "vocab", "layers", "text_embed", "seq"}
 
 
 def key(seed):
@@ -146,6 +146,11 @@ def test_logical_axes_name_every_dimension(model):
     assert axes.decoder.token_embed.weight == ("vocab", "embed")
     assert axes.text_proj.weight == ("text_embed", "embed")
     assert axes.decoder.blocks.blocks.self_attn.q_proj == ("layers", "embed", "heads", "kv")
+    # "mlp" is the axis a rules table shards as the MLP's hidden width: only MLP weights carry it.
+    with_mlp = [path for path, names in jax.tree_util.tree_flatten_with_path(axes, is_leaf=T.is_axes)[0]
+                if "mlp" in names]
+    assert with_mlp and all(".mlp." in jax.tree_util.keystr(path) for path in with_mlp), with_mlp
+    assert axes.decoder.head.dense.weight == ("embed", "embed_out")
 
 
 def test_logical_axes_on_abstract_model():

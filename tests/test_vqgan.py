@@ -1,6 +1,7 @@
 """The VQGAN tokenizer: shapes, input checks, discriminator, decoder finetuning, training glue."""
 
 import dataclasses
+import shutil
 
 import equinox as eqx
 import jax
@@ -10,15 +11,13 @@ import pytest
 from PIL import Image
 
 from muse_mini.config import VQGANConfig, get_preset
-from muse_mini.training.loop import init_key
+from muse_mini.training.keys import init_key
 from muse_mini.models.quantizer import perplexity
 from muse_mini.models.codec import decode_token_batch, decode_tokens, encode_images, reconstruct
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.tokenizer import random_crops, train_tokenizer
-from muse_mini.models.vqgan import (
-    VQGAN, PatchDiscriminator, check_images, decoder_filter, grow_decoder, hinge_d_loss, hinge_g_loss,
-    to_float, to_uint8,
-)
+from muse_mini.models.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
+from muse_mini.models.vqgan import VQGAN, check_images, decoder_filter, grow_decoder, to_float, to_uint8
 
 # f=2: the fewest layers, so the smoke runs compile quickly.
 TINY = VQGANConfig(
@@ -84,13 +83,6 @@ def test_encoder_option_is_checked():
         dataclasses.replace(TINY, encoder="conv")
 
 
-def test_paper_sizes():
-    """§2.2: f=16 on 256×256 gives 16×16 tokens; f=8 on 512×512 gives 64×64."""
-    cfg = get_preset("paper-3b")
-    assert (cfg.tokenizer.downsample, cfg.tokenizer.grid) == (16, 16)
-    assert (cfg.highres_tokenizer.downsample, cfg.highres_tokenizer.grid) == (8, 64)
-
-
 def test_bad_inputs_are_clear_errors():
     vqgan = _abstract(TINY)
     with pytest.raises(ValueError, match=r"img: expected one \(H, W, 3\) image"):
@@ -103,6 +95,9 @@ def test_bad_inputs_are_clear_errors():
         check_images(np.zeros((1, 32, 32, 3), np.int64), size=32)
     with pytest.raises(ValueError, match="multiples of 4"):
         check_images(np.zeros((1, 30, 32, 3), np.uint8), multiple_of=4)
+    with pytest.raises(ValueError, match=r"float images must lie in \[-1, 1\], got values in \[0, 200\]"):
+        check_images(np.concatenate([np.zeros((1, 32, 32, 3)), np.full((1, 32, 32, 3), 200.0)]), size=32)
+    check_images(np.full((1, 32, 32, 3), 1.0, np.float32), size=32)  # the range's edge is fine
 
 
 def test_uint8_float_round_trip():
@@ -196,6 +191,29 @@ def test_smoke_training_writes_a_loadable_run(smoke_run):
         encode_images(loaded, np.zeros((1, 64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match=r"ids: values must be in \[0, 16\)"):
         decode_tokens(loaded, np.full((1, 16, 16), 16))
+
+
+def test_finished_run_writes_the_model_alone_and_legacy_runs_still_load(smoke_run, tmp_path):
+    """model.eqx holds the VQGAN's leaves only (no optimiser, no discriminator); a run
+    trained before model.eqx existed (final.eqx only) loads the same weights."""
+    from muse_mini.runs.checkpoint import read_header
+
+    _, run, trained = smoke_run
+    paths = [leaf["path"] for leaf in read_header(run / "model.eqx")["leaves"]]
+    wanted = [jax.tree_util.keystr(p) for p, _ in
+              jax.tree_util.tree_flatten_with_path(eqx.filter(trained, eqx.is_array))[0]]
+    assert paths == wanted
+    final_paths = [leaf["path"] for leaf in read_header(run / "final.eqx")["leaves"]]
+    assert any(p.startswith(".opt_g") for p in final_paths) and any(p.startswith(".disc") for p in final_paths)
+    assert not any("opt" in p or "disc" in p for p in paths)
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(run, legacy)
+    (legacy / "model.eqx").unlink()
+    loaded = load_tokenizer(legacy)
+    for a, b in zip(jax.tree_util.tree_leaves(eqx.filter(trained, eqx.is_array)),
+                    jax.tree_util.tree_leaves(eqx.filter(loaded, eqx.is_array)), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_decoder_finetune_freezes_encoder_and_codebook(smoke_run, tmp_path):

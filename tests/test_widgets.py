@@ -9,8 +9,10 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from muse_mini.decoding.sampler import Trajectory  # noqa: E402
+from IPython.core.formatters import DisplayFormatter  # noqa: E402
+
 from muse_mini.viz.widgets import (  # noqa: E402
-    DecodingViewer, PromptExplorer, plot_trajectory_strip, render_step, trajectory_frames,
+    DecodingViewer, PromptExplorer, figure_to_png, plot_trajectory_strip, render_step, trajectory_frames,
 )
 
 V, GRID, STEPS, CELL = 6, 4, 4, 2
@@ -68,6 +70,23 @@ def test_render_step_has_three_panels(traj, frames):
         render_step(frames, traj, STEPS)
 
 
+def test_render_step_displays_as_png_at_the_end_of_a_cell(traj, frames):
+    """A notebook cell ending in render_step(...) shows a PNG, with no pyplot backend hook."""
+    fig = render_step(frames, traj, 2, index=1)
+    data, _ = DisplayFormatter().format(fig)
+    assert data["image/png"].startswith(b"\x89PNG")
+    data, _ = DisplayFormatter().format(plot_trajectory_strip(frames))
+    assert data["image/png"].startswith(b"\x89PNG")
+
+
+def test_step_numbers_count_from_one_in_titles(traj, frames):
+    for t in range(STEPS):
+        title = render_step(frames, traj, t, index=1).axes[0].get_title()
+        assert title.startswith(f"step {t + 1}/{STEPS}:"), title
+    strip = plot_trajectory_strip(frames, [0, 3])
+    assert [ax.get_title() for ax in strip.axes] == ["step 1", f"step {STEPS}"]
+
+
 def test_strip(frames):
     fig = plot_trajectory_strip(frames, [0, 2, 3])
     assert len([ax for ax in fig.axes if ax.images]) == 3
@@ -77,12 +96,27 @@ def test_strip(frames):
 
 def test_viewer_slider_changes_the_frame(traj, frames):
     viewer = DecodingViewer(frames, traj, index=1)
-    assert viewer.slider.max == STEPS - 1 and viewer.t == STEPS - 1
+    assert (viewer.slider.min, viewer.slider.max) == (1, STEPS)
+    assert viewer.slider.value == STEPS and viewer.t == STEPS - 1
     last_png = viewer.image.value
-    viewer.slider.value = 0
+    viewer.slider.value = 1
     np.testing.assert_array_equal(viewer.frame, frames[0])
     assert bytes(viewer.image.value) != bytes(last_png)
     assert bytes(viewer.image.value).startswith(b"\x89PNG")
+
+
+def test_viewer_slider_value_is_the_step_in_the_title(traj, frames):
+    """Slider s shows the panel titled "step s/T" (it once showed "step s+1/T")."""
+    viewer = DecodingViewer(frames, traj, index=1)
+    for step in range(1, STEPS + 1):
+        viewer.slider.value = step
+        fig = render_step(frames, traj, step - 1, index=1)
+        assert fig.axes[0].get_title().startswith(f"step {step}/{STEPS}:")
+        assert bytes(viewer.image.value) == figure_to_png(fig)
+        assert viewer.step == step
+        np.testing.assert_array_equal(viewer.frame, frames[step - 1])
+    with pytest.raises(ValueError, match=r"step: expected a step in \[1, 4\]"):
+        viewer.show(0)
 
 
 def test_prompt_explorer_calls_generate_and_refreshes(traj, frames):
@@ -101,7 +135,7 @@ def test_prompt_explorer_calls_generate_and_refreshes(traj, frames):
     explorer.button.click()
     assert calls[-1] == ("a blue square", 3.5, 4)
     np.testing.assert_array_equal(explorer.viewer.frame, frames[0])
-    explorer.viewer.slider.value = 1
+    explorer.viewer.slider.value = 2  # step 2 is frames[1]
     np.testing.assert_array_equal(explorer.viewer.frame, frames[::-1][1])
 
     def failing(prompt, guidance, steps):
@@ -110,3 +144,23 @@ def test_prompt_explorer_calls_generate_and_refreshes(traj, frames):
     broken = PromptExplorer(failing)
     broken.button.click()
     assert "guidance" in broken.status.value and broken.viewer is None
+    assert not broken.button.disabled
+
+
+def test_prompt_explorer_generates_on_enter_and_shows_it_is_busy(traj, frames):
+    seen = []
+
+    def generate_fn(prompt, guidance, steps):
+        # What the browser shows while the sampler runs (and maybe recompiles).
+        seen.append((prompt, explorer.button.disabled, explorer.status.value))
+        return frames, traj
+
+    explorer = PromptExplorer(generate_fn, prompt="a red circle", steps=4)
+    assert explorer.prompt.continuous_update is False  # the value arrives on Enter, not per keystroke
+    explorer.prompt.value = "a green triangle"  # what Enter in the box sends
+    assert seen == [("a green triangle", True, "generating 'a green triangle'…")]
+    assert not explorer.button.disabled
+    assert explorer.status.value.startswith("'a green triangle': guidance 2, 4 steps")
+    explorer.button.disabled = True  # a click while busy is ignored
+    explorer._on_click(None)
+    assert len(seen) == 1

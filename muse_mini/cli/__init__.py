@@ -30,9 +30,20 @@ def _split_dashed_overrides(argv: list[str]) -> list[str]:
     return [a[2:] if a.startswith("--") and "." in a.split("=", 1)[0] else a for a in argv]
 
 
+def _silence_datasets() -> None:
+    """``--no-progress`` also hides the Hugging Face ``datasets`` download and map bars."""
+    try:
+        import datasets
+    except ImportError:
+        return
+    datasets.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _split_dashed_overrides(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        _silence_datasets()
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError) as err:

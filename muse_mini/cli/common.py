@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from muse_mini.config import PRESETS
 
@@ -21,4 +22,12 @@ def add_preset_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (training and datasets)")
+
+
+def check_out_dir(path, flag: str = "--out") -> Path:
+    """``path`` as a directory to write into; checked before any work so a file there is never clobbered."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag}: {path} is an existing file; expected a directory (or a path to create)")
+    return path

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from muse_mini.cli.common import check_out_dir
 
 from muse_mini.models.codec import reconstruct
 from muse_mini.runs.layout import stage_complete
@@ -21,7 +23,7 @@ def add_parsers(sub) -> None:
 
 
 def run(args) -> None:
-    src, out = Path(args.images), Path(args.out)
+    src, out = Path(args.images), check_out_dir(args.out)
     paths = sorted(src.glob("*.png"))
     if not paths:
         raise FileNotFoundError(f"--images: no *.png files in {src}")
@@ -30,7 +32,10 @@ def run(args) -> None:
     vqgan = load_tokenizer(args.run)
     images = []
     for path in paths:
-        img = np.asarray(Image.open(path).convert("RGB"))
+        try:
+            img = np.asarray(Image.open(path).convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"--images: {path} is not a readable image ({e})") from None
         if img.shape[:2] != (vqgan.image_size, vqgan.image_size):
             raise ValueError(f"--images: {path.name} is {img.shape[1]}×{img.shape[0]}, but the tokenizer "
                              f"in {args.run} expects {vqgan.image_size}×{vqgan.image_size}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from muse_mini.cli.common import check_out_dir
 from muse_mini.data import shapes
 
 
@@ -34,9 +35,9 @@ add_parsers = add_parser  # the name muse_mini.cli looks for in each command mod
 
 def main(args: argparse.Namespace) -> int:
     """Write the samples; returns 0 (process exit status)."""
+    out = check_out_dir(args.out)
     images, _, scenes = shapes.generate(args.n, seed=args.seed, split=args.split,
                                         start=getattr(args, "start", 0))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):
         Image.fromarray(img).save(out / f"{i:05d}.png")

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from muse_mini.data import shapes as S
+from muse_mini.data import captions as C, shapes as S
 
 MIN_ALPHA = 0.5  # a pixel is "ink" when it is at least half palette colour
 MAX_COLOUR_RESIDUAL = 90.0  # RGB distance (0..255) off the white-to-colour line
@@ -52,8 +52,8 @@ BLUR_SIGMAS = (0.0, 0.7)  # template blurs tried, px at the evaluated resolution
 SIZE_THRESHOLD = 23.0  # px at 64×64: between small (16-20) and large (26-32)
 RELATION_TOLERANCE = 4.0  # px at 64×64: along >= 12 - tol and other <= along/2 + tol
 
-_COLOUR_NAMES = tuple(S.COLOURS)
-_INK_Cx3 = np.array([S.COLOURS[c] for c in _COLOUR_NAMES], float) - 255.0
+_COLOUR_NAMES = tuple(C.COLOURS)
+_INK_Cx3 = np.array([C.COLOURS[c] for c in _COLOUR_NAMES], float) - 255.0
 _INK_NORM2_C = (_INK_Cx3 ** 2).sum(axis=1)
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as in JPEG
 _LUMA_C = (_INK_Cx3 + 255.0) @ _LUMA
@@ -87,7 +87,7 @@ class Evaluation:
 
     ok: bool
     caption: str
-    requirements: S.Requirements
+    requirements: C.Requirements
     objects_found: list[FoundObject]
     reasons: list[str]
     resolution: int
@@ -194,7 +194,7 @@ def _fit_shape(alpha_hxw: np.ndarray, origin: tuple[int, int], factor: int):
     my = (((ys + 0.5) * alpha_hxw).sum() / mass + r0) * factor
     area64 = mass * factor ** 2
     candidates, stack = [], []
-    for shape in S.SHAPES:
+    for shape in C.SHAPES:
         # the two sizes whose drawn area brackets the measured ink mass
         side = np.sqrt(area64 / (_shape_stats(shape, 32)[0] / 32 ** 2))
         for size in {int(np.floor(side)), int(np.ceil(side))}:
@@ -271,7 +271,7 @@ def _expect_only(found, n, noun, reasons, strict) -> list[FoundObject]:
     return hits
 
 
-def check(req: S.Requirements, found: Sequence[FoundObject], *, strict: bool = True) -> list[str]:
+def check(req: C.Requirements, found: Sequence[FoundObject], *, strict: bool = True) -> list[str]:
     """Reasons why ``found`` does not satisfy ``req`` (empty list = satisfied).
 
     With ``strict`` (default) the image must hold the named objects and nothing
@@ -326,7 +326,7 @@ def evaluate(image, caption: str, *, strict: bool = True) -> Evaluation:
         Bad image shape/dtype, or a caption that is not canonical.
     """
     img = as_image(image)
-    req = S.parse_caption(caption)
+    req = C.parse_caption(caption)
     found = _find_objects(img)
     reasons = check(req, found, strict=strict)
     return Evaluation(not reasons, caption, req, found, reasons, img.shape[0])
@@ -366,7 +366,7 @@ def caption_accuracy(images, captions: Sequence[str], *, strict: bool = True) ->
     results = evaluate_batch(images, captions, strict=strict)
 
     def by_kind(rs):
-        return {k: _summary([r for r in rs if r.requirements.kind == k]) for k in S.KINDS}
+        return {k: _summary([r for r in rs if r.requirements.kind == k]) for k in C.KINDS}
 
     out = {**_summary(results), "per_kind": by_kind(results), "per_split": {}}
     for name, held in (("in_distribution", False), ("holdout", True)):

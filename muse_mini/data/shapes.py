@@ -1,20 +1,19 @@
-"""The Shapes world: muse_mini's built-in toy text-to-image dataset.
+"""The Shapes world: muse_mini's built-in toy text-to-image dataset (objects, pixels, sampling).
 
 Muse's headline claims are about language understanding: cardinality
 ("three bottles") and composition ("a cup left of a book") (Muse §3.1, Fig. 6).
 The Shapes world makes those claims measurable on a CPU: every scene is drawn
 by this program, so every caption is true by construction, and
-``muse_mini.data.evaluator`` can check any generated image against it.
+``muse_mini.data.evaluator`` can check any generated image against it. The
+caption grammar (vocabulary, canonical captions, paraphrases, prompt lists)
+lives in ``muse_mini.data.captions``; its names are re-exported here.
 
-The contract is the Shapes spec (``spec/shapes.md``): palette, shapes, sizes,
-the four scene kinds and their canonical captions, the compositional hold-out
-and determinism. Choices the spec leaves free are documented where made; the
-main ones are
+The contract is the Shapes spec (``spec/shapes.md``). Choices it leaves free:
 
 - objects are drawn in integer-aligned boxes, so a shape's pixels depend only
   on ``(shape, size)`` and rendering is a cached-mask copy;
-- bounding boxes are kept ``MIN_GAP = 4`` px apart (the spec asks for >= 2) so
-  the 32×32 image still has clean background between objects;
+- bounding boxes are kept ``MIN_GAP`` px apart (wider than the spec's minimum)
+  so the 32×32 image still has clean background between objects;
 - placements keep a safety margin from every region / relation boundary so a
   true caption stays true after blur or 2× downsampling;
 - the kind of sample ``index`` is ``kinds[index % len(kinds)]``, so any run of
@@ -25,41 +24,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+# The caption grammar: used for sampling, and re-exported for ``from muse_mini.data.shapes import ...``.
+from muse_mini.data.captions import (  # noqa: F401
+    ALL_PAIRS, COLOURS, HOLDOUT_PAIRS, KINDS, NUMBER_WORDS, REGIONS, RELATIONS, SHAPES, SIZES,
+    SPLITS, TRAIN_PAIRS, Requirements, all_canonical_captions, canonical_caption,
+    canonical_prompts, check_int, check_kinds, check_split, paraphrase, parse_caption, pick,
+)
+
 CANVAS = 64  # high-res side (spec: "Images")
 LOW_RES = 32  # base-model side: 2×2 block average of the canvas
 BACKGROUND = (255, 255, 255)
-
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 60),
-    "blue": (40, 80, 220),
-    "yellow": (240, 200, 30),
-    "purple": (150, 60, 200),
-    "orange": (245, 130, 30),
-}
-SHAPES = ("circle", "square", "triangle", "diamond")
-SIZES: dict[str, tuple[int, int]] = {"small": (16, 20), "large": (26, 32)}  # inclusive
-REGIONS = ("top left", "top right", "bottom left", "bottom right", "center")
-RELATIONS = ("left of", "right of", "above", "below")
-NUMBER_WORDS: dict[str, int] = {"two": 2, "three": 3, "four": 4}
-_NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items()}
-KINDS = ("single", "placed", "count", "relation")
-SPLITS = ("train", "holdout")
-
-HOLDOUT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("blue", "triangle"),
-    ("red", "square"),
-    ("yellow", "circle"),
-    ("green", "diamond"),
-)
-ALL_PAIRS = tuple(itertools.product(COLOURS, SHAPES))
-TRAIN_PAIRS = tuple(p for p in ALL_PAIRS if p not in HOLDOUT_PAIRS)
 
 RELATION_MIN_DIFF = 12.0  # spec: the stated axis differs by >= 12 px at 64×64
 MIN_GAP = 4  # px between bounding boxes at 64×64 (spec minimum is 2)
@@ -72,11 +50,7 @@ _NOT_CENTER_MARGIN = 2.0  # quarter objects this far outside the middle third
 _RELATION_OTHER_MARGIN = 2.0  # off-axis offset this far below half the on-axis one
 
 
-# --------------------------------------------------------------------------
-# Scene description
-# --------------------------------------------------------------------------
-
-
+# --- Scene description ---
 @dataclasses.dataclass(frozen=True)
 class ShapeObject:
     """One flat-filled object.
@@ -113,38 +87,6 @@ class ShapeObject:
 
 
 @dataclasses.dataclass(frozen=True)
-class Requirements:
-    """What a canonical caption asks for (spec: "Scenes and canonical captions").
-
-    ``colour, shape`` name the (first) object; ``size`` is set for ``single``,
-    ``region`` for ``placed``, ``count`` for ``count`` (1 otherwise), and
-    ``relation, other_colour, other_shape`` for ``relation``.
-    """
-
-    kind: str
-    colour: str
-    shape: str
-    size: str | None = None
-    region: str | None = None
-    count: int = 1
-    relation: str | None = None
-    other_colour: str | None = None
-    other_shape: str | None = None
-
-    @property
-    def pairs(self) -> tuple[tuple[str, str], ...]:
-        """The distinct colour–shape pairs the caption names."""
-        if self.kind == "relation":
-            return ((self.colour, self.shape), (self.other_colour, self.other_shape))
-        return ((self.colour, self.shape),)
-
-    @property
-    def is_holdout(self) -> bool:
-        """True when the caption names a hold-out pair (spec: "compositional hold-out")."""
-        return any(p in HOLDOUT_PAIRS for p in self.pairs)
-
-
-@dataclasses.dataclass(frozen=True)
 class Scene:
     """A sampled scene: its objects, canonical caption and optional paraphrase.
 
@@ -169,11 +111,7 @@ class Scene:
         return render(self.objects, resolution=resolution)
 
 
-# --------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------
-
-
+# --- Rendering ---
 @functools.lru_cache(maxsize=None)
 def shape_mask(shape: str, width: int, height: int | None = None) -> np.ndarray:
     """Boolean ``[height, width]`` mask of ``shape`` filling a box (not anti-aliased).
@@ -223,7 +161,7 @@ def render(objects: Sequence[ShapeObject], resolution: int = CANVAS) -> np.ndarr
         ``uint8 [resolution, resolution, 3]``.
     """
     _check_resolution(resolution)
-    img_64x64x3 = np.full((CANVAS, CANVAS, 3), 255, np.uint8)
+    img_64x64x3 = np.full((CANVAS, CANVAS, 3), BACKGROUND, np.uint8)
     _draw(img_64x64x3, objects)
     return img_64x64x3 if resolution == CANVAS else downsample(img_64x64x3)
 
@@ -246,11 +184,7 @@ def downsample(img: np.ndarray, factor: int = 2) -> np.ndarray:
     return ((blocks.sum(axis=(-4, -2)) + area // 2) // area).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------
-# Geometry rules shared with the evaluator
-# --------------------------------------------------------------------------
-
-
+# --- Geometry rules shared with the evaluator ---
 def in_region(region: str, cx, cy, margin: float = 0.0):
     """Whether a centre lies in ``region`` (spec: quarters; ``center`` = middle third).
 
@@ -286,159 +220,7 @@ def relation_offsets(relation: str, a_cx, a_cy, b_cx, b_cy):
     raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
 
 
-# --------------------------------------------------------------------------
-# Captions
-# --------------------------------------------------------------------------
-
-
-def _with_article(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-def canonical_caption(req: Requirements) -> str:
-    """The one canonical caption for ``req`` (spec table; ``an`` before a vowel)."""
-    noun = f"{req.colour} {req.shape}"
-    if req.kind == "single":
-        return _with_article(f"{req.size} {noun}")
-    if req.kind == "placed":
-        return f"{_with_article(noun)} in the {req.region}"
-    if req.kind == "count":
-        return f"{_NUMBER_NAMES[req.count]} {noun}s"
-    if req.kind == "relation":
-        other = _with_article(f"{req.other_colour} {req.other_shape}")
-        return f"{_with_article(noun)} {req.relation} {other}"
-    raise ValueError(f"kind must be one of {KINDS}, got {req.kind!r}")
-
-
-_C = "|".join(COLOURS)
-_S = "|".join(SHAPES)
-_CAPTION_PATTERNS = {
-    "single": re.compile(rf"an? (small|large) ({_C}) ({_S})"),
-    "placed": re.compile(rf"an? ({_C}) ({_S}) in the ({'|'.join(REGIONS)})"),
-    "count": re.compile(rf"({'|'.join(NUMBER_WORDS)}) ({_C}) ({_S})s"),
-    "relation": re.compile(rf"an? ({_C}) ({_S}) ({'|'.join(RELATIONS)}) an? ({_C}) ({_S})"),
-}
-
-
-def parse_caption(caption: str) -> Requirements:
-    """Parse a canonical caption into its :class:`Requirements`.
-
-    Raises
-    ------
-    ValueError
-        If ``caption`` is not exactly one of the spec's canonical forms
-        (wrong article, digits, capitals, trailing period, paraphrase, or a
-        relation between two identical colour–shape pairs).
-    """
-    if not isinstance(caption, str):
-        raise ValueError(f"caption must be a str, got {type(caption).__name__}")
-    for kind, pattern in _CAPTION_PATTERNS.items():
-        m = pattern.fullmatch(caption)
-        if m is None:
-            continue
-        g = m.groups()
-        if kind == "single":
-            req = Requirements(kind, colour=g[1], shape=g[2], size=g[0])
-        elif kind == "placed":
-            req = Requirements(kind, colour=g[0], shape=g[1], region=g[2])
-        elif kind == "count":
-            req = Requirements(kind, colour=g[1], shape=g[2], count=NUMBER_WORDS[g[0]])
-        else:
-            req = Requirements(kind, colour=g[0], shape=g[1], relation=g[2],
-                               other_colour=g[3], other_shape=g[4])
-            if req.pairs[0] == req.pairs[1]:
-                raise ValueError(f"caption {caption!r}: the two objects of a relation "
-                                 "must differ in colour or shape")
-        expected = canonical_caption(req)
-        if expected != caption:  # only the article can differ here
-            raise ValueError(f"caption {caption!r} is not canonical; expected {expected!r}")
-        return req
-    raise ValueError(
-        f"caption {caption!r} is not a canonical Shapes caption; expected one of: "
-        "'a {size} {colour} {shape}', 'a {colour} {shape} in the {region}', "
-        "'{two|three|four} {colour} {shape}s', 'a {colour} {shape} {relation} a {colour} {shape}'"
-    )
-
-
-def _pick(rng: np.random.Generator, options):
-    return options[int(rng.integers(len(options)))]
-
-
-_REGION_SYNONYMS = {"top left": "upper left", "top right": "upper right",
-                    "bottom left": "lower left", "bottom right": "lower right",
-                    "center": "middle"}
-_RELATION_SYNONYMS = {"left of": "to the left of", "right of": "to the right of",
-                      "above": "over", "below": "under"}
-_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-_SIZE_SYNONYMS = {"small": ("little", "tiny"), "large": ("big", "huge")}
-
-
-def paraphrase(req: Requirements, rng: np.random.Generator) -> str:
-    """A non-canonical caption with the same meaning (other word orders, digits, synonyms).
-
-    Every template contains a word or order that the canonical grammar lacks,
-    so :func:`parse_caption` rejects all paraphrases.
-    """
-    noun = f"{req.colour} {req.shape}"
-    pick = functools.partial(_pick, rng)
-    if req.kind == "single":
-        options = (
-            _with_article(f"{pick(_SIZE_SYNONYMS[req.size])} {noun}"),
-            f"one {req.size} {noun}",
-            _with_article(f"{req.size} {req.shape} in {req.colour}"),
-            f"{_with_article(noun)}, {req.size}",
-        )
-    elif req.kind == "placed":
-        options = (
-            f"{_with_article(noun)} at the {req.region}",
-            f"in the {req.region}, {_with_article(noun)}",
-            f"{_with_article(noun)} in the {_REGION_SYNONYMS[req.region]}",
-        )
-    elif req.kind == "count":
-        word = _NUMBER_NAMES[req.count]
-        options = (
-            f"{req.count} {noun}s",
-            f"{word} {req.shape}s, all {req.colour}",
-            f"a group of {word} {noun}s",
-        )
-    elif req.kind == "relation":
-        a = _with_article(noun)
-        b = _with_article(f"{req.other_colour} {req.other_shape}")
-        options = (
-            f"{a} {_RELATION_SYNONYMS[req.relation]} {b}",
-            f"{b} {_RELATION_SYNONYMS[_INVERSE[req.relation]]} {a}",
-            f"{_RELATION_SYNONYMS[req.relation]} {b} there is {a}",
-        )
-    else:
-        raise ValueError(f"kind must be one of {KINDS}, got {req.kind!r}")
-    return pick(options)
-
-
-# --------------------------------------------------------------------------
-# Sampling
-# --------------------------------------------------------------------------
-
-
-def _check_int(name: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_split(split) -> int:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return SPLITS.index(split)
-
-
-def check_kinds(kinds) -> tuple[str, ...]:
-    """``kinds`` as a tuple (one name or a sequence; repeats allowed), or ValueError."""
-    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    if not kinds or any(k not in KINDS for k in kinds):
-        raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}")
-    return kinds
-
-
+# --- Sampling ---
 def _check_resolution(resolution) -> None:
     if resolution not in (CANVAS, LOW_RES):
         raise ValueError(f"resolution must be {CANVAS} or {LOW_RES}, got {resolution!r}")
@@ -505,13 +287,13 @@ def _sample_layout(kind: str, split: str, rng: np.random.Generator):
     pairs = TRAIN_PAIRS if split == "train" else HOLDOUT_PAIRS
     while True:  # restart on the rare layout that leaves no room
         if kind == "single":
-            pair, size_class = _pick(rng, pairs), _pick(rng, tuple(SIZES))
+            pair, size_class = pick(rng, pairs), pick(rng, tuple(SIZES))
             size = _draw_size(rng, size_class)
             xy = _place(rng, size, [])
             return [_obj(pair, size, xy)], Requirements(kind, *pair, size=size_class)
         if kind == "placed":
-            pair, region = _pick(rng, pairs), _pick(rng, REGIONS)
-            size = _draw_size(rng, _pick(rng, tuple(SIZES)))
+            pair, region = pick(rng, pairs), pick(rng, REGIONS)
+            size = _draw_size(rng, pick(rng, tuple(SIZES)))
             if region == "center":
                 accept = lambda cx, cy: in_region("center", cx, cy, _CENTER_MARGIN)  # noqa: E731
             else:  # keep quarter scenes visibly off-centre, not just across a midline
@@ -522,7 +304,7 @@ def _sample_layout(kind: str, split: str, rng: np.random.Generator):
                 continue
             return [_obj(pair, size, xy)], Requirements(kind, *pair, region=region)
         if kind == "count":
-            pair, count = _pick(rng, pairs), _pick(rng, tuple(NUMBER_WORDS.values()))
+            pair, count = pick(rng, pairs), pick(rng, tuple(NUMBER_WORDS.values()))
             objects, boxes = [], []
             for _ in range(count):
                 size = _draw_size(rng, "small")  # spec: multi-object scenes use small objects
@@ -536,13 +318,13 @@ def _sample_layout(kind: str, split: str, rng: np.random.Generator):
             return objects, Requirements(kind, *pair, count=count)
         if kind == "relation":
             if split == "train":
-                a = _pick(rng, TRAIN_PAIRS)
-                b = _pick(rng, tuple(p for p in TRAIN_PAIRS if p != a))
+                a = pick(rng, TRAIN_PAIRS)
+                b = pick(rng, tuple(p for p in TRAIN_PAIRS if p != a))
             else:  # at least one hold-out pair, on either side of the relation
-                h = _pick(rng, HOLDOUT_PAIRS)
-                o = _pick(rng, tuple(p for p in ALL_PAIRS if p != h))
+                h = pick(rng, HOLDOUT_PAIRS)
+                o = pick(rng, tuple(p for p in ALL_PAIRS if p != h))
                 a, b = (h, o) if rng.random() < 0.5 else (o, h)
-            relation = _pick(rng, RELATIONS)
+            relation = pick(rng, RELATIONS)
             size_a, size_b = _draw_size(rng, "small"), _draw_size(rng, "small")
             xy = _place_pair(rng, size_a, size_b, relation)
             if xy is None:
@@ -570,9 +352,9 @@ def sample_scene(seed: int, split: str, index: int, *, paraphrase_prob: float = 
     kinds : sequence of str
         Scene kinds to draw from; sample ``index`` has kind ``kinds[index % len(kinds)]``.
     """
-    seed = _check_int("seed", seed)
-    index = _check_int("index", index)
-    split_id = _check_split(split)
+    seed = check_int("seed", seed)
+    index = check_int("index", index)
+    split_id = check_split(split)
     kinds = check_kinds(kinds)
     if not 0.0 <= paraphrase_prob <= 1.0:
         raise ValueError(f"paraphrase_prob must be in [0, 1], got {paraphrase_prob!r}")
@@ -599,70 +381,13 @@ def generate(n: int, *, seed: int = 0, split: str = "train", start: int = 0,
         ``Scene.text`` per sample (canonical unless ``paraphrase_prob > 0``).
     scenes : list of Scene
     """
-    n = _check_int("n", n)
-    start = _check_int("start", start)
+    n = check_int("n", n)
+    start = check_int("start", start)
     _check_resolution(resolution)
     scenes = [sample_scene(seed, split, start + i, paraphrase_prob=paraphrase_prob, kinds=kinds)
               for i in range(n)]
-    images_Nx64x64x3 = np.full((n, CANVAS, CANVAS, 3), 255, np.uint8)
+    images_Nx64x64x3 = np.full((n, CANVAS, CANVAS, 3), BACKGROUND, np.uint8)
     for img, scene in zip(images_Nx64x64x3, scenes):
         _draw(img, scene.objects)
     images = images_Nx64x64x3 if resolution == CANVAS else downsample(images_Nx64x64x3)
     return images, [s.text for s in scenes], scenes
-
-
-# --------------------------------------------------------------------------
-# Evaluation prompts
-# --------------------------------------------------------------------------
-
-
-def all_canonical_captions(kind: str, split: str) -> list[str]:
-    """Every distinct canonical caption of ``kind`` for ``split``, in a fixed order.
-
-    ``train`` prompts use only non-hold-out pairs; ``holdout`` prompts name at
-    least one hold-out pair.
-    """
-    _check_split(split)
-    check_kinds((kind,))
-    pairs = TRAIN_PAIRS if split == "train" else HOLDOUT_PAIRS
-    if kind == "single":
-        reqs = [Requirements(kind, c, s, size=z) for z in SIZES for c, s in pairs]
-    elif kind == "placed":
-        reqs = [Requirements(kind, c, s, region=r) for c, s in pairs for r in REGIONS]
-    elif kind == "count":
-        reqs = [Requirements(kind, c, s, count=k) for k in NUMBER_WORDS.values() for c, s in pairs]
-    else:
-        pool = TRAIN_PAIRS if split == "train" else ALL_PAIRS
-        reqs = [Requirements(kind, *a, relation=r, other_colour=b[0], other_shape=b[1])
-                for a in pool for b in pool if a != b
-                if split == "train" or a in HOLDOUT_PAIRS or b in HOLDOUT_PAIRS
-                for r in RELATIONS]
-    return [canonical_caption(r) for r in reqs]
-
-
-def canonical_prompts(split: str, n: int | None = None, seed: int = 0) -> list[str]:
-    """A deterministic list of canonical evaluation prompts, balanced over kinds.
-
-    Kinds are interleaved (single, placed, count, relation, single, ...), so
-    every prefix is balanced. Within a kind, prompts are a seeded permutation
-    of :func:`all_canonical_captions`, cycled when ``n`` needs more.
-
-    Parameters
-    ----------
-    split : {"train", "holdout"}
-        ``train`` gives in-distribution prompts, ``holdout`` the compositional
-        hold-out prompts (spec: evaluation reports them separately).
-    n : int, optional
-        Number of prompts. Default: 4 × the number of distinct prompts of the
-        rarest kind (160 for train, 32 for holdout).
-    """
-    split_id = _check_split(split)
-    seed = _check_int("seed", seed)
-    pools = []
-    for k, kind in enumerate(KINDS):
-        captions = all_canonical_captions(kind, split)
-        order = np.random.default_rng([seed, split_id, k, 2]).permutation(len(captions))
-        pools.append([captions[i] for i in order])
-    n = len(KINDS) * min(len(p) for p in pools) if n is None else _check_int("n", n)
-    return [pools[i % len(KINDS)][(i // len(KINDS)) % len(pools[i % len(KINDS)])]
-            for i in range(n)]

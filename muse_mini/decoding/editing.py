@@ -107,6 +107,7 @@ def mask_free_edit(
     if float(resample_fraction) > 1:
         raise ValueError(f"resample_fraction: expected a value in (0, 1], got {resample_fraction!r}")
     sampler_lib.check_tokens(tokens_BxN)
+    sampler_lib.check_key(key)
     V = sampler_lib.logits_width(logits_fn, tokens_BxN)
     sampler_lib.check_top_k(top_k, min(V, mask_id))
 

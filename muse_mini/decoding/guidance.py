@@ -24,7 +24,6 @@ Equinox model (``model(tokens_N, *context)``) with ``vmap``.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Callable
 
@@ -32,7 +31,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-GUIDANCE_SCHEDULES = ("constant", "linear")
+from muse_mini.decoding.spec import GUIDANCE_SCHEDULES, check_guidance  # noqa: F401
+
 
 
 class BatchedModel(eqx.Module):
@@ -44,28 +44,14 @@ class BatchedModel(eqx.Module):
         return jax.vmap(lambda tokens_N, ctx: self.model(tokens_N, *ctx))(tokens_BxN, context)
 
 
-def check_guidance(scale, schedule: str) -> None:
-    if schedule not in GUIDANCE_SCHEDULES:
-        raise ValueError(
-            f"guidance_schedule: expected one of {list(GUIDANCE_SCHEDULES)}, got {schedule!r}"
-        )
-    if isinstance(scale, jax.core.Tracer):
-        return
-    try:
-        finite = math.isfinite(float(scale))
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance: expected a real number, got {scale!r}") from None
-    if not finite:
-        raise ValueError(f"guidance: expected a finite guidance scale, got {scale!r}")
-
-
 def guidance_scale(step, steps: int, t_max, schedule: str = "linear"):
     """The guidance scale t at ``step`` (0-based) of ``steps``.
 
     ``"constant"``: t = t_max. ``"linear"``: t = t_max · step / (steps − 1), i.e.
     0 at the first step and t_max at the last; with a single step, t = t_max.
+    ``schedule`` and ``t_max`` are checked where the guided wrapper is built
+    (:func:`classifier_free_guidance`), not at every step.
     """
-    check_guidance(t_max, schedule)
     if schedule == "constant":
         return jnp.asarray(t_max, jnp.float32)
     ramp = jnp.asarray(step, jnp.float32) / max(steps - 1, 1)

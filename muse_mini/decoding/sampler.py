@@ -16,9 +16,8 @@ the model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
-import numbers
 from typing import Callable, NamedTuple
 
 import equinox as eqx
@@ -27,6 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from muse_mini.decoding import masking
+from muse_mini.decoding.spec import (  # noqa: F401  (check_* are part of this module's API)
+    DecodeSpec, check_key, check_real, check_scalars, check_steps, check_top_k,
+)
 
 LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -85,39 +87,8 @@ class Trajectory(eqx.Module):
 
 
 # --------------------------------------------------------------------------
-# Parameter checks (host side, before tracing anything)
-
-
-def _is_traced(value) -> bool:
-    return isinstance(value, jax.core.Tracer)
-
-
-def check_steps(steps, name: str = "steps") -> None:
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {steps!r}")
-
-
-def check_real(name: str, value, *, low: float, strict: bool) -> None:
-    """``value`` finite and ``> low`` (strict) or ``>= low``; traced values pass."""
-    if _is_traced(value):
-        return
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a real number, got {value!r}") from None
-    bad = not math.isfinite(v) or (v <= low if strict else v < low)
-    if bad:
-        relation = ">" if strict else ">="
-        raise ValueError(f"{name}: expected a finite number {relation} {low}, got {value!r}")
-
-
-def check_top_k(top_k, vocab_size: int) -> None:
-    if top_k is None:
-        return
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
-        raise ValueError(f"top_k: expected None or an integer, got {top_k!r}")
-    if not 1 <= top_k <= vocab_size:
-        raise ValueError(f"top_k: expected 1 <= top_k <= vocab size {vocab_size}, got {top_k}")
+# Parameter checks (host side, before tracing anything; the scalar and static
+# checks are defined once, in muse_mini.decoding.spec)
 
 
 def check_tokens(tokens_BxN, mask_BxN=None) -> None:
@@ -137,13 +108,6 @@ def check_tokens(tokens_BxN, mask_BxN=None) -> None:
         )
     if jnp.result_type(mask_BxN) != jnp.bool_:
         raise ValueError(f"mask: expected dtype bool, got {jnp.result_type(mask_BxN)}")
-
-
-def _check_schedule(schedule: str) -> None:
-    if schedule not in masking.SCHEDULES:
-        raise ValueError(
-            f"schedule: unknown schedule {schedule!r}; expected one of {sorted(masking.SCHEDULES)}"
-        )
 
 
 def logits_width(logits_fn: LogitsFn, tokens_BxN) -> int:
@@ -220,6 +184,16 @@ def init_state(tokens_BxN, mask_BxN, mask_id: int) -> DecodeState:
     )
 
 
+def choice_noise_scale(choice_temperature, step, steps: int):
+    """The confidence noise's scale at ``step`` (0-based): MaskGIT's
+    ``choice_temperature · (1 − (step + 1) / steps)``.
+
+    MaskGIT anneals by the ratio of steps *done after this one*, so the last
+    step ranks by confidence alone (its noise is zero).
+    """
+    return choice_temperature * (1.0 - (step + 1) / steps)
+
+
 def decode_step(
     logits_fn: LogitsFn,
     state: DecodeState,
@@ -239,8 +213,8 @@ def decode_step(
     a Python loop over this function and :func:`decode` draw the same numbers.
     Confidence is the log-probability of the sampled token under the model's
     (guided, untempered) distribution, as in MaskGIT; Gumbel noise scaled by
-    ``choice_temperature * (1 - step / steps)`` randomises which tokens are
-    kept early on and fades out towards the end.
+    :func:`choice_noise_scale` randomises which tokens are kept early on and
+    fades out towards the end.
     """
     step = jnp.asarray(step, jnp.int32)
     logits_BxNxV = predict_logits(logits_fn, state.tokens_BxN, step, mask_id)
@@ -255,7 +229,7 @@ def decode_step(
 
     logp_BxNxV = jax.nn.log_softmax(logits_BxNxV, axis=-1)
     logp_BxN = jnp.take_along_axis(logp_BxNxV, sampled_BxN[..., None], axis=-1)[..., 0]
-    noise_scale = choice_temperature * (1.0 - step / steps)
+    noise_scale = choice_noise_scale(choice_temperature, step, steps)
     confidence_BxN = jnp.where(
         state.mask_BxN, logp_BxN + noise_scale * gumbel_BxNxV1[..., V], jnp.inf
     )
@@ -283,16 +257,13 @@ def decode_step(
 def check_decode_args(
     logits_fn, tokens_BxN, mask_BxN, *, steps, mask_id, schedule, temperature, top_k,
     choice_temperature,
-) -> None:
-    """Every argument check of :func:`decode`, with a ValueError naming the argument."""
-    check_steps(steps)
-    check_real("temperature", temperature, low=0.0, strict=True)
-    check_real("choice_temperature", choice_temperature, low=0.0, strict=False)
-    _check_schedule(schedule)
-    if isinstance(mask_id, bool) or not isinstance(mask_id, numbers.Integral) or mask_id < 1:
-        raise ValueError(f"mask_id: expected an integer >= 1 (the vocabulary size), got {mask_id!r}")
+) -> DecodeSpec:
+    """Every argument check of :func:`decode`, with a ValueError naming the argument; returns the spec."""
+    spec = DecodeSpec(steps=steps, mask_id=mask_id, schedule=schedule)
+    check_scalars(temperature=temperature, choice_temperature=choice_temperature)
     check_tokens(tokens_BxN, mask_BxN)
     check_top_k(top_k, min(logits_width(logits_fn, tokens_BxN), mask_id))
+    return dataclasses.replace(spec, top_k=top_k)
 
 
 def decode(
@@ -317,20 +288,28 @@ def decode(
     with ``n0`` its own initial masked count, and none after the last step.
     One ``lax.scan``: wrap the call in ``eqx.filter_jit`` to compile it once.
     """
-    check_decode_args(
+    check_key(key)
+    spec = check_decode_args(
         logits_fn, tokens_BxN, mask_BxN, steps=steps, mask_id=mask_id, schedule=schedule,
         temperature=temperature, top_k=top_k, choice_temperature=choice_temperature,
     )
-    state = init_state(tokens_BxN, mask_BxN, mask_id)
+    return run_decode(logits_fn, tokens_BxN, mask_BxN, key=key, spec=spec, temperature=temperature,
+                      choice_temperature=choice_temperature)
+
+
+def run_decode(logits_fn: LogitsFn, tokens_BxN, mask_BxN, *, key, spec: DecodeSpec, temperature,
+               choice_temperature) -> Trajectory:
+    """The decoding loop of :func:`decode`, for callers that validated ``spec`` and the scalars already."""
+    state = init_state(tokens_BxN, mask_BxN, spec.mask_id)
 
     def body(state, step):
         state, out = decode_step(
-            logits_fn, state, step, key=key, steps=steps, mask_id=mask_id, schedule=schedule,
-            temperature=temperature, top_k=top_k, choice_temperature=choice_temperature,
+            logits_fn, state, step, key=key, steps=spec.steps, mask_id=spec.mask_id, schedule=spec.schedule,
+            temperature=temperature, top_k=spec.top_k, choice_temperature=choice_temperature,
         )
         return state, (state.tokens_BxN, state.mask_BxN, out.sampled_BxN, out.confidence_BxN)
 
-    final, per_step = jax.lax.scan(body, state, jnp.arange(steps, dtype=jnp.int32))
+    final, per_step = jax.lax.scan(body, state, jnp.arange(spec.steps, dtype=jnp.int32))
     tokens_BxTxN, mask_BxTxN, sampled_BxTxN, confidence_BxTxN = (
         jnp.swapaxes(x_TxBxN, 0, 1) for x_TxBxN in per_step
     )

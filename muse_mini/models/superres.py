@@ -41,7 +41,7 @@ from muse_mini.models.codec import decode_tokens
 from muse_mini.models.vqgan import to_float
 from muse_mini.models.transformer import (
     BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, MaskedTokenTransformer,
-    check_same_batch, compute_dtype, project_text,
+    Condition, check_same_batch, compute_dtype, project_text,
 )
 
 
@@ -109,7 +109,7 @@ class SuperResTransformer(eqx.Module):
         self.lowres_children = None
         if cfg.lowres_skip:
             _, r = _grid_ratio(lowres_seq_len, seq_len)
-            self.lowres_children = Linear(cfg.width, r * r * cfg.width, ("embed", "mlp"), key=k_skip)
+            self.lowres_children = Linear(cfg.width, r * r * cfg.width, ("embed", "children"), key=k_skip)
 
     @property
     def mask_id(self) -> int:
@@ -154,26 +154,37 @@ class SuperResTransformer(eqx.Module):
         low_MxD = low_MxD + self.lowres_pos(dt)
         return self.lowres_norm(self.lowres_encoder(low_MxD, key=key))
 
-    def __call__(
-        self,
-        tokens_N: Int[Array, " N"],
-        lowres_M: Array,
-        text_LxD: Float[Array, "L D"],
-        text_mask_L: Bool[Array, " L"],
-        *,
-        key=None,
-    ) -> Float[Array, "N V"]:
-        """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
+    def __call__(self, tokens_N: Int[Array, " N"], lowres, text_LxD: Float[Array, "L D"],
+                 text_mask_L: Bool[Array, " L"], *, key=None) -> Float[Array, "N V"]:
+        """Logits (float32) for one example or a batch; dropout only when ``key`` is given.
+
+        ``lowres`` is what :func:`lowres_condition` gives: token ids, or the
+        decoded low-res image for ``lowres_input="pixels"``.
+        """
         enc_key, dec_key = (None, None) if key is None else jax.random.split(key)
-        low_MxW = self.encode_lowres(lowres_M, key=enc_key)
-        check_same_batch(tokens=tokens_N, lowres=low_MxW[..., 0], text=text_LxD[..., 0])
+        cond = self.encode_condition(lowres, text_LxD, text_mask_L, key=enc_key)
+        check_same_batch(tokens=tokens_N, lowres=cond.context_SxW[..., 0], text=text_LxD[..., 0])
+        return self.logits(tokens_N, cond, key=dec_key)
+
+    def encode_condition(self, lowres, text_LxD, text_mask_L, *, key=None) -> Condition:
+        """Figure 4's context: the encoded low-res tokens next to the projected text, plus the skip.
+
+        Constant while the high-res tokens are decoded, so a sampler encodes
+        it once per generation and calls :meth:`logits` at every step.
+        """
+        low_MxW = self.encode_lowres(lowres, key=key)
+        check_same_batch(lowres=low_MxW[..., 0], text=text_LxD[..., 0])
         text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
         context_SxW = jnp.concatenate([low_MxW, text_LxW], axis=-2)
         context_mask_S = jnp.concatenate([jnp.ones(low_MxW.shape[:-1], bool), text_mask_L], axis=-1)
-        extra = None
+        extra_NxW = None
         if self.lowres_children is not None:
-            extra = _children_to_grid(self.lowres_children(low_MxW), self.seq_len)
-        return self.decoder(tokens_N, context_SxW, context_mask_S, extra_NxD=extra, key=dec_key)
+            extra_NxW = _children_to_grid(self.lowres_children(low_MxW), self.seq_len)
+        return Condition(context_SxW, context_mask_S, extra_NxW)
+
+    def logits(self, tokens_N, cond: Condition, *, key=None) -> Float[Array, "N V"]:
+        """High-res logits given an encoded condition (:meth:`encode_condition`)."""
+        return self.decoder(tokens_N, cond.context_SxW, cond.context_mask_S, extra_NxW=cond.extra_NxW, key=key)
 
 
 def _grid_ratio(lowres_seq_len: int, seq_len: int) -> tuple[int, int]:

@@ -24,8 +24,9 @@ Engineering choices, each kept small:
   run with :func:`jax.lax.scan`, so tracing and compile time do not grow with
   depth. ``cfg.remat`` rematerialises each layer in the backward pass.
 - **Logical axis names**: every weight lives in a small :class:`Named` module
-  that names its axes (``embed``, ``mlp``, ``heads``, ``kv``, ``vocab``,
-  ``seq``, ``text_embed``; stacked weights get ``layers`` in front).
+  that names its axes (``embed``, ``mlp`` (the MLP's hidden width only),
+  ``heads``, ``kv``, ``vocab``, ``seq``, ``text_embed``, ``embed_out`` (a
+  width-to-width output projection); stacked weights get ``layers`` in front).
   :func:`logical_axes` returns them as a pytree mirroring the model, for a
   sharding rules table mapping names to mesh axes.
 
@@ -418,7 +419,7 @@ class OutputHead(eqx.Module):
 
     def __init__(self, width: int, vocab_size: int, *, key):
         w1, w2 = _normals(key, (width, width), (width, vocab_size))
-        self.dense = Linear(width, width, ("embed", "mlp"), weight=w1)
+        self.dense = Linear(width, width, ("embed", "embed_out"), weight=w1)
         self.norm = LayerNorm(width)
         self.out = Linear(width, vocab_size, ("embed", "vocab"), weight=w2)
 
@@ -462,8 +463,8 @@ class MaskedTokenTransformer(eqx.Module):
     def mask_id(self) -> int:
         return self.vocab_size
 
-    def __call__(self, tokens_N, context_SxD, context_mask_S, *, extra_NxD=None, key=None) -> Float[Array, "N V"]:
-        """Logits for one example or a batch; ``extra_NxD`` is added to the input embeddings."""
+    def __call__(self, tokens_N, context_SxW, context_mask_S, *, extra_NxW=None, key=None) -> Float[Array, "N V"]:
+        """Logits for one example or a batch; ``extra_NxW`` is added to the input embeddings."""
         if tokens_N.ndim not in (1, 2) or tokens_N.shape[-1] != self.seq_len:
             raise ValueError(
                 f"tokens: expected shape ({self.seq_len},) for one example or (batch, {self.seq_len}), "
@@ -471,10 +472,19 @@ class MaskedTokenTransformer(eqx.Module):
             )
         dt = compute_dtype(self.dtype)
         x_NxD = self.token_embed(tokens_N, dt) + self.pos_embed(dt)
-        if extra_NxD is not None:
-            x_NxD = x_NxD + extra_NxD.astype(dt)
-        x_NxD = self.blocks(x_NxD, context_SxD, context_mask_S, key=key)
+        if extra_NxW is not None:
+            x_NxD = x_NxD + extra_NxW.astype(dt)
+        x_NxD = self.blocks(x_NxD, context_SxW, context_mask_S, key=key)
         return self.head(self.norm(x_NxD)).astype(jnp.float32)
+
+
+class Condition(eqx.Module):
+    """An encoded condition: the context the blocks cross-attend to, its key mask, and an
+    optional per-token term added to the input embeddings (super-res's skip, §2.4)."""
+
+    context_SxW: Array
+    context_mask_S: Array
+    extra_NxW: Array | None = None
 
 
 class BaseTransformer(eqx.Module):
@@ -517,9 +527,21 @@ class BaseTransformer(eqx.Module):
         key=None,
     ) -> Float[Array, "N V"]:
         """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
-        text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
         check_same_batch(tokens=tokens_N, text=text_LxD[..., 0])
-        return self.decoder(tokens_N, text_LxW, text_mask_L, key=key)
+        return self.logits(tokens_N, self.encode_condition(text_LxD, text_mask_L), key=key)
+
+    def encode_condition(self, text_LxD, text_mask_L) -> Condition:
+        """The text projected to the model width (§2.3): what every decoding step attends to.
+
+        It does not change while an image is decoded, so a sampler encodes it
+        once per generation and calls :meth:`logits` at every step.
+        """
+        text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
+        return Condition(text_LxW, text_mask_L)
+
+    def logits(self, tokens_N, cond: Condition, *, key=None) -> Float[Array, "N V"]:
+        """Logits for masked tokens given an encoded condition (:meth:`encode_condition`)."""
+        return self.decoder(tokens_N, cond.context_SxW, cond.context_mask_S, extra_NxW=cond.extra_NxW, key=key)
 
 
 def check_same_batch(**inputs) -> None:

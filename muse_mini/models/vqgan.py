@@ -31,51 +31,15 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from muse_mini.config import VQGANConfig
+# The image helpers, re-exported for callers that import them from here.
+from muse_mini.models.images import check_images, psnr, to_float, to_uint8  # noqa: F401
 from muse_mini.models.quantizer import QuantizerAux, VectorQuantizer
-
-# --------------------------------------------------------------------------
-# Image conversion and validation
-
-
-def check_images(images, *, size: int | tuple[int, int] | None = None, multiple_of: int = 1, name: str = "images"):
-    """Validate a batch ``(N, H, W, 3)`` of uint8 or float images; return it as an array.
-
-    ``size`` fixes H and W exactly (an int for square images); otherwise both
-    must be multiples of ``multiple_of``. Errors name the argument and the
-    expected shape.
-    """
-    images = np.asarray(images) if not isinstance(images, jax.Array) else images
-    want_hw = (size, size) if isinstance(size, int) else size
-    shown = f"(N, {want_hw[0]}, {want_hw[1]}, 3)" if want_hw else f"(N, H, W, 3) with H, W multiples of {multiple_of}"
-    expect = f"{name}: expected {shown} uint8 or float"
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{expect}, got {tuple(images.shape)}")
-    if not (images.dtype == np.uint8 or jnp.issubdtype(images.dtype, jnp.floating)):
-        raise ValueError(f"{expect}, got dtype {images.dtype}")
-    hw = tuple(images.shape[1:3])
-    if (want_hw and hw != tuple(want_hw)) or hw[0] % multiple_of or hw[1] % multiple_of:
-        raise ValueError(f"{expect}, got {tuple(images.shape)}")
-    return images
-
-
-def to_float(images_uint8) -> Float[Array, "... 3"]:
-    """uint8 ``[0, 255]`` → float32 ``[-1, 1]``; float input is passed through."""
-    if images_uint8.dtype == np.uint8:
-        return jnp.asarray(images_uint8, jnp.float32) / 127.5 - 1.0
-    return jnp.asarray(images_uint8, jnp.float32)
-
-
-def to_uint8(images_float) -> np.ndarray:
-    """float ``[-1, 1]`` → uint8 ``[0, 255]`` (clipped, rounded)."""
-    x = np.asarray(images_float, np.float32)
-    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
 
 # --------------------------------------------------------------------------
 # Building blocks (CxHxW)
 
 
-def _groups(channels: int) -> int:
+def norm_groups(channels: int) -> int:
     """GroupNorm's usual 32 groups, but at least 4 channels per group.
 
     One channel per group would be instance norm, which strips each channel's
@@ -119,7 +83,7 @@ def fast_init(cls, *args, key: jax.Array, **kwargs):
     """``cls(*args, key=key, **kwargs)`` with the same init distribution, in one compiled call.
 
     Eager initialisation compiles a random-number kernel per distinct weight
-    shape, which costs tens of seconds for a VQGAN on a CPU; here the module is
+    shape, which is slow for a VQGAN on a CPU; here the module is
     traced abstractly and every conv/norm array is cut from one random draw.
     """
     return _fill(eqx.filter_eval_shape(cls, *args, key=key, **kwargs), key)
@@ -136,9 +100,9 @@ class ResBlock(eqx.Module):
 
     def __init__(self, cin: int, cout: int, *, key: jax.Array):
         k1, k2, k3 = jax.random.split(key, 3)
-        self.norm1 = eqx.nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = eqx.nn.GroupNorm(norm_groups(cin), cin)
         self.conv1 = _conv(cin, cout, 3, k1)
-        self.norm2 = eqx.nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = eqx.nn.GroupNorm(norm_groups(cout), cout)
         self.conv2 = _conv(cout, cout, 3, k2)
         self.skip = _conv(cin, cout, 1, k3) if cin != cout else None
 
@@ -209,7 +173,7 @@ class Encoder(eqx.Module):
         self.conv_in = _conv(3, widths[0], 3, next(keys))
         self.levels, self.downs = _stack(widths, num_res_blocks, Downsample, keys)
         self.mid = [ResBlock(widths[-1], widths[-1], key=next(keys)) for _ in range(num_res_blocks)]
-        self.norm_out = eqx.nn.GroupNorm(_groups(widths[-1]), widths[-1])
+        self.norm_out = eqx.nn.GroupNorm(norm_groups(widths[-1]), widths[-1])
         self.conv_out = _conv(widths[-1], code_dim, 1, next(keys))
 
     def __call__(self, x_3xHxW: Array) -> Array:
@@ -319,7 +283,7 @@ class Decoder(eqx.Module):
         self.conv_in = _conv(code_dim, widths[0], 3, next(keys))
         self.mid = [ResBlock(widths[0], widths[0], key=next(keys)) for _ in range(num_res_blocks)]
         self.levels, self.ups = _stack(widths, num_res_blocks, Upsample, keys)
-        self.norm_out = eqx.nn.GroupNorm(_groups(widths[-1]), widths[-1])
+        self.norm_out = eqx.nn.GroupNorm(norm_groups(widths[-1]), widths[-1])
         self.conv_out = _conv(widths[-1], 3, 3, next(keys))
 
     def __call__(self, z_DxHxW: Array) -> Array:
@@ -411,54 +375,3 @@ def decoder_filter(vqgan: VQGAN):
 def all_filter(vqgan: VQGAN):
     """``eqx.partition`` spec training every float array (normal tokenizer training)."""
     return jax.tree_util.tree_map(eqx.is_inexact_array, vqgan)
-
-
-# --------------------------------------------------------------------------
-# Adversarial part (§A.2: adversarial loss weight 0.1)
-
-
-class PatchDiscriminator(eqx.Module):
-    """PatchGAN: stride-2 4×4 convs, then one logit per overlapping patch.
-
-    GroupNorm replaces BatchNorm so the discriminator needs no state. An image
-    ``HxWx3`` gives a logit map of roughly ``H/2^L × W/2^L`` (``L = num_layers``).
-    """
-
-    convs: list[eqx.nn.Conv2d]
-    norms: list[eqx.nn.GroupNorm]
-    head: eqx.nn.Conv2d
-
-    def __init__(self, channels: int = 64, num_layers: int = 3, *, key: jax.Array):
-        keys = jax.random.split(key, num_layers + 2)
-        widths = [channels * min(2**i, 8) for i in range(num_layers + 1)]
-        cin, self.convs, self.norms = 3, [], []
-        for i, width in enumerate(widths):
-            stride = 2 if i < num_layers else 1
-            self.convs.append(eqx.nn.Conv2d(cin, width, 4, stride=stride, padding=1, key=keys[i]))
-            self.norms.append(eqx.nn.GroupNorm(_groups(width), width))
-            cin = width
-        self.head = eqx.nn.Conv2d(cin, 1, 4, stride=1, padding=1, key=keys[-1])
-
-    def __call__(self, img_HxWx3: Float[Array, "H W 3"]) -> Float[Array, "h w"]:
-        h = jnp.transpose(img_HxWx3, (2, 0, 1))
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            h = conv(h)
-            h = h if i == 0 else norm(h)  # no norm on the first layer, as in pix2pix
-            h = jax.nn.leaky_relu(h, 0.2)
-        return self.head(h)[0]
-
-
-def hinge_d_loss(logits_real: Array, logits_fake: Array) -> Float[Array, ""]:
-    """Discriminator hinge loss: push real logits above +1 and fake below −1."""
-    return 0.5 * (jnp.mean(jax.nn.relu(1.0 - logits_real)) + jnp.mean(jax.nn.relu(1.0 + logits_fake)))
-
-
-def hinge_g_loss(logits_fake: Array) -> Float[Array, ""]:
-    """Generator side of the hinge GAN: raise the discriminator's fake logits."""
-    return -jnp.mean(logits_fake)
-
-
-def psnr(a_uint8, b_uint8) -> float:
-    """Peak signal-to-noise ratio in dB between two uint8 image batches."""
-    mse = np.mean((np.asarray(a_uint8, np.float64) - np.asarray(b_uint8, np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)

@@ -21,10 +21,10 @@ from muse_mini.models.build import build_base
 from muse_mini.training.losses import masked_token_loss
 from muse_mini.runs.layout import relative_run_path
 from muse_mini.runs.load import load_tokenizer
-from muse_mini.training.token_data import TokenData, build_token_data
-from muse_mini.training.loop import (
-    epoch_batch_indices, init_key, init_train_state, make_optimizer, make_train_step, train,
-)
+from muse_mini.training.token_data import PickledCacheError, TokenData, build_token_data
+from muse_mini.training.keys import epoch_batch_indices, init_key
+from muse_mini.training.loop import train
+from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step
 
 
 def stage_metadata(run_dir: Path, cfg: MuseConfig, stage: str, **runs) -> dict:
@@ -38,10 +38,17 @@ def stage_metadata(run_dir: Path, cfg: MuseConfig, stage: str, **runs) -> dict:
 
 def cached_token_data(run_dir: Path, cfg: MuseConfig, tokenizer, highres_tokenizer=None,
                       progress: bool = True) -> TokenData:
-    """``run_dir/data.npz``: tokenised training set, built once per run."""
+    """``run_dir/data.npz``: tokenised training set, built once per run.
+
+    A cache an older muse_mini wrote with pickles is rebuilt, never unpickled:
+    its contents are a deterministic function of the config and the tokenizers.
+    """
     path = run_dir / "data.npz"
     if path.is_file():
-        return TokenData.load(path)
+        try:
+            return TokenData.load(path)
+        except PickledCacheError:
+            path.unlink()
     data = build_token_data(cfg, tokenizer, highres_tokenizer, cache_dir=run_dir.parent / "text-cache",
                             progress=progress)
     data.save(path)

@@ -17,7 +17,8 @@ from muse_mini.config import MuseConfig
 from muse_mini.data.shapes import CANVAS, downsample, generate
 from muse_mini.data.sources import load_image_text_dataset
 from muse_mini.models.codec import decode_tokens, encode_images
-from muse_mini.models.text.encoder import EmbeddingCache, load_text_encoder
+from muse_mini.models.text.cache import EmbeddingCache
+from muse_mini.models.text.encoder import load_text_encoder
 
 
 def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, list[str]]:
@@ -50,6 +51,10 @@ def lowres_images(cfg: MuseConfig, images_hr: np.ndarray) -> np.ndarray:
     return downsample(images_hr, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
 
 
+class PickledCacheError(ValueError):
+    """A token cache written with pickles by an older muse_mini; it is never unpickled."""
+
+
 @dataclasses.dataclass
 class TokenData:
     """Tokenised image-text pairs; ``caption_index`` points into ``captions``/``text``."""
@@ -74,16 +79,35 @@ class TokenData:
         return out
 
     def save(self, path) -> None:
+        """Write every field to one ``.npz`` without pickles (captions as a fixed-width unicode array).
+
+        Loading a shared run directory must not run code, so nothing here is an object array.
+        """
         arrays = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "captions"}
-        arrays["captions"] = np.array(self.captions, dtype=object)
+        arrays["captions"] = np.array(self.captions, dtype=np.str_).reshape(len(self.captions))
         tmp = Path(path).with_suffix(".tmp.npz")
         np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
         tmp.replace(path)
 
     @classmethod
     def load(cls, path) -> "TokenData":
-        with np.load(path, allow_pickle=True) as f:
-            fields = {k: f[k] for k in f.files}
+        """Read a cache written by :meth:`save`; never unpickles (``allow_pickle=False``).
+
+        Raises
+        ------
+        ValueError
+            If ``path`` holds pickled arrays (a cache from an older muse_mini):
+            delete it and the stage rebuilds it.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                fields = {k: f[k] for k in f.files}
+        except ValueError as e:
+            if "allow_pickle" not in str(e):
+                raise
+            raise PickledCacheError(f"path: {path} is a token cache with pickled captions (written by an older "
+                             "muse_mini), which is not loaded because unpickling can run code; "
+                             "delete it and rerun the stage to rebuild it") from None
         fields["captions"] = [str(c) for c in fields["captions"]]
         return cls(**fields)
 

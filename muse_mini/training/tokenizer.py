@@ -46,17 +46,19 @@ from muse_mini.models.perceptual import load_lpips
 from muse_mini.models.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
 from muse_mini.runs.layout import relative_run_path, stage_complete
 from muse_mini.runs.load import load_tokenizer
-from muse_mini.training.loop import epoch_batch_indices, init_key, make_optimizer, train
+from muse_mini.training.keys import epoch_batch_indices, init_key
+from muse_mini.training.loop import train
+from muse_mini.training.optim import make_optimizer
 from muse_mini.training.token_data import lowres_images, training_images
+from muse_mini.models.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from muse_mini.models.vqgan import (
-    VQGAN, PatchDiscriminator, all_filter, check_images, decoder_filter, fast_init, grow_decoder,
-    hinge_d_loss, hinge_g_loss, psnr, to_float,
+    VQGAN, all_filter, check_images, decoder_filter, fast_init, grow_decoder, psnr, to_float,
 )
 
 STAGES = TOKENIZER_STAGES
 
 
-class TrainState(eqx.Module):
+class TokenizerState(eqx.Module):
     """What a tokenizer run checkpoints.
 
     ``counts_K`` accumulates code usage since the last dead-code restart;
@@ -94,8 +96,8 @@ def _uses_disc(vcfg: VQGANConfig) -> bool:
     return vcfg.adversarial_weight > 0
 
 
-def init_state(vcfg: VQGANConfig, tcfg: TrainConfig, key, *, vqgan: VQGAN | None = None,
-               finetune: bool = False) -> TrainState:
+def init_tokenizer_state(vcfg: VQGANConfig, tcfg: TrainConfig, key, *, vqgan: VQGAN | None = None,
+               finetune: bool = False) -> TokenizerState:
     """A fresh state; ``vqgan`` overrides the freshly built model (decoder finetuning)."""
     k_model, k_disc = jax.random.split(key)
     vqgan = VQGAN(vcfg, key=k_model) if vqgan is None else vqgan
@@ -105,21 +107,14 @@ def init_state(vcfg: VQGANConfig, tcfg: TrainConfig, key, *, vqgan: VQGAN | None
     if _uses_disc(vcfg):
         disc = fast_init(PatchDiscriminator, vcfg.disc_channels, vcfg.disc_layers, key=k_disc)
         opt_d = opt.init(eqx.filter(disc, eqx.is_inexact_array))
-    return TrainState(
+    return TokenizerState(
         vqgan, opt.init(eqx.filter(vqgan, spec)), disc, opt_d,
         jnp.zeros(vcfg.codebook_size, jnp.int32), jnp.zeros((), jnp.int32),
     )
 
 
-def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = False, lpips=None):
-    """``step_fn(state, batch_uint8, key) -> (state, metrics)`` for the shared trainer.
-
-    With ``finetune`` only the decoder is updated (§2.5) and codes are never
-    restarted, so the token "language" stays fixed.
-    """
-    opt = make_optimizer(tcfg)
-    use_disc = _uses_disc(vcfg)
-    restart = vcfg.restart_every > 0 and not finetune
+def _generator_loss(vcfg: VQGANConfig, lpips, use_disc: bool):
+    """``loss(diff, static, disc, x, adv_on) -> (loss, (metrics, (z, ids, recon)))`` (Table 5)."""
 
     def generator_loss(diff, static, disc, x_BxHxWx3, adv_on):
         vqgan = eqx.combine(diff, static)
@@ -142,15 +137,51 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
         keep = jax.lax.stop_gradient((z_Bxhxwxd, aux.ids, recon_BxHxWx3))
         return loss, (metrics, keep)
 
-    def disc_update(disc, opt_d, x_BxHxWx3, recon_BxHxWx3):
-        def loss_fn(d):
-            return hinge_d_loss(jax.vmap(d)(x_BxHxWx3), jax.vmap(d)(recon_BxHxWx3))
+    return generator_loss
 
-        d_loss, grads = eqx.filter_value_and_grad(loss_fn)(disc)
-        updates, opt_d = opt.update(grads, opt_d, eqx.filter(disc, eqx.is_inexact_array))
-        return eqx.apply_updates(disc, updates), opt_d, d_loss
 
-    def step_fn(state: TrainState, batch, key):
+def _disc_step(opt, disc, opt_d, x_BxHxWx3, recon_BxHxWx3, adv_on):
+    """The discriminator's hinge update, only once ``adv_on``.
+
+    Before adversarial_start the discriminator is not touched at all (not even
+    by weight decay), so resuming across the switch is exact.
+    """
+    d_arrays, d_static = eqx.partition((disc, opt_d), eqx.is_array)
+
+    def update(d_arrays):
+        d, o = eqx.combine(d_arrays, d_static)
+        d_loss, grads = eqx.filter_value_and_grad(
+            lambda d: hinge_d_loss(jax.vmap(d)(x_BxHxWx3), jax.vmap(d)(recon_BxHxWx3))
+        )(d)
+        updates, o = opt.update(grads, o, eqx.filter(d, eqx.is_inexact_array))
+        return eqx.filter((eqx.apply_updates(d, updates), o), eqx.is_array), d_loss
+
+    d_arrays, d_loss = jax.lax.cond(adv_on, update, lambda a: (a, jnp.zeros(())), d_arrays)
+    disc, opt_d = eqx.combine(d_arrays, d_static)
+    return disc, opt_d, d_loss
+
+
+def _maybe_restart(vqgan: VQGAN, step, z, counts_K, restart_every: int, key):
+    """Restart dead codes every ``restart_every`` updates; ``(vqgan, counts, n_restarted)``."""
+    due = restart_due(step, restart_every)
+    fresh, n_dead = restart_dead_codes(vqgan.quantizer, z, counts_K, key=key)
+    codebook = jnp.where(due, fresh.codebook_KxD, vqgan.quantizer.codebook_KxD)
+    vqgan = eqx.tree_at(lambda m: m.quantizer.codebook_KxD, vqgan, codebook)
+    return vqgan, jnp.where(due, 0, counts_K), jnp.where(due, n_dead, 0)
+
+
+def make_tokenizer_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = False, lpips=None):
+    """``step_fn(state, batch_uint8, key) -> (state, metrics)`` for the shared trainer.
+
+    With ``finetune`` only the decoder is updated (§2.5) and codes are never
+    restarted, so the token "language" stays fixed.
+    """
+    opt = make_optimizer(tcfg)
+    use_disc = _uses_disc(vcfg)
+    restart = vcfg.restart_every > 0 and not finetune
+    generator_loss = _generator_loss(vcfg, lpips, use_disc)
+
+    def step_fn(state: TokenizerState, batch, key):
         x_BxHxWx3 = to_float(batch)
         adv_on = state.step >= vcfg.adversarial_start
         spec = decoder_filter(state.vqgan) if finetune else all_filter(state.vqgan)
@@ -163,34 +194,19 @@ def make_train_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = Fa
 
         disc, opt_d, d_loss = state.disc, state.opt_d, jnp.zeros(())
         if use_disc:
-            # Before adversarial_start the discriminator is not touched at all
-            # (not even by weight decay), so resuming across the switch is exact.
-            d_arrays, d_static = eqx.partition((disc, opt_d), eqx.is_array)
-
-            def update(d_arrays):
-                d, o = eqx.combine(d_arrays, d_static)
-                d, o, dl = disc_update(d, o, x_BxHxWx3, recon_BxHxWx3)
-                return eqx.filter((d, o), eqx.is_array), dl
-
-            d_arrays, d_loss = jax.lax.cond(adv_on, update, lambda a: (a, jnp.zeros(())), d_arrays)
-            disc, opt_d = eqx.combine(d_arrays, d_static)
+            disc, opt_d, d_loss = _disc_step(opt, disc, opt_d, x_BxHxWx3, recon_BxHxWx3, adv_on)
 
         batch_counts = code_counts(ids, vcfg.codebook_size)
         counts = state.counts_K + batch_counts
         restarted = jnp.zeros((), jnp.int32)
         if restart:
-            due = restart_due(state.step, vcfg.restart_every)
-            fresh, n_dead = restart_dead_codes(vqgan.quantizer, z, counts, key=key)
-            codebook = jnp.where(due, fresh.codebook_KxD, vqgan.quantizer.codebook_KxD)
-            vqgan = eqx.tree_at(lambda m: m.quantizer.codebook_KxD, vqgan, codebook)
-            restarted = jnp.where(due, n_dead, 0)
-            counts = jnp.where(due, 0, counts)
+            vqgan, counts, restarted = _maybe_restart(vqgan, state.step, z, counts, vcfg.restart_every, key)
 
         metrics = dict(
             metrics, loss=loss, disc=d_loss, usage=usage_fraction(batch_counts),
             perplexity=perplexity(batch_counts), restarted=restarted, grad_norm=optax.tree.norm(grads),
         )
-        return TrainState(vqgan, opt_g, disc, opt_d, counts, state.step + 1), metrics
+        return TokenizerState(vqgan, opt_g, disc, opt_d, counts, state.step + 1), metrics
 
     return step_fn
 
@@ -272,7 +288,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
                 f"but the config asks for {_encoder_fields(vcfg)}; only decoder_* may differ"
             )
         vqgan = grow_decoder(old, vcfg, key=jax.random.fold_in(init_key(tcfg.seed), 1))
-    state = init_state(vcfg, tcfg, init_key(tcfg.seed), vqgan=vqgan, finetune=finetune)
+    state = init_tokenizer_state(vcfg, tcfg, init_key(tcfg.seed), vqgan=vqgan, finetune=finetune)
     if stage_complete(run_dir):  # train() just loads the final state
         batch_fn = lpips = None
     else:
@@ -284,7 +300,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
             batch = images[epoch_batch_indices(len(images), tcfg.batch_size, tcfg.seed, step)]
             return random_crops(batch, vcfg.train_crop, vcfg.downsample, seed=tcfg.seed, step=step)
 
-    step_fn = make_train_step(vcfg, tcfg, finetune=finetune, lpips=lpips)
+    step_fn = make_tokenizer_step(vcfg, tcfg, finetune=finetune, lpips=lpips)
     state = train(
         run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=tcfg,
         metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
@@ -298,7 +314,7 @@ def evaluate_tokenizer(vqgan: VQGAN, images, captions, *, batch_size: int = 256)
     """Reconstruction quality on captioned images: PSNR, codebook use, caption accuracy.
 
     ``accuracy`` is the fraction of reconstructions whose caption the Shapes
-    evaluator still accepts (the toy tokenizer's "done when": ≥ 98%).
+    evaluator still accepts (the toy tokenizer's acceptance measure).
     """
     ids = encode_images(vqgan, images, batch_size=batch_size)
     recon = decode_tokens(vqgan, ids, batch_size=batch_size)

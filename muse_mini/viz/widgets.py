@@ -3,8 +3,14 @@
 Everything here works from a precomputed :class:`~muse_mini.decoding.sampler.Trajectory`
 and the decoded image of every step (:func:`trajectory_frames`), so moving a
 slider only indexes arrays and never calls a model. The plain functions return
-``matplotlib.figure.Figure`` objects built without pyplot, so they also run
-headless (tests, scripts); the widgets wrap them for Jupyter.
+figures built without pyplot, so they also run headless (tests, scripts) and
+never pile up in pyplot's figure list; each one carries its own PNG
+representation, so a notebook cell that ends in one displays it whatever the
+matplotlib backend. The widgets wrap them for Jupyter.
+
+Steps are counted from 1 wherever a person reads them (figure titles, the
+slider), as in Figure 5; array indices ``t`` are 0-based, so step ``t + 1`` is
+``frames[t]``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 GREY = 128
 
@@ -72,13 +79,24 @@ def trajectory_frames(traj, decode_tokens: Callable, index: int = 0, *, grey: fl
     return np.where(mask_TxHxW[..., None], blended, frames).astype(np.uint8)
 
 
+class PngFigure(Figure):
+    """A pyplot-free figure that IPython displays as a PNG (``_repr_png_``).
+
+    Without pyplot no backend registers a display hook for the figure, so a
+    plain ``Figure`` at the end of a notebook cell would show as its repr.
+    """
+
+    def _repr_png_(self) -> bytes:
+        return figure_to_png(self)
+
+
 def _cell_marks(ax, cells_GxG, color="red"):
     rows, cols = np.nonzero(cells_GxG)
     ax.scatter(cols, rows, marker="s", s=30, facecolors="none", edgecolors=color, linewidths=1.2)
 
 
-def render_step(frames, traj, t: int, index: int = 0) -> Figure:
-    """Three panels for step t: the decoded image, when each token got fixed, the confidence.
+def render_step(frames, traj, t: int, index: int = 0) -> PngFigure:
+    """Three panels for step ``t + 1`` (0-based index ``t``): the image, when each token got fixed, the confidence.
 
     Middle panel: each token coloured by the step that fixed it (given tokens
     light grey, not yet fixed white); red squares mark those fixed at step t.
@@ -93,7 +111,7 @@ def render_step(frames, traj, t: int, index: int = 0) -> Figure:
     fixed_step_GxG = one["fixed_step_N"].reshape(grid, grid)
     newly_fixed_GxG = fixed_step_GxG == t
 
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    fig = PngFigure(figsize=(11, 3.6), layout="constrained")
     ax_img, ax_fix, ax_conf = fig.subplots(1, 3)
     ax_img.imshow(np.asarray(frames[t]))
     ax_img.set_title(f"step {t + 1}/{T}: {int(one['mask_TxN'][t].sum())} still masked")
@@ -105,7 +123,9 @@ def render_step(frames, traj, t: int, index: int = 0) -> Figure:
     ax_fix.imshow(rgba_GxGx4)
     _cell_marks(ax_fix, newly_fixed_GxG)
     ax_fix.set_title(f"fixed at step (red: {int(newly_fixed_GxG.sum())} at step {t + 1})")
-    fig.colorbar(ScalarMappable(norm, cmap), ax=ax_fix, label="step fixed (0-based)")
+    colorbar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax_fix, label="step fixed")
+    # The colour scale is over 0-based indices; label its ticks as the steps the titles show.
+    colorbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v + 1:g}"))
 
     conf_GxG = one["confidence_TxN"][t].reshape(grid, grid).astype(np.float64)
     conf_GxG[~np.isfinite(conf_GxG)] = np.nan
@@ -120,13 +140,13 @@ def render_step(frames, traj, t: int, index: int = 0) -> Figure:
     return fig
 
 
-def plot_trajectory_strip(frames, steps_to_show=None) -> Figure:
-    """One row of decoded frames at ``steps_to_show`` (default: all steps), as in Figure 5."""
+def plot_trajectory_strip(frames, steps_to_show=None) -> PngFigure:
+    """One row of decoded frames at 0-based ``steps_to_show`` (default: all), titled from step 1, as in Figure 5."""
     frames = np.asarray(frames)
     steps = list(range(len(frames))) if steps_to_show is None else [int(s) for s in steps_to_show]
     if not steps or any(not 0 <= s < len(frames) for s in steps):
         raise ValueError(f"steps_to_show: expected steps in [0, {len(frames)}), got {steps}")
-    fig = Figure(figsize=(1.6 * len(steps), 1.9), layout="constrained")
+    fig = PngFigure(figsize=(1.6 * len(steps), 1.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(steps)))
     for ax, s in zip(axes, steps):
         ax.imshow(frames[s])
@@ -136,6 +156,7 @@ def plot_trajectory_strip(frames, steps_to_show=None) -> Figure:
 
 
 def figure_to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (what the viewer's image widget and ``_repr_png_`` show)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     return buffer.getvalue()
@@ -145,13 +166,15 @@ class DecodingViewer:
     """A step slider over a precomputed decoding: image, fixed tokens, confidence.
 
     ``frames`` come from :func:`trajectory_frames`; ``traj`` is the sampler's
-    trajectory. The slider only indexes these arrays (rendered panels are cached).
-    ``viewer.frame`` is the image currently shown; display ``viewer.widget``
-    (or the viewer itself) in a notebook.
+    trajectory. The slider runs over steps 1..T, the numbers the figure titles
+    show, and only indexes these arrays (rendered panels are cached).
+    ``viewer.step`` is the step shown, ``viewer.t = step - 1`` its index and
+    ``viewer.frame`` its image; display ``viewer.widget`` (or the viewer
+    itself) in a notebook.
     """
 
     def __init__(self, frames, traj, index: int = 0):
-        self.slider = widgets.IntSlider(description="step", min=0, max=0, value=0,
+        self.slider = widgets.IntSlider(description="step", min=1, max=1, value=1,
                                         continuous_update=True)
         self.image = widgets.Image(format="png")
         self.widget = widgets.VBox([self.slider, self.image])
@@ -170,14 +193,19 @@ class DecodingViewer:
                 f"frames: expected one frame per step ({np.shape(traj.tokens_BxTxN)[1]}), got {T}"
             )
         with self.slider.hold_trait_notifications():
-            self.slider.max = T - 1
-            self.slider.value = T - 1
-        self.show(T - 1)
+            self.slider.max = T
+            self.slider.value = T
+        self.show(T)
 
-    def show(self, t: int) -> None:
+    def show(self, step: int) -> None:
+        """Show step ``step`` (1..T, as on the slider and in the titles)."""
+        T = self.frames.shape[0]
+        if not 1 <= step <= T:
+            raise ValueError(f"step: expected a step in [1, {T}], got {step}")
+        t = step - 1
         if t not in self._png_cache:
             self._png_cache[t] = figure_to_png(render_step(self.frames, self.traj, t, self.index))
-        self.t = t
+        self.step, self.t = step, t
         self.frame = self.frames[t]
         self.image.value = self._png_cache[t]
 
@@ -191,12 +219,17 @@ class PromptExplorer:
     ``generate_fn(prompt, guidance, steps) -> (frames, traj)`` should run the
     compiled sampler (keep guidance a traced value so sliding it does not
     recompile) and return :func:`trajectory_frames` output and the trajectory.
+    The button or Enter in the prompt box generates. A new number of steps
+    recompiles the sampler, which takes seconds, so while ``generate_fn`` runs
+    the button is disabled and the status line says "generating…".
     """
 
     def __init__(self, generate_fn: Callable, *, prompt: str = "", guidance: float = 2.0,
                  steps: int = 12, max_guidance: float = 10.0, max_steps: int = 48):
         self.generate_fn = generate_fn
-        self.prompt = widgets.Text(value=prompt, description="prompt",
+        # continuous_update=False: the value reaches the kernel on Enter (or
+        # leaving the box), not on every keystroke, so observing it is "submit".
+        self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False,
                                    layout=widgets.Layout(width="60%"))
         self.guidance = widgets.FloatSlider(description="guidance", value=guidance, min=0.0,
                                             max=max_guidance, step=0.25)
@@ -205,6 +238,7 @@ class PromptExplorer:
         self.status = widgets.Label(value="")
         self.viewer: DecodingViewer | None = None
         self.button.on_click(self._on_click)
+        self.prompt.observe(self._on_click, names="value")
         controls = widgets.HBox([self.prompt, self.button])
         self.widget = widgets.VBox([controls, self.guidance, self.steps, self.status])
 
@@ -222,12 +256,19 @@ class PromptExplorer:
         self.status.value = f"{prompt!r}: guidance {guidance:g}, {steps} steps, {elapsed:.2f} s"
         return frames, traj
 
-    def _on_click(self, _button) -> None:
+    def _on_click(self, _event) -> None:
+        """Button click or Enter: generate, showing that work is under way."""
+        if self.button.disabled:  # already generating
+            return
+        self.button.disabled = True
+        self.status.value = f"generating {self.prompt.value!r}…"
         # A callback's exception would vanish into the widget log; show it instead.
         try:
             self.generate()
         except Exception as error:  # noqa: BLE001
             self.status.value = f"error: {type(error).__name__}: {error}"
+        finally:
+            self.button.disabled = False
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

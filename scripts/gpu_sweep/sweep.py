@@ -23,9 +23,8 @@ from muse_mini.data.shapes import generate, downsample, canonical_prompts
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.models.codec import encode_images, decode_tokens
 from muse_mini.training.tokenizer import train_tokenizer
-from muse_mini.training.loop import (
-    make_optimizer, init_train_state, make_train_step, epoch_batch_indices, step_key, init_key,
-)
+from muse_mini.training.optim import make_optimizer, init_train_state, make_train_step
+from muse_mini.training.keys import epoch_batch_indices, step_key, init_key
 from muse_mini.data.evaluator import caption_accuracy
 from muse_mini.decoding.guidance import unconditional_context
 from muse_mini.pipeline import decode_with_sampler

@@ -1,0 +1,31 @@
+"""Configuration: frozen dataclasses for every component, named presets and recipes.
+
+- :mod:`muse_mini.config.schema`: the dataclasses and the checks on their values.
+- :mod:`muse_mini.config.overrides`: ``"section.field=value"`` overrides, configs from JSON.
+- :mod:`muse_mini.config.presets`: ``toy``, ``cc3m``, ``paper-3b``; the ``quick``,
+  ``full`` and ``smoke`` recipes.
+
+Components read the sizes they share from each other (the transformer's
+vocabulary is its tokenizer's codebook, its sequence length is the tokenizer's
+grid), so an override of one stays consistent everywhere. Overrides use dotted
+paths, from Python or the command line::
+
+    cfg = get_preset("toy", overrides=["base.depth=4", "sampler.steps=8"])
+"""
+
+from muse_mini.config.overrides import apply_overrides, from_dict, load_config
+from muse_mini.config.presets import (
+    PRESETS, RECIPES, SMOKE_OVERRIDES, T5_XXL, Recipe, get_preset, get_recipe,
+)
+from muse_mini.config.schema import (
+    LOWRES_INPUTS, POSITION_INITS, SEED_RANGE, TOKENIZER_STAGES, DataConfig, DecoderConfig, MuseConfig,
+    SamplerConfig, SuperResConfig, TextConfig, TrainConfig, TransformerConfig, VQGANConfig, check_seed,
+    tokenizer_stage_config,
+)
+
+__all__ = [
+    "DataConfig", "DecoderConfig", "LOWRES_INPUTS", "MuseConfig", "POSITION_INITS", "PRESETS", "RECIPES",
+    "Recipe", "SEED_RANGE", "SMOKE_OVERRIDES", "SamplerConfig", "SuperResConfig", "T5_XXL", "TOKENIZER_STAGES",
+    "TextConfig", "TrainConfig", "TransformerConfig", "VQGANConfig", "apply_overrides", "check_seed",
+    "from_dict", "get_preset", "get_recipe", "load_config", "tokenizer_stage_config",
+]

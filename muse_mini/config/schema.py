@@ -1,0 +1,345 @@
+"""The config dataclasses, one per component, and the checks on their values.
+
+Every dataclass is frozen and checks its sizes in ``__post_init__``, so a bad
+value (``base.depth=-1``, heads that do not divide the width, a seed beyond 64
+bits) is a ``ValueError`` naming the field, raised before any model is built,
+rather than a trace from inside JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+# jax.random.key takes a signed 64-bit seed.
+SEED_RANGE = (-(2 ** 63), 2 ** 63)
+
+
+def _int(where: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _number(where: str, value, low: float = 0.0, high: float = math.inf, *, low_open: bool = False) -> None:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and value <= high)
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{where}: expected a finite number {bound}"
+                         f"{'' if high == math.inf else f' and <= {high}'}, got {value!r}")
+
+
+def check_seed(where: str, value) -> None:
+    """Raise unless ``value`` is an integer seed that ``jax.random.key`` accepts (signed 64 bits)."""
+    low, high = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
+        raise ValueError(f"{where}: expected an integer seed in [-2**63, 2**63), got {value!r}")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The frozen text encoder (Muse §2.1).
+
+    ``encoder`` is ``"minilm"`` (the offline default, all-MiniLM-L6-v2), a local
+    Hugging Face directory, or a hub name such as ``google/t5-v1_1-xxl``.
+    ``width`` is the encoder's output width; the transformers project it to
+    their own hidden size.
+    """
+
+    encoder: str = "minilm"
+    width: int = 384
+    max_length: int = 24
+
+    def __post_init__(self):
+        _int("text.width", self.width)
+        _int("text.max_length", self.max_length)
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    """A VQGAN tokenizer (Muse §2.2, §A.2, Table 5).
+
+    The downsampling factor is ``f = 2 ** (len(channel_mult) - 1)``; an image of
+    side ``image_size`` becomes a ``grid × grid`` token map with
+    ``grid = image_size // f``. ``decoder_*`` fields size the finetunable decoder
+    (§2.5: more residual blocks and channels, encoder and codebook frozen).
+    """
+
+    image_size: int = 256
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    codebook_size: int = 8192
+    code_dim: int = 256
+    commitment_weight: float = 0.25
+    perceptual_weight: float = 0.05
+    adversarial_weight: float = 0.1
+    adversarial_start: int = 20_000
+    disc_channels: int = 64
+    disc_layers: int = 3
+    perceptual: str = "vgg16"  # "vgg16" (LPIPS-style, needs perceptual_weights) or "none"
+    perceptual_weights: str = "timm/vgg16.tv_in1k"  # local .safetensors or hub repo name
+    decoder_channels: int = 128
+    decoder_res_blocks: int = 2
+    code_normalize: bool = True  # l2-normalised codes (ViT-VQGAN); see muse_mini.models.quantizer
+    restart_every: int = 100  # restart codes unused over this many steps; 0: never
+    l1_weight: float = 0.0  # adds an L1 term to the L2 reconstruction loss (sharper edges)
+    train_crop: int = 0  # train on random crops of this side (0: whole images); encodes any size
+    encoder: str = "full"  # "full": the paper's VQGAN encoder; "local": small receptive field, white → one code
+
+    def __post_init__(self):
+        if self.encoder not in ("full", "local"):
+            raise ValueError(f"VQGANConfig.encoder: expected 'full' or 'local', got {self.encoder!r}")
+        for name in ("image_size", "base_channels", "num_res_blocks", "codebook_size", "code_dim",
+                     "disc_channels", "disc_layers", "decoder_channels", "decoder_res_blocks"):
+            _int(f"VQGANConfig.{name}", getattr(self, name))
+        for name in ("adversarial_start", "restart_every", "train_crop"):
+            _int(f"VQGANConfig.{name}", getattr(self, name), minimum=0)
+        for name in ("commitment_weight", "perceptual_weight", "adversarial_weight", "l1_weight"):
+            _number(f"VQGANConfig.{name}", getattr(self, name))
+        if not self.channel_mult:
+            raise ValueError("VQGANConfig.channel_mult: expected at least one channel multiplier, got ()")
+        for m in self.channel_mult:
+            _int("VQGANConfig.channel_mult", m)
+        if self.image_size % self.downsample:
+            raise ValueError(f"VQGANConfig.image_size: expected a multiple of the downsampling factor "
+                             f"{self.downsample} (2 ** (len(channel_mult) - 1)), got {self.image_size}")
+        if self.train_crop and (self.train_crop > self.image_size or self.train_crop % self.downsample):
+            raise ValueError(f"VQGANConfig.train_crop: expected 0, or a multiple of {self.downsample} "
+                             f"no larger than image_size {self.image_size}, got {self.train_crop}")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.downsample
+
+
+POSITION_INITS = ("normal", "sincos")  # how the learned position table starts (muse_mini.models.transformer)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The base masked transformer (Muse §2.3, Table 4).
+
+    Blocks are self-attention over image tokens, cross-attention to the
+    projected text, then an MLP. ``dtype`` is the compute dtype; parameters stay
+    float32. ``cond_drop`` is the classifier-free-guidance dropout (§2.7).
+    ``remat`` recomputes each layer's activations in the backward pass
+    (``jax.checkpoint``), trading compute for memory at large sizes. On
+    XLA:CPU it is also faster: without it the layer scan stacks every
+    layer's saved activations into ``depth``-long buffers, and those copies
+    cost more than recomputing the forward pass.
+    """
+
+    depth: int = 48
+    width: int = 2048
+    mlp_dim: int = 8192
+    num_heads: int = 32
+    dropout: float = 0.0
+    cond_drop: float = 0.1
+    dtype: str = "float32"
+    remat: bool = False
+    pos_init: str = "normal"  # or "sincos": how the learned 2D position table starts (muse_mini.models.transformer)
+
+    def __post_init__(self):
+        if self.pos_init not in POSITION_INITS:
+            raise ValueError(f"{type(self).__name__}.pos_init: expected one of {POSITION_INITS}, got {self.pos_init!r}")
+        where = type(self).__name__
+        for name in ("depth", "width", "mlp_dim", "num_heads"):
+            _int(f"{where}.{name}", getattr(self, name))
+        if self.width % self.num_heads:
+            raise ValueError(f"{where}.num_heads: expected a divisor of width {self.width}, got {self.num_heads}")
+        _number(f"{where}.dropout", self.dropout, high=1.0)
+        _number(f"{where}.cond_drop", self.cond_drop, high=1.0)
+
+
+LOWRES_INPUTS = ("tokens", "pixels")  # how super-res embeds the low-res tokens (muse_mini.models.superres)
+
+
+@dataclass(frozen=True)
+class SuperResConfig(TransformerConfig):
+    """The super-resolution token translator (Muse §2.4, Figure 4, Table 6).
+
+    ``lowres_depth`` self-attention layers encode the low-res tokens; their
+    output is concatenated with the projected text and cross-attended to.
+    ``lowres_skip`` also adds each low-res output to the input embeddings of
+    the high-res tokens it covers, and ``lowres_input="pixels"`` embeds the
+    low-res tokens through the frozen low-res decoder (neither is in the
+    paper; see :mod:`muse_mini.models.superres`).
+    """
+
+    depth: int = 32
+    width: int = 1024
+    mlp_dim: int = 4096
+    num_heads: int = 16
+    lowres_depth: int = 16
+    lowres_skip: bool = False
+    lowres_input: str = "tokens"  # or "pixels"
+    lowres_margin: int = 0  # "pixels": each patch also sees this many neighbouring pixels per side
+
+    def __post_init__(self):
+        super().__post_init__()
+        _int("SuperResConfig.lowres_depth", self.lowres_depth)
+        if self.lowres_input not in LOWRES_INPUTS:
+            raise ValueError(f"superres.lowres_input: expected one of {LOWRES_INPUTS}, got {self.lowres_input!r}")
+        if self.lowres_margin < 0 or (self.lowres_margin and self.lowres_input != "pixels"):
+            raise ValueError(f"superres.lowres_margin: expected 0, or a positive margin with lowres_input='pixels', "
+                             f"got {self.lowres_margin} with {self.lowres_input!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One stage's optimisation (Muse Tables 4-6; shared trainer)."""
+
+    steps: int = 1_000_000
+    batch_size: int = 512
+    optimizer: str = "adafactor"
+    lr: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.96
+    weight_decay: float = 0.045
+    warmup_steps: int = 5000
+    clip_norm: float | None = None
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
+            _int(f"TrainConfig.{name}", getattr(self, name))
+        _int("TrainConfig.warmup_steps", self.warmup_steps, minimum=0)
+        _number("TrainConfig.lr", self.lr, low=0.0, low_open=True)
+        _number("TrainConfig.weight_decay", self.weight_decay)
+        for name in ("b1", "b2"):
+            _number(f"TrainConfig.{name}", getattr(self, name), high=1.0)
+        if self.clip_norm is not None:
+            _number("TrainConfig.clip_norm", self.clip_norm, low=0.0, low_open=True)
+        check_seed("TrainConfig.seed", self.seed)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Iterative parallel decoding (Muse §2.7-2.8).
+
+    ``guidance`` is t in ℓg = (1 + t)ℓc − t·ℓu; with ``guidance_schedule =
+    "linear"`` it rises from 0 to ``guidance`` over the steps (the paper's
+    choice). ``choice_temperature`` scales the confidence noise (MaskGIT).
+    """
+
+    steps: int = 24
+    schedule: str = "cosine"
+    temperature: float = 1.0
+    top_k: int | None = None
+    choice_temperature: float = 4.5
+    guidance: float = 4.0
+    guidance_schedule: str = "linear"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: ``shapes`` (built in) or any image-text dataset."""
+
+    source: str = "shapes"
+    num_examples: int = 20_000
+    seed: int = 0
+    image_column: str = "image"
+    caption_column: str = "caption"
+    paraphrase_prob: float = 0.0
+    # Shapes scene kinds, in turn (example i has kind kinds[i % len(kinds)]):
+    # repeating a kind gives it a larger share of the data. Other sources ignore it.
+    kinds: tuple[str, ...] = ("single", "placed", "count", "relation")
+
+    def __post_init__(self):
+        from muse_mini.data.shapes import check_kinds
+
+        _int("data.num_examples", self.num_examples, minimum=0)
+        check_seed("data.seed", self.seed)
+        _number("data.paraphrase_prob", self.paraphrase_prob, high=1.0)
+
+        try:
+            check_kinds(self.kinds)
+        except ValueError as e:
+            raise ValueError(f"data.kinds: {e} (repeats set the mix)") from None
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The finetuned high-res decoder (Muse §2.5, §A.2).
+
+    A larger decoder (§A.2: 4 residual blocks per resolution and 256 base
+    channels, against the tokenizer's 2 and 128) is trained on the high-res
+    tokenizer's frozen encoder and codebook, after the transformers, so the
+    token "language" is unchanged. With ``enabled=False`` the pipeline decodes
+    with the high-res tokenizer's own decoder.
+    """
+
+    enabled: bool = True
+    channels: int = 256
+    res_blocks: int = 4
+
+    def __post_init__(self):
+        _int("decoder.channels", self.channels)
+        _int("decoder.res_blocks", self.res_blocks)
+
+
+TOKENIZER_STAGES = ("base", "highres", "decoder")
+
+
+def tokenizer_stage_config(cfg: "MuseConfig", stage: str) -> VQGANConfig:
+    """A tokenizer stage's model: ``base`` → ``cfg.tokenizer``; ``highres`` →
+    ``cfg.highres_tokenizer``; ``decoder`` → the high-res tokenizer with
+    ``cfg.decoder``'s larger decoder (§2.5)."""
+    if stage not in TOKENIZER_STAGES:
+        raise ValueError(f"stage: expected one of {TOKENIZER_STAGES}, got {stage!r}")
+    if stage == "base":
+        return cfg.tokenizer
+    if stage == "decoder":
+        return dataclasses.replace(cfg.highres_tokenizer, decoder_channels=cfg.decoder.channels,
+                                   decoder_res_blocks=cfg.decoder.res_blocks)
+    return cfg.highres_tokenizer
+
+
+def _paper_vqgan_train() -> TrainConfig:
+    """Table 5's VQGAN optimiser: Adam β = (0.9, 0.99), weight decay 1e-4, cosine decay."""
+    return TrainConfig(
+        steps=1_000_000, batch_size=256, optimizer="adam", b2=0.99,
+        weight_decay=1e-4, warmup_steps=10_000,
+    )
+
+
+@dataclass(frozen=True)
+class MuseConfig:
+    """The whole pipeline: text encoder, two tokenizers, base, super-res, finetuned decoder."""
+
+    name: str = "custom"
+    text: TextConfig = field(default_factory=TextConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: VQGANConfig = field(default_factory=VQGANConfig)
+    highres_tokenizer: VQGANConfig = field(
+        default_factory=lambda: VQGANConfig(image_size=512, channel_mult=(1, 1, 2, 4))
+    )
+    base: TransformerConfig = field(default_factory=TransformerConfig)
+    superres: SuperResConfig = field(default_factory=SuperResConfig)
+    tokenizer_train: TrainConfig = field(default_factory=_paper_vqgan_train)
+    # The two tokenizers train separately (§2.2), each on its own schedule.
+    highres_tokenizer_train: TrainConfig = field(default_factory=_paper_vqgan_train)
+    base_train: TrainConfig = field(default_factory=TrainConfig)
+    superres_train: TrainConfig = field(default_factory=TrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    superres_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=8))
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    decoder_train: TrainConfig = field(default_factory=_paper_vqgan_train)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+

@@ -1,0 +1,133 @@
+"""One decoding spec: the sampler's settings, validated once, split into static and traced.
+
+A decoding (§2.8) with guidance (§2.7) has two kinds of settings. The
+*static* ones shape the compiled loop: the number of steps, the masking and
+guidance schedules, top-k and the ``[MASK]`` id. They live in
+:class:`DecodeSpec`, a frozen, hashable dataclass checked in ``__post_init__``,
+so it can be a static argument of ``eqx.filter_jit``. The *traced* ones
+(guidance scale, temperature, choice temperature) are plain float arguments,
+checked on the host by :func:`check_scalars`, so changing them never
+recompiles. Every argument check of the decoding package is defined here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from muse_mini.decoding import masking
+
+GUIDANCE_SCHEDULES = ("constant", "linear")
+
+
+def _is_traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def check_steps(steps, name: str = "steps") -> None:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {steps!r}")
+
+
+def check_real(name: str, value, *, low: float, strict: bool) -> None:
+    """``value`` finite and ``> low`` (strict) or ``>= low``; traced values pass."""
+    if _is_traced(value):
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a real number, got {value!r}") from None
+    bad = not math.isfinite(v) or (v <= low if strict else v < low)
+    if bad:
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name}: expected a finite number {relation} {low}, got {value!r}")
+
+
+def check_top_k(top_k, vocab_size: int) -> None:
+    if top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+        raise ValueError(f"top_k: expected None or an integer, got {top_k!r}")
+    if not 1 <= top_k <= vocab_size:
+        raise ValueError(f"top_k: expected 1 <= top_k <= vocab size {vocab_size}, got {top_k}")
+
+
+def check_key(key, name: str = "key") -> None:
+    """One PRNG key (``jax.random.key(seed)``, or a legacy uint32 ``PRNGKey``), not a bare seed."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    if not (typed or (dtype == np.uint32 and shape == (2,))):
+        got = f"{type(key).__name__} of dtype {dtype} and shape {shape}" if dtype is not None else repr(key)
+        raise ValueError(f"{name}: expected one PRNG key such as jax.random.key(0), got {got}")
+
+
+def check_schedule(schedule: str) -> None:
+    if schedule not in masking.SCHEDULES:
+        raise ValueError(
+            f"schedule: unknown schedule {schedule!r}; expected one of {sorted(masking.SCHEDULES)}"
+        )
+
+
+def check_guidance(scale, schedule: str) -> None:
+    if schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(
+            f"guidance_schedule: expected one of {list(GUIDANCE_SCHEDULES)}, got {schedule!r}"
+        )
+    if _is_traced(scale):
+        return
+    try:
+        finite = math.isfinite(float(scale))
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance: expected a real number, got {scale!r}") from None
+    if not finite:
+        raise ValueError(f"guidance: expected a finite guidance scale, got {scale!r}")
+
+
+def check_scalars(*, temperature, choice_temperature, guidance=0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The traced settings, checked on the host once, as float32 arrays ``(guidance, temperature, choice)``."""
+    check_real("temperature", temperature, low=0.0, strict=True)
+    check_real("choice_temperature", choice_temperature, low=0.0, strict=False)
+    check_real("guidance", guidance, low=-np.inf, strict=False)
+    return jnp.float32(guidance), jnp.float32(temperature), jnp.float32(choice_temperature)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """The static settings of one decoding: they fix the compiled loop's shape.
+
+    ``mask_id`` is the ``[MASK]`` token id, which equals the vocabulary size
+    (the logits' width without the mask column), so ``top_k`` is checked
+    against it.
+    """
+
+    steps: int
+    mask_id: int
+    schedule: str = "cosine"
+    top_k: int | None = None
+    guidance_schedule: str = "linear"
+
+    def __post_init__(self):
+        check_steps(self.steps)
+        check_schedule(self.schedule)
+        m = self.mask_id
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
+            raise ValueError(f"mask_id: expected an integer >= 1 (the vocabulary size), got {m!r}")
+        check_top_k(self.top_k, m)
+        check_guidance(0.0, self.guidance_schedule)
+
+    @classmethod
+    def from_sampler(cls, sampler, mask_id: int) -> "DecodeSpec":
+        """The static half of a :class:`~muse_mini.config.SamplerConfig`."""
+        return cls(steps=sampler.steps, mask_id=mask_id, schedule=sampler.schedule, top_k=sampler.top_k,
+                   guidance_schedule=sampler.guidance_schedule)
+
+
+def sampler_scalars(sampler) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The traced half of a SamplerConfig: ``(guidance, temperature, choice_temperature)``."""
+    return check_scalars(guidance=sampler.guidance, temperature=sampler.temperature,
+                         choice_temperature=sampler.choice_temperature)

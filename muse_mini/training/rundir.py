@@ -1,0 +1,261 @@
+"""The run directory a training run owns: lock, config check, resume point, DONE.
+
+Layout (names in :mod:`muse_mini.runs.layout`)::
+
+    run_dir/config.json          what was trained: {"train_config": ..., "metadata": ...}
+    run_dir/checkpoints/ckpt_XXXXXXXX.eqx   the newest ``keep_checkpoints`` checkpoints
+    run_dir/metrics.jsonl        {"step", "time" (unix s), <metrics>} every ``log_every`` updates
+    run_dir/final.eqx            the final state (a hard link to / copy of the last ckpt)
+    run_dir/model.eqx            the model alone (no optimiser state): what sampling loads
+    run_dir/DONE.json            written last: {"step", "wall_time_s", "finished_at"}
+    run_dir/.lock                flock'ed while a process trains here
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from muse_mini.runs.checkpoint import (
+    CheckpointError, atomic_write_bytes, checkpoint_path, latest_checkpoint, load_checkpoint,
+)
+from muse_mini.runs.layout import CKPT_DIR, CONFIG_FILE, DONE_FILE, FINAL_FILE, METRICS_FILE, stage_complete
+from muse_mini.runs.weights import save_model
+
+try:  # POSIX only; without it we simply do not guard against concurrent runs.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+__all__ = [
+    "RESUMABLE_FIELDS", "ConfigMismatchError", "RunLock", "RunDirectory",
+    "load_final", "load_latest", "validate_train_config", "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+# Config fields that may change when a run is resumed: none of them changes the
+# numbers computed. (``steps`` does change the cosine schedule's length, but
+# "train this run for longer" is the one change a researcher legitimately needs.)
+RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "keep_checkpoints"})
+
+
+class ConfigMismatchError(ValueError):
+    """A run directory holds a run with a different configuration."""
+
+
+def _json_default(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
+    if isinstance(x, (np.generic, np.ndarray)):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"{type(x).__name__} is not JSON-serialisable")
+
+
+def normalise(x: Any) -> Any:
+    """What ``x`` looks like after a JSON round trip (tuples -> lists, ...).
+
+    NaN/inf are refused here, at start-up, rather than at the first checkpoint."""
+    try:
+        return json.loads(json.dumps(x, default=_json_default, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"train(): cfg/metadata must be JSON-serialisable: {e}") from e
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def validate_train_config(cfg: Any) -> None:
+    """Refuse counts the loop cannot honour, naming each offending field."""
+    problems = [
+        f"{name}={getattr(cfg, name)!r} (need >= {lo})"
+        for name, lo in [("steps", 0), ("checkpoint_every", 1), ("log_every", 1),
+                         ("keep_checkpoints", 0)]
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < lo
+    ]
+    if problems:
+        raise ValueError(f"invalid TrainConfig: {', '.join(problems)}")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def config_differences(old: dict, new: dict, ignore: Sequence[str] = (), defaults: dict | None = None) -> list[str]:
+    """Fields that differ; a field the old run did not store counts as ``defaults[field]``
+    (configuration fields added later default to the behaviour runs had before them)."""
+    a, b = {**_flatten(defaults or {}), **_flatten(old)}, _flatten(new)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if k.rsplit(".", 1)[-1] in RESUMABLE_FIELDS or any(k == p or k.startswith(p + ".") for p in ignore):
+            continue
+        if a.get(k, "<missing>") != b.get(k, "<missing>"):
+            diffs.append(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}")
+    return diffs
+
+
+class RunLock:
+    """An exclusive flock on ``run_dir/.lock``; the kernel drops it if we die."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        if fcntl is None:  # pragma: no cover
+            return self
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise RuntimeError(
+                f"{self.path.parent} is already being trained by another process "
+                "(or another train() call in this one)"
+            ) from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+
+
+def load_final(run_dir: str | os.PathLike, like: Any) -> Any:
+    """The final state of a finished run; ``like`` is a skeleton (see `load_checkpoint`)."""
+    run_dir = Path(run_dir)
+    if not stage_complete(run_dir):
+        raise FileNotFoundError(
+            f"{run_dir} holds no finished run ({DONE_FILE} or {FINAL_FILE} missing); "
+            f"latest checkpoint: {latest_checkpoint(run_dir / CKPT_DIR)}"
+        )
+    return load_checkpoint(run_dir / FINAL_FILE, like)[0]
+
+
+def load_latest(run_dir: str | os.PathLike, like: Any) -> tuple[Any, int]:
+    """``(state, step)`` of the newest checkpoint, e.g. to inspect a run in progress."""
+    path = latest_checkpoint(Path(run_dir) / CKPT_DIR)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CKPT_DIR}")
+    state, meta = load_checkpoint(path, like)
+    return state, meta["step"]
+
+
+def _publish_final(ckpt: Path, final: Path) -> None:
+    # A hard link costs no space or time; fall back to a copy where links fail.
+    tmp = final.with_name(f".{final.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, tmp)
+        os.replace(tmp, final)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        atomic_write_bytes(final, ckpt.read_bytes())
+
+
+class RunDirectory:
+    """One run's directory: checks its config, finds where to resume, publishes the result.
+
+    ``config`` is ``{"train_config": ..., "metadata": ...}`` (JSON-normalised here);
+    ``ignore`` are dotted ``config`` prefixes allowed to differ on resume and
+    ``defaults`` a ``config``-shaped dict of values for fields an old run lacks.
+    Use it inside ``with RunLock(rd.path)``: every method assumes nobody else writes.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict, *, ignore: Sequence[str] = (),
+                 defaults: dict | None = None, say: Callable[[str], None] = logger.info):
+        self.path = Path(run_dir)
+        self.config = normalise(config)
+        self.ignore, self.defaults = list(ignore), normalise(defaults or {})
+        self.say = say
+        self.ckpt_dir = self.path / CKPT_DIR
+        self.metrics_path = self.path / METRICS_FILE
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(exist_ok=True)
+
+    def check_config(self) -> None:
+        """Raise `ConfigMismatchError` if a stored ``config.json`` describes another run."""
+        path = self.path / CONFIG_FILE
+        if not path.exists():
+            return
+        diffs = config_differences(json.loads(path.read_text()), self.config, self.ignore, self.defaults)
+        if diffs:
+            raise ConfigMismatchError(
+                f"{path} was written by a run with a different configuration; refusing to "
+                f"resume it. Differing fields: {'; '.join(diffs)}. Use a new run directory "
+                f"(or delete {self.path} to start over). Only {sorted(RESUMABLE_FIELDS)} may "
+                "change on resume."
+            )
+
+    def write_config(self) -> None:
+        path = self.path / CONFIG_FILE
+        if not path.exists() or json.loads(path.read_text()) != self.config:
+            write_json(path, self.config)
+
+    def finished(self, steps: int) -> bool:
+        """True if the run already finished ``steps`` updates; otherwise clear ``DONE.json``
+        (written again, last, when the run finishes) and clean up killed writers' temporaries."""
+        done_path = self.path / DONE_FILE
+        if stage_complete(self.path):
+            done = json.loads(done_path.read_text())
+            if done["step"] == steps:
+                self.say(f"{self.path}: finished run ({steps} steps); loading {FINAL_FILE}")
+                self.write_config()  # only `ignore` fields can differ
+                return True
+            if done["step"] > steps:
+                raise ValueError(f"{self.path} already finished {done['step']} steps > cfg.steps={steps}")
+            self.say(f"{self.path}: extending finished run {done['step']} -> {steps} steps")
+        done_path.unlink(missing_ok=True)
+        for p in self.ckpt_dir.glob(".*.tmp"):  # we hold the lock, so nobody else writes
+            p.unlink(missing_ok=True)
+        return False
+
+    def resume_point(self, like: Any, steps: int) -> tuple[Any, int, float, Path | None] | None:
+        """``(state, step, wall_time_s, path)`` of the newest checkpoint, or None on a fresh start.
+
+        An unreadable newest checkpoint is an error naming it: falling back to an
+        older one would hide disk problems and silently redo work."""
+        latest = latest_checkpoint(self.ckpt_dir)
+        if latest is None:
+            return None
+        try:
+            state, meta = load_checkpoint(latest, like)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e}. Cannot resume from the newest checkpoint. If the file is damaged, "
+                f"delete {latest} to resume from the previous checkpoint."
+            ) from None
+        start = int(meta["step"])
+        if checkpoint_path(self.ckpt_dir, start).name != latest.name:
+            raise CheckpointError(f"{latest} holds step {start}, not the step in its name")
+        if start > steps:
+            raise ValueError(
+                f"{latest} is at step {start}, beyond cfg.steps={steps}; "
+                "use a larger cfg.steps or a new run directory"
+            )
+        self.say(f"{self.path}: resuming from {latest.name} (step {start})")
+        return state, start, float(meta.get("wall_time_s", 0.0)), latest
+
+    def publish(self, last_ckpt: Path, model: Any | None, *, steps: int, wall_time_s: float) -> None:
+        """``final.eqx``, then ``model.eqx`` (if ``model`` is given), then ``DONE.json`` last."""
+        _publish_final(last_ckpt, self.path / FINAL_FILE)
+        if model is not None:  # the weights alone, for sampling (runs.weights)
+            save_model(self.path, model, metadata=self.config)
+        finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        write_json(self.path / DONE_FILE, {"step": steps, "wall_time_s": wall_time_s, "finished_at": finished})
