@@ -35,14 +35,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from muse_mini.config import get_preset  # noqa: E402
+from muse_mini.config import get_preset, tokenizer_stage_config  # noqa: E402
 from muse_mini.decoding.guidance import (  # noqa: E402
     BatchedModel, classifier_free_guidance, unconditional_context,
 )
 from muse_mini.decoding.sampler import decode, decode_step, init_state  # noqa: E402
 from muse_mini.models.build import build_superres  # noqa: E402
-from muse_mini.models.codec import decode_token_batch
-from muse_mini.training.tokenizer import stage_config  # noqa: E402
+from muse_mini.decoding.spec import DecodeSpec, sampler_scalars  # noqa: E402
+from muse_mini.models.codec import decode_token_batch  # noqa: E402
+from muse_mini.pipeline import decode_guided  # noqa: E402
 from muse_mini.models.transformer import BaseTransformer  # noqa: E402
 from muse_mini.models.vqgan import VQGAN  # noqa: E402
 
@@ -82,6 +83,21 @@ def naive_decode(model, context, key, sampler):
         # A traced step index: one compilation serves every step.
         state, _ = jitted_step(logits_fn, state, jnp.int32(t), key=key, **decode_kwargs(model, sampler))
     return state.tokens_BxN
+
+
+def condition_every_step_vs_once(model, context, key, sampler, repeats: int) -> tuple[float, float, bool]:
+    """Seconds per decoding with the condition encoded inside every step (the model called on the raw
+    context) and encoded once before the loop (:func:`muse_mini.pipeline.decode_guided`); same tokens?"""
+    spec, scalars = DecodeSpec.from_sampler(sampler, model.mask_id), sampler_scalars(sampler)
+    uncond = unconditional_context(context)
+
+    def once():
+        return decode_guided(model, context, uncond, key, spec, *scalars).tokens_BxN
+
+    def every():
+        return compiled_decode(model, context, key, sampler)
+
+    return median_seconds(every, repeats), median_seconds(once, repeats), bool(np.array_equal(every(), once()))
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -137,7 +153,7 @@ def main(argv=None) -> None:
         print(f"{batch:>5} {1e3 * compiled / batch:>16.2f} {1e3 * naive / batch:>13.2f} "
               f"{naive / compiled:>15.2f}  {same}")
         if batch == args.batch:
-            base_s = compiled
+            base_s, base_context = compiled, context
 
     superres = build_superres(cfg, key_model)
     batch, hr = args.batch, cfg.highres_tokenizer.image_size
@@ -148,11 +164,17 @@ def main(argv=None) -> None:
     text = jax.random.normal(key_text, (batch, cfg.text.max_length, cfg.text.width))
     context = (lowres, text, jnp.ones((batch, cfg.text.max_length), bool))
     sr_s = median_seconds(lambda: compiled_decode(superres, context, key_decode, cfg.superres_sampler), args.repeats)
-    vcfg = stage_config(cfg, "decoder" if cfg.decoder.enabled else "highres")[0]
+    vcfg = tokenizer_stage_config(cfg, "decoder" if cfg.decoder.enabled else "highres")
     vqgan = VQGAN(vcfg, key=key_model)
     tokens = jax.random.randint(key_text, (batch, superres.seq_len), 0, vcfg.codebook_size)
     pixels = eqx.filter_jit(decode_token_batch)
     dec_s = median_seconds(lambda: pixels(vqgan, tokens), args.repeats)
+    print(f"\ncondition (text projection; super-res: low-res encoder + text + skip), batch {batch}:")
+    print(f"{'model':>9} {'every step ms/img':>18} {'once ms/img':>12} {'every/once':>11}  same tokens")
+    for name, m, ctx, smp in (("base", model, base_context, sampler),
+                              ("super-res", superres, context, cfg.superres_sampler)):
+        every, once, same = condition_every_step_vs_once(m, ctx, key_decode, smp, args.repeats)
+        print(f"{name:>9} {1e3 * every / batch:>18.2f} {1e3 * once / batch:>12.2f} {every / once:>11.2f}  {same}")
     which = "finetuned" if cfg.decoder.enabled else "tokenizer's"
     print(f"\n{hr}×{hr} image, batch {batch}, compiled: base {1e3 * base_s / batch:.2f} ms/img + "
           f"super-res ({cfg.superres_sampler.steps} steps, {superres.seq_len} tokens) {1e3 * sr_s / batch:.2f} ms/img "

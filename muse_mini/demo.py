@@ -39,6 +39,8 @@ from muse_mini.training.base import train_base
 from muse_mini.training.superres import train_superres
 from muse_mini.training.tokenizer import train_tokenizer
 
+# Bumped when the same sampler settings start to sample differently.
+DECODING_VERSION = 2
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
 SAMPLES_PER_PROMPT = 4
 
@@ -114,9 +116,11 @@ def _evaluation_key(pipe, out: Path) -> dict:
     """What the evaluation depends on: the finished runs, the samplers, the prompt set.
 
     JSON-normalised (tuples become lists), so it compares equal to a stored copy.
+    ``decoding`` names the sampler's behaviour, so a change of what the same
+    settings sample (the MaskGIT anneal, version 2) re-evaluates.
     """
-
     return json.loads(json.dumps({
+        "decoding": DECODING_VERSION,
         "runs": {sub: json.loads((out / sub / DONE_FILE).read_text())
                  for sub in ("base", "superres", "decoder") if (out / sub / DONE_FILE).is_file()},
         "sampler": dataclasses.asdict(pipe.cfg.sampler),
@@ -146,7 +150,6 @@ def format_accuracy(label: str, results: dict) -> str:
 def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = True,
              evaluate: bool = True, overrides=()) -> dict:
     """Run (or finish, or just re-render) every toy stage; returns the timings."""
-
     cfg = get_recipe(recipe, overrides)  # checks the name
     out = Path(out or RECIPES[recipe].out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,13 +160,23 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     _log(f"recipe {recipe!r} → {out}")
     _timed(timings, "shapes", lambda: render_shapes(out))
     _timed(timings, "text", lambda: render_text(cfg, out))
+    train_stages(cfg, out, timings, start, progress=progress)
+    pipe = Pipeline.from_run(out)
+    render_samples(pipe, out)
+    if evaluate:
+        evaluate_pipeline(pipe, out, timings)
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    _log(f"done in {time.perf_counter() - start:.0f}s; outputs under {out}")
+    return timings
 
+
+def train_stages(cfg, out: Path, timings: dict, start: float, *, progress: bool) -> None:
+    """Every stage in pipeline order, each skipped when finished: text-to-image first, then super-res."""
     def tokenizer(stage, sub):
         _log(f"tokenizer ({stage})")
         _timed(timings, sub, lambda: train_tokenizer(cfg, stage, out / sub, progress=progress))
         render_reconstructions(cfg, out / sub, stage)
 
-    # Text-to-image first (the 32×32 pipeline), then what super-res needs.
     tokenizer("base", "tokenizer-base")
     _log("base transformer")
     _timed(timings, "base", lambda: train_base(cfg, out / "base", tokenizer_run=out / "tokenizer-base",
@@ -181,37 +194,41 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
         render_reconstructions(cfg, out / "decoder", "decoder", before=out / "tokenizer-highres")
     timings["training_total"] = round(time.perf_counter() - start, 1)
 
-    pipe = Pipeline.from_run(out)
-    prompts = ["a large red circle", "two blue squares", "a green triangle in the top left",
-               "a purple diamond left of an orange circle", "three yellow triangles",
-               "a small orange square", "a blue circle above a red triangle", "a purple square in the center"]
-    gen = pipe.generate(prompts, seed=0)
+
+SHOWCASE_PROMPTS = ("a large red circle", "two blue squares", "a green triangle in the top left",
+                    "a purple diamond left of an orange circle", "three yellow triangles",
+                    "a small orange square", "a blue circle above a red triangle", "a purple square in the center")
+
+
+def render_samples(pipe, out: Path) -> None:
+    """Base, super-res and bicubic outputs side by side (§2.4), into ``samples/superres_vs_bicubic.png``."""
+    gen = pipe.generate(list(SHOWCASE_PROMPTS), seed=0)
     viz.save(viz.side_by_side({
         "base 32×32": gen.base_images,
         "super-res 64×64": gen.images,
         "bicubic 64×64": viz.bicubic_upsample(gen.base_images, 2),
-    }, titles=prompts), out / "samples" / "superres_vs_bicubic.png")
+    }, titles=list(SHOWCASE_PROMPTS)), out / "samples" / "superres_vs_bicubic.png")
 
-    if evaluate:
-        key, path = _evaluation_key(pipe, out), out / "samples" / "accuracy.json"
-        report = _cached_evaluation(path, key)
-        if report is not None:
-            _log("evaluation unchanged since the last run (samples/accuracy.json)")
-            for label, result in report["results"].items():
-                print(format_accuracy(label, result), flush=True)
-        else:
-            report = {"key": key, "results": {}}
-            for label, stage, sampler in (
-                ("base", "base", {}),
-                ("base_no_guidance", "base", {"guidance": 0.0}),
-                ("superres", "superres", {}),
-            ):
-                _log(f"evaluating {label}")
-                result = _timed(timings, f"eval_{label}", lambda: evaluate_samples(
-                    pipe, out, stage=stage, label=label, **sampler))
-                report["results"][label] = result
-                print(format_accuracy(label, result), flush=True)
-            path.write_text(json.dumps(report, indent=2))
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    _log(f"done in {time.perf_counter() - start:.0f}s; outputs under {out}")
-    return timings
+
+def evaluate_pipeline(pipe, out: Path, timings: dict) -> dict:
+    """Caption accuracy of base (with and without guidance) and super-res; reused while its key holds."""
+    key, path = _evaluation_key(pipe, out), out / "samples" / "accuracy.json"
+    report = _cached_evaluation(path, key)
+    if report is not None:
+        _log("evaluation unchanged since the last run (samples/accuracy.json)")
+        for label, result in report["results"].items():
+            print(format_accuracy(label, result), flush=True)
+        return report
+    report = {"key": key, "results": {}}
+    for label, stage, sampler in (
+        ("base", "base", {}),
+        ("base_no_guidance", "base", {"guidance": 0.0}),
+        ("superres", "superres", {}),
+    ):
+        _log(f"evaluating {label}")
+        result = _timed(timings, f"eval_{label}", lambda: evaluate_samples(
+            pipe, out, stage=stage, label=label, **sampler))
+        report["results"][label] = result
+        print(format_accuracy(label, result), flush=True)
+    path.write_text(json.dumps(report, indent=2))
+    return report

@@ -68,7 +68,7 @@ def encode_context(model, context):
 
 
 @eqx.filter_jit
-def _decode_guided(model, context, uncond, key, spec: DecodeSpec, guidance, temperature, choice_temperature):
+def decode_guided(model, context, uncond, key, spec: DecodeSpec, guidance, temperature, choice_temperature):
     """One compiled decoding, start to finish, with guidance (§2.7) wrapped around the model.
 
     The condition and the unconditional context are encoded once, before the
@@ -89,7 +89,7 @@ def decode_with_sampler(model, context, uncond, key, sampler: SamplerConfig) -> 
     guidance and temperatures are traced, so changing them does not recompile.
     """
     spec = DecodeSpec.from_sampler(sampler, model.mask_id)  # mask_id == vocabulary size
-    return _decode_guided(model, context, uncond, key, spec, *sampler_scalars(sampler))
+    return decode_guided(model, context, uncond, key, spec, *sampler_scalars(sampler))
 
 
 @eqx.filter_jit

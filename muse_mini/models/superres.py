@@ -16,10 +16,8 @@ How the low-res tokens are embedded is ``cfg.lowres_input``:
   and each token's ``f×f`` pixel patch is projected linearly, as a ViT embeds
   patches. The input is still a function of the low-res tokens alone (the
   decoder is frozen), but the model is handed what each code *looks like*
-  instead of learning it for every code from scratch. After 500 steps the
-  toy model's images match their captions 77.5% of the time (from true
-  low-res tokens), where the table's were blank; at full length super-res
-  keeps the base model's caption accuracy (docs/results.md).
+  instead of learning it for every code from scratch; on the toy world the
+  token table learned too slowly to be useful.
   :func:`lowres_condition` turns token maps into what the model takes.
   ``cfg.lowres_margin`` widens each patch by that many pixels of its
   neighbours on every side (overlapping windows, border pixels repeated), so
@@ -39,10 +37,8 @@ from jaxtyping import Array, Bool, Float, Int
 from muse_mini.config import SuperResConfig
 from muse_mini.models.codec import decode_tokens
 from muse_mini.models.vqgan import to_float
-from muse_mini.models.transformer import (
-    BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, MaskedTokenTransformer,
-    Condition, check_same_batch, compute_dtype, project_text,
-)
+from muse_mini.models.layers import BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, compute_dtype
+from muse_mini.models.transformer import Condition, MaskedTokenTransformer, check_same_batch, project_text
 
 
 class SuperResTransformer(eqx.Module):
@@ -61,8 +57,8 @@ class SuperResTransformer(eqx.Module):
     and 16; a learned "sub-pixel" projection, one slice per child position),
     which is added to that token's input embedding. Figure 4 has
     cross-attention only, which must learn from scratch which low-res keys sit
-    above each high-res query; the toy model did not learn that in 1500 steps
-    and decoded every image to white (docs/results.md). The skip hands it the
+    above each high-res query; the toy model did not learn that alignment in
+    its step budget and decoded blank images. The skip hands it the
     alignment; the paper presets keep it off.
     """
 

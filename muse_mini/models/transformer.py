@@ -1,410 +1,40 @@
-"""The base masked transformer (Muse §2.3) and the pieces super-res reuses (§2.4).
+"""The base masked transformer (Muse §2.3) and the masked-token core super-res reuses (§2.4).
 
 Image tokens (a flattened ``grid × grid`` VQGAN map, some replaced by
 ``[MASK]``) are embedded, given learned positions, and passed through
-pre-LayerNorm blocks of self-attention → cross-attention to the projected text
-(T5 embeddings, never masked) → GELU MLP. An MLP head maps every position to
-logits over the VQGAN codebook; the loss is cross-entropy on the masked
-positions only (§2.3), with arccos masking rates (§2.6, :mod:`muse_mini.decoding.masking`)
-and 10% of examples losing their text (§2.7, classifier-free guidance).
+pre-LayerNorm blocks of self-attention → cross-attention to the projected
+text (the frozen text encoder's embeddings, never masked) → GELU MLP. An
+output head maps every position to logits over the VQGAN codebook; training
+scores the masked positions only (§2.3, :mod:`muse_mini.training.losses`).
 
-Engineering choices, each kept small:
+The layers (attention, MLP, blocks, named logical axes) are in
+:mod:`muse_mini.models.layers`. An example whose keys are all masked (text
+dropped for guidance, §2.7) gets its cross-attention output multiplied by 0,
+so the block is exactly a block without cross-attention.
 
-- **Attention** goes through :func:`jax.nn.dot_product_attention`, JAX's one
-  attention entry point (its XLA implementation, which XLA fuses; no
-  hand-written softmax). Padding is a boolean key mask. An
-  example whose keys are all masked (text dropped for CFG) gets its
-  cross-attention output multiplied by 0, so the block is exactly a block
-  without cross-attention — never a uniform average over padding, never NaN.
-- **Mixed precision**: parameters are float32; activations run in
-  ``cfg.dtype`` (bfloat16 on accelerators) and each weight is cast where it is
-  used. LayerNorm statistics and the logits are float32.
-- **Scan over layers**: the ``depth`` blocks are built once with
-  :func:`equinox.filter_vmap` (every weight gets a leading ``layers`` axis) and
-  run with :func:`jax.lax.scan`, so tracing and compile time do not grow with
-  depth. ``cfg.remat`` rematerialises each layer in the backward pass.
-- **Logical axis names**: every weight lives in a small :class:`Named` module
-  that names its axes (``embed``, ``mlp`` (the MLP's hidden width only),
-  ``heads``, ``kv``, ``vocab``, ``seq``, ``text_embed``, ``embed_out`` (a
-  width-to-width output projection); stacked weights get ``layers`` in front).
-  :func:`logical_axes` returns them as a pytree mirroring the model, for a
-  sharding rules table mapping names to mesh axes.
+A model's condition (the projected text; for super-res also the encoded
+low-res tokens) is computed by ``encode_condition`` and consumed by
+``logits``; ``__call__`` is the two in a row. The condition does not change
+while an image is decoded, so samplers encode it once per generation.
 
 Every ``__call__`` takes ONE example, or a batch along one leading axis.
-Training calls the model on the whole batch: its matrix products are then flat
-2-D products, whose gradients XLA's CPU backend computes faster than under
-``jax.vmap`` over examples (3x for an isolated MLP, 7% for the toy base step).
-Sampling may use either form.
+Training calls the model on the whole batch, so its matrix products are flat
+2-D products, which XLA's CPU backend differentiates faster than ``jax.vmap``
+over examples. Sampling may use either form.
 """
 
 from __future__ import annotations
-
-import abc
-import itertools
-import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from muse_mini.config import POSITION_INITS, TransformerConfig
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def compute_dtype(name: str):
-    """The JAX dtype for a config's ``dtype`` string."""
-    if name not in DTYPES:
-        raise ValueError(f"dtype: unknown compute dtype {name!r}; expected one of {sorted(DTYPES)}")
-    return DTYPES[name]
-
-
-def _normal(key, shape, std: float = 0.02):
-    # BERT/ViT-style truncated normal; parameters are always float32.
-    return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
-
-
-def _normals(key, *shapes, std: float = 0.02):
-    """Several i.i.d. weight tensors from ONE draw.
-
-    Each random-number call compiles separately, which dominates building small
-    models on CPU; slicing one draw gives the same distribution.
-    """
-    sizes = [math.prod(s) for s in shapes]
-    flat = _normal(key, (sum(sizes),), std)
-    offsets = [0, *itertools.accumulate(sizes)]
-    return [flat[a:b].reshape(s) for a, b, s in zip(offsets, offsets[1:], shapes)]
-
-
-def _flat_matmul(x_xI, w_IxO):
-    """``x @ w`` over any leading axes, computed as ONE 2-D product.
-
-    XLA's CPU backend computes the weight gradient of a 3-D product (batch,
-    seq, in), with an activation after it, up to 3x slower than that of a 2-D one.
-    """
-    y = x_xI.reshape(-1, x_xI.shape[-1]) @ w_IxO
-    return y.reshape(*x_xI.shape[:-1], w_IxO.shape[-1])
-
-
-def _dropout(x, rate: float, key):
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
-
-
-# --------------------------------------------------------------------------
-# Parameter-owning modules, each naming the logical axes of its weights
-
-
-class Named(eqx.Module):
-    """A module owning weights whose axes have logical names (for sharding)."""
-
-    @abc.abstractmethod
-    def param_axes(self) -> dict[str, tuple[str, ...]]:
-        """Field name → logical axis names of that weight (without ``layers``)."""
-
-
-class Linear(Named):
-    """``x @ W + b`` with W of shape ``(in, out)``, cast to the input's dtype.
-
-    ``weight`` passes a matrix already drawn (by :func:`_normals`) instead of a ``key``.
-    """
-
-    weight: Float[Array, "in out"]
-    bias: Float[Array, " out"]
-    axes: tuple[str, str] = eqx.field(static=True)
-
-    def __init__(self, in_dim: int, out_dim: int, axes: tuple[str, str], *, key=None, weight=None):
-        if (key is None) == (weight is None):
-            raise ValueError("Linear: pass exactly one of key= and weight=")
-        self.weight = _normal(key, (in_dim, out_dim)) if weight is None else weight
-        self.bias = jnp.zeros((out_dim,), jnp.float32)
-        self.axes = axes
-
-    def __call__(self, x_xI):
-        return _flat_matmul(x_xI, self.weight.astype(x_xI.dtype)) + self.bias.astype(x_xI.dtype)
-
-    def param_axes(self):
-        return {"weight": self.axes, "bias": self.axes[1:]}
-
-
-class Embedding(Named):
-    """A lookup table ``(num, width)``; rows are gathered, then cast."""
-
-    weight: Float[Array, "num width"]
-    axes: tuple[str, str] = eqx.field(static=True)
-
-    def __init__(self, num: int, width: int, axes: tuple[str, str] = ("vocab", "embed"), *, key):
-        self.weight = _normal(key, (num, width))
-        self.axes = axes
-
-    def __call__(self, ids_N: Int[Array, " N"], dtype) -> Array:
-        return jnp.take(self.weight, ids_N, axis=0).astype(dtype)
-
-    def param_axes(self):
-        return {"weight": self.axes}
-
-
-def sincos_2d(grid: int, width: int) -> Float[Array, "seq width"]:
-    """2D sine-cosine features of a ``grid × grid`` map, flattened row-major.
-
-    The first half of the channels encode the row, the second half the column,
-    each as sines and cosines of ``width // 4`` frequencies, geometric from 1
-    down to 1/10000 radians per unit. Coordinates are rescaled so the grid
-    spans 16 units whatever its size (an 8×8 map has 2 units per cell).
-    """
-    if width % 4:
-        raise ValueError(f"sincos positions: width must be divisible by 4, got {width}")
-    freqs = 1.0 / 10000.0 ** (jnp.arange(width // 4) / (width // 4))
-    angles = (jnp.arange(grid) * (16.0 / grid))[:, None] * freqs[None, :]
-    axis_GxH = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-    rows = jnp.broadcast_to(axis_GxH[:, None, :], (grid, grid, width // 2))
-    cols = jnp.broadcast_to(axis_GxH[None, :, :], (grid, grid, width // 2))
-    return jnp.concatenate([rows, cols], axis=-1).reshape(grid * grid, width)
-
-
-class LearnedPositions(Named):
-    """One learned vector per position of the flattened token grid (§2.3).
-
-    The paper says "learned 2D positional embeddings"; a free vector per grid
-    cell is the most general learned 2D embedding (row-plus-column factorised
-    tables would be a special case with fewer parameters).
-
-    ``init="normal"`` draws the table like every other weight. ``"sincos"``
-    starts it from :func:`sincos_2d`, rescaled to the same 0.02 RMS, so
-    neighbouring cells start with similar vectors; it stays learned. On the
-    toy base model this lowers the masked loss at every point of a 3600-step
-    run (docs/results.md).
-    """
-
-    table: Float[Array, "seq width"]
-
-    def __init__(self, seq_len: int, width: int, *, key, init: str = "normal"):
-        if init not in POSITION_INITS:
-            raise ValueError(f"pos_init: expected one of {POSITION_INITS}, got {init!r}")
-        if init == "normal":
-            self.table = _normal(key, (seq_len, width))
-            return
-        grid = math.isqrt(seq_len)
-        if grid * grid != seq_len:
-            raise ValueError(f"pos_init='sincos' needs a square token grid, got {seq_len} positions")
-        table = sincos_2d(grid, width)
-        self.table = 0.02 * table / jnp.sqrt(jnp.mean(jnp.square(table)))
-
-    def __call__(self, dtype) -> Array:
-        return self.table.astype(dtype)
-
-    def param_axes(self):
-        return {"table": ("seq", "embed")}
-
-
-class LayerNorm(Named):
-    """LayerNorm over the last axis, statistics in float32, output in the input dtype."""
-
-    scale: Float[Array, " width"]
-    bias: Float[Array, " width"]
-    eps: float = eqx.field(static=True)
-
-    def __init__(self, width: int, eps: float = 1e-6):
-        self.scale = jnp.ones((width,), jnp.float32)
-        self.bias = jnp.zeros((width,), jnp.float32)
-        self.eps = eps
-
-    def __call__(self, x_xD):
-        x32 = x_xD.astype(jnp.float32)
-        mean = x32.mean(-1, keepdims=True)
-        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale + self.bias
-        return y.astype(x_xD.dtype)
-
-    def param_axes(self):
-        return {"scale": ("embed",), "bias": ("embed",)}
-
-
-class Attention(Named):
-    """Multi-head attention: queries from ``x``, keys/values from ``context``.
-
-    Self-attention passes ``context = x``. Projections are kept per head
-    (``embed × heads × kv``) so tensor parallelism can shard the heads axis.
-    """
-
-    q_proj: Float[Array, "embed heads kv"]
-    k_proj: Float[Array, "embed heads kv"]
-    v_proj: Float[Array, "embed heads kv"]
-    o_proj: Float[Array, "heads kv embed"]
-    q_bias: Float[Array, "heads kv"]
-    k_bias: Float[Array, "heads kv"]
-    v_bias: Float[Array, "heads kv"]
-    o_bias: Float[Array, " embed"]
-    num_heads: int = eqx.field(static=True)
-
-    def __init__(self, width: int, num_heads: int, *, key):
-        if width % num_heads:
-            raise ValueError(f"attention: width {width} is not divisible by num_heads {num_heads}")
-        head_dim = width // num_heads
-        proj = (width, num_heads, head_dim)
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = _normals(
-            key, proj, proj, proj, (num_heads, head_dim, width)
-        )
-        zeros = jnp.zeros((num_heads, head_dim), jnp.float32)
-        self.q_bias, self.k_bias, self.v_bias = zeros, zeros, zeros
-        self.o_bias = jnp.zeros((width,), jnp.float32)
-        self.num_heads = num_heads
-
-    def __call__(self, x_TxD, context_SxD, mask_S: Bool[Array, " S"] | None = None):
-        """One example (``T×D``, ``S×D``, ``S``) or a batch with a leading axis."""
-        dt = x_TxD.dtype
-
-        def project(a_xD, w, b):
-            d, h, k = w.shape
-            y = _flat_matmul(a_xD, w.reshape(d, h * k).astype(dt))
-            return y.reshape(*a_xD.shape[:-1], h, k) + b.astype(dt)
-
-        q_TxHxK = project(x_TxD, self.q_proj, self.q_bias)
-        k_SxHxK = project(context_SxD, self.k_proj, self.k_bias)
-        v_SxHxK = project(context_SxD, self.v_proj, self.v_bias)
-        # A key mask broadcast over heads and queries: (..., 1, 1, S) → (..., heads, T, S).
-        mask = None if mask_S is None else mask_S[..., None, None, :]
-        out_TxHxK = jax.nn.dot_product_attention(q_TxHxK, k_SxHxK, v_SxHxK, mask=mask)
-        h, k, d = self.o_proj.shape
-        out_xHK = out_TxHxK.reshape(*out_TxHxK.shape[:-2], h * k)
-        return _flat_matmul(out_xHK, self.o_proj.reshape(h * k, d).astype(dt)) + self.o_bias.astype(dt)
-
-    def param_axes(self):
-        proj, bias = ("embed", "heads", "kv"), ("heads", "kv")
-        return {
-            "q_proj": proj, "k_proj": proj, "v_proj": proj, "o_proj": ("heads", "kv", "embed"),
-            "q_bias": bias, "k_bias": bias, "v_bias": bias, "o_bias": ("embed",),
-        }
-
-
-class MLP(eqx.Module):
-    """``Linear → GELU → Linear`` with hidden size ``mlp_dim``."""
-
-    fc1: Linear
-    fc2: Linear
-
-    def __init__(self, width: int, mlp_dim: int, *, key):
-        w1, w2 = _normals(key, (width, mlp_dim), (mlp_dim, width))
-        self.fc1 = Linear(width, mlp_dim, ("embed", "mlp"), weight=w1)
-        self.fc2 = Linear(mlp_dim, width, ("mlp", "embed"), weight=w2)
-
-    def __call__(self, x_NxD):
-        return self.fc2(jax.nn.gelu(self.fc1(x_NxD)))
-
-
-def logical_axes(tree):
-    """Logical axis names of every weight, as a pytree mirroring ``tree``.
-
-    Each array leaf (real or a ``ShapeDtypeStruct``) becomes a tuple of names,
-    one per dimension; dimensions added by stacking layers are named
-    ``layers``. Iterate with ``jax.tree.leaves(axes, is_leaf=is_axes)``.
-    """
-
-    def name(node):
-        if not isinstance(node, Named):
-            if hasattr(node, "shape"):
-                raise TypeError(f"logical_axes: array of shape {node.shape} outside a Named module")
-            return node
-        axes = node.param_axes()
-        fields = list(axes)
-        names = []
-        for field in fields:
-            extra = len(getattr(node, field).shape) - len(axes[field])
-            names.append(("layers",) * extra + tuple(axes[field]))
-        return eqx.tree_at(lambda m: [getattr(m, f) for f in fields], node, names)
-
-    return jax.tree.map(name, tree, is_leaf=lambda x: isinstance(x, Named))
-
-
-def is_axes(x) -> bool:
-    """True for the tuples of axis names that :func:`logical_axes` puts at the leaves."""
-    return isinstance(x, tuple) and all(isinstance(n, str) for n in x)
-
-
-def count_params(module) -> int:
-    """Number of scalars in ``module``'s arrays; works on ``eqx.filter_eval_shape`` output."""
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(module) if hasattr(x, "shape"))
-
-
-# --------------------------------------------------------------------------
-# Blocks and the scanned stack
-
-
-class Block(eqx.Module):
-    """Pre-LN transformer block: self-attention → cross-attention → MLP (§2.3).
-
-    ``cross_attn`` is None for the self-attention-only layers of the super-res
-    low-res encoder (§2.4).
-    """
-
-    self_norm: LayerNorm
-    self_attn: Attention
-    cross_norm: LayerNorm | None
-    cross_attn: Attention | None
-    mlp_norm: LayerNorm
-    mlp: MLP
-    dropout: float = eqx.field(static=True)
-
-    def __init__(self, width: int, mlp_dim: int, num_heads: int, *, cross: bool, dropout: float = 0.0, key):
-        k_self, k_cross, k_mlp = jax.random.split(key, 3)
-        self.self_norm = LayerNorm(width)
-        self.self_attn = Attention(width, num_heads, key=k_self)
-        self.cross_norm = LayerNorm(width) if cross else None
-        self.cross_attn = Attention(width, num_heads, key=k_cross) if cross else None
-        self.mlp_norm = LayerNorm(width)
-        self.mlp = MLP(width, mlp_dim, key=k_mlp)
-        self.dropout = dropout
-
-    def __call__(self, x_NxD, context_SxD=None, context_mask_S=None, *, key=None):
-        k1, k2, k3 = (None,) * 3 if key is None else jax.random.split(key, 3)
-        h_NxD = self.self_norm(x_NxD)
-        x_NxD = x_NxD + _dropout(self.self_attn(h_NxD, h_NxD), self.dropout, k1)
-        if self.cross_attn is not None:
-            h_NxD = self.cross_attn(self.cross_norm(x_NxD), context_SxD, context_mask_S)
-            # With every key masked the attention is a meaningless average:
-            # zero it so a text-dropped example sees no cross-attention at all.
-            has_text = jnp.any(context_mask_S, axis=-1)[..., None, None]
-            h_NxD = h_NxD * has_text.astype(h_NxD.dtype)
-            x_NxD = x_NxD + _dropout(h_NxD, self.dropout, k2)
-        x_NxD = x_NxD + _dropout(self.mlp(self.mlp_norm(x_NxD)), self.dropout, k3)
-        return x_NxD
-
-
-class BlockStack(eqx.Module):
-    """``depth`` identical blocks stacked along a leading axis, run with ``lax.scan``."""
-
-    blocks: Block
-    depth: int = eqx.field(static=True)
-    remat: bool = eqx.field(static=True)
-
-    def __init__(
-        self, depth: int, width: int, mlp_dim: int, num_heads: int, *,
-        cross: bool, dropout: float = 0.0, remat: bool = False, key,
-    ):
-        def make(k):
-            return Block(width, mlp_dim, num_heads, cross=cross, dropout=dropout, key=k)
-
-        self.blocks = eqx.filter_vmap(make)(jax.random.split(key, depth))
-        self.depth = depth
-        self.remat = remat
-
-    def __call__(self, x_NxD, context_SxD=None, context_mask_S=None, *, key=None):
-        params, static = eqx.partition(self.blocks, eqx.is_array)
-        keys = None if key is None else jax.random.split(key, self.depth)
-
-        def layer(x_NxD, params_and_key):
-            block_params, block_key = params_and_key
-            block = eqx.combine(block_params, static)
-            return block(x_NxD, context_SxD, context_mask_S, key=block_key), None
-
-        if self.remat:
-            layer = jax.checkpoint(layer)
-        x_NxD, _ = jax.lax.scan(layer, x_NxD, (params, keys))
-        return x_NxD
-
+from muse_mini.config import TransformerConfig
+from muse_mini.models.layers import (  # noqa: F401  (the layers are re-exported for the models that use them)
+    DTYPES, MLP, Attention, Block, BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, Named,
+    normals, compute_dtype, count_params, is_axes, logical_axes, sincos_2d,
+)
 
 # --------------------------------------------------------------------------
 # The masked-token transformer shared by the base and super-res models
@@ -418,7 +48,7 @@ class OutputHead(eqx.Module):
     out: Linear
 
     def __init__(self, width: int, vocab_size: int, *, key):
-        w1, w2 = _normals(key, (width, width), (width, vocab_size))
+        w1, w2 = normals(key, (width, width), (width, vocab_size))
         self.dense = Linear(width, width, ("embed", "embed_out"), weight=w1)
         self.norm = LayerNorm(width)
         self.out = Linear(width, vocab_size, ("embed", "vocab"), weight=w2)

