@@ -68,20 +68,27 @@ class GuidedLogits(eqx.Module):
 
     A Module, so that under ``eqx.filter_jit`` the contexts and the scale are
     traced arrays: a new prompt or guidance value reuses the compiled sampler.
+    The conditional and unconditional contexts are stacked into one 2B batch
+    once, when the wrapper is built, not at every step.
     """
 
     model_fn: Callable
-    cond: Any
-    uncond: Any
+    context_2B: Any
     scale: jax.Array
     schedule: str = eqx.field(static=True)
     steps: int = eqx.field(static=True)
 
+    def __init__(self, model_fn, cond, uncond, scale, schedule: str, steps: int):
+        self.model_fn = model_fn
+        self.context_2B = jax.tree.map(lambda c, u: jnp.concatenate([c, u], axis=0), cond, uncond)
+        self.scale = scale
+        self.schedule = schedule
+        self.steps = steps
+
     def __call__(self, tokens_BxN, step):
         B = tokens_BxN.shape[0]
         tokens_2BxN = jnp.concatenate([tokens_BxN, tokens_BxN], axis=0)
-        context_2B = jax.tree.map(lambda c, u: jnp.concatenate([c, u], axis=0), self.cond, self.uncond)
-        logits_2BxNxV = self.model_fn(tokens_2BxN, context_2B)
+        logits_2BxNxV = self.model_fn(tokens_2BxN, self.context_2B)
         t = guidance_scale(step, self.steps, self.scale, self.schedule)
         return apply_guidance(logits_2BxNxV[:B], logits_2BxNxV[B:], t.astype(logits_2BxNxV.dtype))
 
