@@ -12,38 +12,43 @@ from muse_mini.training.superres import train_superres
 from muse_mini.training.tokenizer import train_tokenizer
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("train-tokenizer", help="train a VQGAN tokenizer (resumable; §2.2)")
+def _stage_parser(sub, name: str, help: str, run_example: str, func, add_inputs):
+    p = sub.add_parser(name, help=help)
     add_preset_argument(p)
+    p.add_argument("--run", required=True, help=f"run directory, e.g. {run_example}")
+    add_inputs(p)
+    add_progress_argument(p)
+    add_overrides_argument(p)
+    p.set_defaults(func=func)
+
+
+def _tokenizer_inputs(p) -> None:
     p.add_argument("--stage", required=True, choices=TOKENIZER_STAGES,
                    help="base: cfg.tokenizer on low-res images; highres: cfg.highres_tokenizer; "
                         "decoder: cfg.decoder's larger high-res decoder (§2.5; needs --finetune-decoder-from)")
-    p.add_argument("--run", required=True, help="run directory, e.g. runs/demo/tokenizer-base")
     p.add_argument("--finetune-decoder-from", default=None, metavar="RUN",
                    help="finished tokenizer run: keep its encoder and codebook frozen and train a "
                         "new decoder sized by decoder_channels/decoder_res_blocks (§2.5)")
-    add_progress_argument(p)
-    add_overrides_argument(p)
-    p.set_defaults(func=run_tokenizer)
 
-    p = sub.add_parser("train-base", help="train the base masked transformer (resumable; §2.3)")
-    add_preset_argument(p)
-    p.add_argument("--run", required=True, help="run directory, e.g. runs/demo/base")
+
+def _base_inputs(p) -> None:
     p.add_argument("--tokenizer-run", default=None,
                    help="finished base tokenizer run (default: RUN/../tokenizer-base)")
-    add_progress_argument(p)
-    add_overrides_argument(p)
-    p.set_defaults(func=run_base)
 
-    p = sub.add_parser("train-superres", help="train the super-resolution transformer (resumable; §2.4)")
-    add_preset_argument(p)
-    p.add_argument("--run", required=True, help="run directory, e.g. runs/demo/superres")
-    p.add_argument("--tokenizer-run", default=None, help="finished base tokenizer run (default: RUN/../tokenizer-base)")
+
+def _superres_inputs(p) -> None:
+    _base_inputs(p)
     p.add_argument("--highres-tokenizer-run", default=None,
                    help="finished high-res tokenizer run (default: RUN/../tokenizer-highres)")
-    add_progress_argument(p)
-    add_overrides_argument(p)
-    p.set_defaults(func=run_superres)
+
+
+def add_parsers(sub) -> None:
+    _stage_parser(sub, "train-tokenizer", "train a VQGAN tokenizer (resumable; §2.2)",
+                  "runs/demo/tokenizer-base", run_tokenizer, _tokenizer_inputs)
+    _stage_parser(sub, "train-base", "train the base masked transformer (resumable; §2.3)",
+                  "runs/demo/base", run_base, _base_inputs)
+    _stage_parser(sub, "train-superres", "train the super-resolution transformer (resumable; §2.4)",
+                  "runs/demo/superres", run_superres, _superres_inputs)
 
 
 def _finished(flag: str, path: Path, hint: str = "") -> Path:

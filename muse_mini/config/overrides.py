@@ -89,17 +89,23 @@ def from_dict(cls, data: dict):
     return cls(**kwargs)
 
 
-def load_config(path) -> MuseConfig:
-    """Read a ``config.json`` written by :meth:`MuseConfig.to_json`; a damaged file is named in the error."""
+def read_json(path, what: str = "JSON file") -> dict:
+    """A JSON object from ``path``; a damaged file gets an error naming it, not a parser trace."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such config file") from None
+        raise FileNotFoundError(f"{path}: no such {what}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a valid config file ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise ValueError(f"{path}: not a valid {what} ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object in this {what}, got {type(obj).__name__}")
+    return obj
+
+
+def load_config(path) -> MuseConfig:
+    """Read a ``config.json`` written by :meth:`MuseConfig.to_json`; a damaged file is named in the error."""
+    data = read_json(path, "config file")
     try:
         return from_dict(MuseConfig, data)
     except (TypeError, ValueError) as e:

@@ -22,7 +22,7 @@ from muse_mini.config.schema import (
 T5_XXL = TextConfig(encoder="google/t5-v1_1-xxl", width=4096, max_length=128)
 
 
-# Over 60 lines: one literal config, read top to bottom, with the reason for each choice beside it.
+# long: one literal config, read top to bottom, with the reason for each choice beside it.
 def _toy() -> MuseConfig:
     """Shapes on a laptop CPU: 32×32 → 8×8 base tokens, 64×64 → 16×16 high-res.
 

@@ -38,10 +38,12 @@ from muse_mini.config import SuperResConfig
 from muse_mini.models.codec import decode_tokens
 from muse_mini.models.vqgan import to_float
 from muse_mini.models.layers import BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, compute_dtype
-from muse_mini.models.transformer import Condition, MaskedTokenTransformer, check_same_batch, project_text
+from muse_mini.models.transformer import (
+    Condition, MaskedTokenTransformer, TokenPredictor, check_same_batch, project_text,
+)
 
 
-class SuperResTransformer(eqx.Module):
+class SuperResTransformer(TokenPredictor):
     """Masked high-res tokens + low-res tokens + text → high-res codebook logits.
 
     ``vocab_size``/``seq_len`` are the high-res tokenizer's codebook and
@@ -106,18 +108,6 @@ class SuperResTransformer(eqx.Module):
         if cfg.lowres_skip:
             _, r = _grid_ratio(lowres_seq_len, seq_len)
             self.lowres_children = Linear(cfg.width, r * r * cfg.width, ("embed", "children"), key=k_skip)
-
-    @property
-    def mask_id(self) -> int:
-        return self.decoder.mask_id
-
-    @property
-    def vocab_size(self) -> int:
-        return self.decoder.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.decoder.seq_len
 
     @property
     def lowres_shape(self) -> tuple[int, ...]:

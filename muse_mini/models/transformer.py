@@ -117,7 +117,25 @@ class Condition(eqx.Module):
     extra_NxW: Array | None = None
 
 
-class BaseTransformer(eqx.Module):
+class TokenPredictor(eqx.Module):
+    """What the base and super-res models share: a masked-token ``decoder`` and its sizes."""
+
+    decoder: eqx.AbstractVar[MaskedTokenTransformer]
+
+    @property
+    def mask_id(self) -> int:
+        return self.decoder.mask_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.vocab_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.decoder.seq_len
+
+
+class BaseTransformer(TokenPredictor):
     """The base model (Muse §2.3): masked ``grid²`` tokens + T5 text → codebook logits.
 
     ``vocab_size`` is the tokenizer's codebook size (the logits' width); the
@@ -135,18 +153,6 @@ class BaseTransformer(eqx.Module):
         self.text_proj = Linear(text_width, cfg.width, ("text_embed", "embed"), key=k_text)
         self.decoder = MaskedTokenTransformer(cfg, vocab_size=vocab_size, seq_len=seq_len, key=k_dec)
         self.text_width = text_width
-
-    @property
-    def mask_id(self) -> int:
-        return self.decoder.mask_id
-
-    @property
-    def vocab_size(self) -> int:
-        return self.decoder.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.decoder.seq_len
 
     def __call__(
         self,

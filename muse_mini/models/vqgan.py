@@ -235,8 +235,7 @@ class LocalEncoder(eqx.Module):
     :class:`PixelNorm` keep 0 at exactly 0, so every cell whose window is all
     white has the same latent and the same code. Zero padding then equals a
     white border. ``num_res_blocks`` sets the number of pointwise blocks (two
-    per count) at the lowest resolution. docs/results.md measures both
-    encoders.
+    per count) at the lowest resolution.
     """
 
     conv_in: eqx.nn.Conv2d

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from muse_mini.config.overrides import read_json
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.eqx"
@@ -43,20 +45,6 @@ def relative_run_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> st
     input runs are links to the originals records the same paths and resumes.
     """
     return os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
-
-
-def read_json(path: str | os.PathLike, what: str = "run file") -> dict:
-    """A JSON object from ``path``; a damaged file gets an error naming it, not a parser trace."""
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such {what}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a valid {what} ({e}); restore it or delete the run directory") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object in this {what}, got {type(obj).__name__}")
-    return obj
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict:

@@ -21,15 +21,11 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from muse_mini.models.text.t5 import ACTIVATIONS, set_leaf
+from muse_mini.models.text.t5 import ACTIVATIONS, apply_linear, set_leaf
 
 
 def _layer_norm(x_LxD: Array, norm: eqx.nn.LayerNorm) -> Array:
     return jax.vmap(norm)(x_LxD)
-
-
-def _apply(linear: eqx.nn.Linear, x_LxI: Array) -> Array:
-    return jax.vmap(linear)(x_LxI)
 
 
 class BertBlock(eqx.Module):
@@ -64,16 +60,16 @@ class BertBlock(eqx.Module):
 
     def __call__(self, x_LxD: Float[Array, "L D"], mask_L: Bool[Array, " L"]) -> Float[Array, "L D"]:
         L, D = x_LxD.shape
-        split = lambda lin: _apply(lin, x_LxD).reshape(L, self.num_heads, -1)
+        split = lambda lin: apply_linear(lin, x_LxD).reshape(L, self.num_heads, -1)
         q_LxHxK, k_LxHxK, v_LxHxK = split(self.q), split(self.k), split(self.v)
         logits_HxLxL = jnp.einsum("qhk,shk->hqs", q_LxHxK, k_LxHxK).astype(jnp.float32)
         logits_HxLxL = logits_HxLxL / np.sqrt(D // self.num_heads)
         logits_HxLxL = jnp.where(mask_L, logits_HxLxL, jnp.finfo(jnp.float32).min)
         probs_HxLxL = jax.nn.softmax(logits_HxLxL, axis=-1).astype(v_LxHxK.dtype)
         attn_LxD = jnp.einsum("hqs,shk->qhk", probs_HxLxL, v_LxHxK).reshape(L, D)
-        x_LxD = _layer_norm(x_LxD + _apply(self.o, attn_LxD), self.attn_norm)
-        h_LxF = ACTIVATIONS[self.act](_apply(self.ff_in, x_LxD))
-        return _layer_norm(x_LxD + _apply(self.ff_out, h_LxF), self.ff_norm)
+        x_LxD = _layer_norm(x_LxD + apply_linear(self.o, attn_LxD), self.attn_norm)
+        h_LxF = ACTIVATIONS[self.act](apply_linear(self.ff_in, x_LxD))
+        return _layer_norm(x_LxD + apply_linear(self.ff_out, h_LxF), self.ff_norm)
 
 
 class BertEncoder(eqx.Module):

@@ -88,7 +88,8 @@ def _linear(d_in: int, d_out: int, dtype, key: PRNGKeyArray) -> eqx.nn.Linear:
     return eqx.nn.Linear(d_in, d_out, use_bias=False, dtype=dtype, key=key)
 
 
-def _apply(linear: eqx.nn.Linear, x_LxI: Array) -> Array:
+def apply_linear(linear: eqx.nn.Linear, x_LxI: Array) -> Array:
+    """An ``eqx.nn.Linear`` (one vector in) over every position of a sequence."""
     return jax.vmap(linear)(x_LxI)
 
 
@@ -118,7 +119,7 @@ class T5Attention(eqx.Module):
         mask_L: Bool[Array, " L"],
     ) -> Float[Array, "L D"]:
         L = x_LxD.shape[0]
-        split = lambda lin: _apply(lin, x_LxD).reshape(L, self.num_heads, self.d_kv)
+        split = lambda lin: apply_linear(lin, x_LxD).reshape(L, self.num_heads, self.d_kv)
         q_LxHxK, k_LxHxK, v_LxHxK = split(self.q), split(self.k), split(self.v)
         logits_HxLxL = jnp.einsum("qhk,shk->hqs", q_LxHxK, k_LxHxK).astype(jnp.float32)
         logits_HxLxL = logits_HxLxL + bias_HxLxL
@@ -126,7 +127,7 @@ class T5Attention(eqx.Module):
         logits_HxLxL = jnp.where(mask_L, logits_HxLxL, jnp.finfo(jnp.float32).min)
         probs_HxLxL = jax.nn.softmax(logits_HxLxL, axis=-1).astype(v_LxHxK.dtype)
         out_LxHxK = jnp.einsum("hqs,shk->qhk", probs_HxLxL, v_LxHxK)
-        return _apply(self.o, out_LxHxK.reshape(L, -1))
+        return apply_linear(self.o, out_LxHxK.reshape(L, -1))
 
 
 class T5FeedForward(eqx.Module):
@@ -145,10 +146,10 @@ class T5FeedForward(eqx.Module):
         self.act = act
 
     def __call__(self, x_LxD: Float[Array, "L D"]) -> Float[Array, "L D"]:
-        h_LxF = ACTIVATIONS[self.act](_apply(self.wi_0, x_LxD))
+        h_LxF = ACTIVATIONS[self.act](apply_linear(self.wi_0, x_LxD))
         if self.wi_1 is not None:
-            h_LxF = h_LxF * _apply(self.wi_1, x_LxD)
-        return _apply(self.wo, h_LxF)
+            h_LxF = h_LxF * apply_linear(self.wi_1, x_LxD)
+        return apply_linear(self.wo, h_LxF)
 
 
 class T5Block(eqx.Module):
