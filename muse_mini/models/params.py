@@ -9,13 +9,13 @@ models come from :mod:`muse_mini.models.build`, the builders training uses.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import equinox as eqx
 import jax
 
 from muse_mini.config import MuseConfig
 from muse_mini.models.build import build_base, build_superres, build_tokenizer
+from muse_mini.models.layers import count_params as count_leaves  # the one scalar count, real or abstract
 from muse_mini.models.text.encoder import text_encoder_shapes
 
 
@@ -24,12 +24,6 @@ class ComponentCount:
     name: str
     params: int
     note: str = ""
-
-
-def count_leaves(tree) -> int:
-    """Number of scalars in the array leaves of ``tree`` (real or abstract)."""
-    # Abstract leaves are jax.ShapeDtypeStruct, which is not "array-like": count by shape.
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree) if hasattr(x, "shape"))
 
 
 def _abstract(build, cfg: MuseConfig, *args):

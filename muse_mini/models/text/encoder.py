@@ -35,7 +35,6 @@ allocating it.
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -48,6 +47,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from muse_mini.models.layers import count_params
 from muse_mini.models.text import bert, t5
 from muse_mini.models.text.weights import SafetensorsWeights, TextEncoderError
 
@@ -120,8 +120,7 @@ def text_encoder_shapes(name_or_config, *, dtype=jnp.float32) -> eqx.Module:
 
 def encoder_param_count(name_or_config) -> int:
     """Parameters of the encoder (embedding table included), counted without allocating."""
-    leaves = jax.tree.leaves(text_encoder_shapes(name_or_config))
-    return sum(math.prod(leaf.shape) for leaf in leaves)
+    return count_params(text_encoder_shapes(name_or_config))
 
 
 def load_model(directory: str | Path, *, dtype=jnp.float32) -> tuple[eqx.Module, object]:
