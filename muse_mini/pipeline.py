@@ -125,8 +125,11 @@ class Pipeline:
     superres: Any = None
 
     @classmethod
-    def from_run(cls, run_dir, *, require_superres: bool = False) -> "Pipeline":
+    def from_run(cls, run_dir, *, require_superres: bool = False, ema: bool = False) -> "Pipeline":
         """Load every finished stage under ``run_dir`` (e.g. ``runs/demo``).
+
+        ``ema``: the base and super-res models' offline EMA weights (§3,
+        ``model_ema.eqx``, written by ``muse-mini ema``) instead of the final ones.
 
         When ``decoder/`` holds a finished §2.5 finetuned decoder of this
         pipeline's high-res tokenizer, it replaces that tokenizer: same encoder
@@ -140,10 +143,10 @@ class Pipeline:
                     f"run_dir: {dirs[name]} holds no finished {name} run; "
                     "train the pipeline first (make demo, or muse-mini train-base)"
                 )
-        base, cfg = load_base(dirs["base"])
+        base, cfg = load_base(dirs["base"], ema=ema)
         highres_tokenizer = superres = None
         if stage_complete(dirs["superres"]) and stage_complete(dirs["highres_tokenizer"]):
-            superres, _ = load_superres(dirs["superres"])
+            superres, _ = load_superres(dirs["superres"], ema=ema)
             highres_dir = dirs["highres_tokenizer"]
             if stage_complete(dirs["decoder"]):
                 check_finetuned_from(dirs["decoder"], highres_dir)

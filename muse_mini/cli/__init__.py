@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from muse_mini.cli import demo, params, reconstruct, sample, shapes, train
+from muse_mini.cli import demo, ema, params, reconstruct, sample, shapes, train
 
 # In the order `--help` lists them.
-COMMAND_MODULES = (shapes, params, train, reconstruct, sample, demo)
+COMMAND_MODULES = (shapes, params, train, reconstruct, ema, sample, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

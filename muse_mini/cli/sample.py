@@ -39,6 +39,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--superres-temperature", type=float, default=None, help="super-res sampling temperature")
     p.add_argument("--stage", choices=["base", "superres"], default=None,
                    help="base: 32x32 base output; superres (default when trained): 64x64")
+    p.add_argument("--ema", action="store_true",
+                   help="use the base and super-res offline EMA weights (§3; write them with muse-mini ema)")
     p.set_defaults(func=run)
 
 
@@ -80,7 +82,7 @@ def run(args) -> None:
                          "choice_temperature": args.choice_temperature})
     sr = _chosen({"steps": args.superres_steps, "guidance": args.superres_guidance,
                   "temperature": args.superres_temperature})
-    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
+    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres", ema=args.ema)
     superres_sampler = dataclasses.replace(pipe.cfg.superres_sampler, **sr) if sr else None
     gen = pipe.generate(prompts, num_per_prompt=args.num_per_prompt, seed=args.seed, stage=args.stage,
                         negative_prompt=args.negative_prompt, superres_sampler=superres_sampler, **overrides)

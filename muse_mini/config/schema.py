@@ -209,10 +209,14 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 10
     keep_checkpoints: int = 3
+    # Also keep every checkpoint whose step is a multiple of this (0: none), for
+    # the offline EMA of §3 (the paper averages checkpoints taken every 5000 steps).
+    keep_every: int = 0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
             _int(f"TrainConfig.{name}", getattr(self, name))
+        _int("TrainConfig.keep_every", self.keep_every, minimum=0)
         _int("TrainConfig.warmup_steps", self.warmup_steps, minimum=0)
         _number("TrainConfig.lr", self.lr, low=0.0, low_open=True)
         _number("TrainConfig.weight_decay", self.weight_decay)
@@ -288,6 +292,37 @@ class DecoderConfig:
         _int("decoder.res_blocks", self.res_blocks)
 
 
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """The device mesh every stage trains on (MaxText's ``data``/``fsdp``/``tensor`` axes).
+
+    ``data`` replicates the weights and splits the batch; ``fsdp`` splits the
+    batch *and* the weights' ``embed`` axis (ZeRO-3 style, gathered per layer);
+    ``tensor`` splits heads and MLP widths (Megatron style). ``-1`` on one axis
+    takes all remaining devices (``mesh.fsdp=-1``). The default 1×1×1 is one
+    device, as before meshes existed. See :mod:`muse_mini.parallel`.
+    """
+
+    data: int = 1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def __post_init__(self):
+        for name in MESH_AXES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+                raise ValueError(f"mesh.{name}: expected a positive device count or -1 (the rest), got {value!r}")
+        if sum(getattr(self, name) == -1 for name in MESH_AXES) > 1:
+            raise ValueError(f"mesh: at most one axis may be -1 (the remaining devices), got {self.shape}")
+
+    @property
+    def shape(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in MESH_AXES}
+
+
 TOKENIZER_STAGES = ("base", "highres", "decoder")
 
 
@@ -335,6 +370,7 @@ class MuseConfig:
     superres_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=8))
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     decoder_train: TrainConfig = field(default_factory=_paper_vqgan_train)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -340,12 +340,15 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return ckpts[-1][1] if ckpts else None
 
 
-def prune_checkpoints(directory: str | os.PathLike, keep: int | None) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints (``keep`` None/0: keep all)."""
+def prune_checkpoints(directory: str | os.PathLike, keep: int | None, *, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (``keep`` None/0: keep all) and,
+    with ``keep_every``, those whose step is a multiple of it (kept for the offline EMA)."""
     if not keep:
         return []
     removed = []
-    for _, p in list_checkpoints(directory)[:-keep]:
+    for step, p in list_checkpoints(directory)[:-keep]:
+        if keep_every and step % keep_every == 0:
+            continue
         p.unlink(missing_ok=True)
         removed.append(p)
     if removed:

@@ -33,9 +33,10 @@ CKPT_DIR = "checkpoints"
 
 
 def stage_complete(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` holds a finished run (``DONE.json`` and its final state)."""
+    """Whether ``run_dir`` holds a finished run: ``DONE.json`` and its final state
+    (``final.eqx``, or for a run on a mesh ``model.eqx`` beside its Orbax checkpoints)."""
     run_dir = Path(run_dir)
-    return (run_dir / DONE_FILE).is_file() and (run_dir / FINAL_FILE).is_file()
+    return (run_dir / DONE_FILE).is_file() and ((run_dir / FINAL_FILE).is_file() or (run_dir / MODEL_FILE).is_file())
 
 
 def relative_run_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:

@@ -1,6 +1,6 @@
 """Trained models from run directories, for sampling, editing and evaluation.
 
-Reads ``config.json`` and ``model.eqx`` only: the skeletons are built
+Reads ``config.json`` and ``model.eqx`` (or ``model_ema.eqx``) only: the skeletons are built
 abstractly (``eqx.filter_eval_shape``) from the stored config, and no
 optimiser, discriminator or trainer is imported.
 """
@@ -16,6 +16,8 @@ import jax
 from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
 from muse_mini.models.build import build_base, build_superres
 from muse_mini.models.vqgan import VQGAN
+from muse_mini.runs.checkpoint import load_checkpoint
+from muse_mini.runs.ema import EMA_FILE
 from muse_mini.runs.layout import CONFIG_FILE, read_run_config, relative_run_path
 from muse_mini.runs.weights import load_model
 
@@ -69,17 +71,27 @@ def read_stage(run_dir) -> tuple[MuseConfig, dict]:
     return _from_stored(MuseConfig, meta["config"], Path(run_dir) / CONFIG_FILE, "config"), meta
 
 
-def _load_transformer(run_dir, build):
+def _load_ema(run_dir, like):
+    path = Path(run_dir) / EMA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {EMA_FILE}; average its checkpoints first: "
+                                f"muse-mini ema --run {run_dir}")
+    return load_checkpoint(path, like)[0]
+
+
+def _load_transformer(run_dir, build, ema: bool = False):
     cfg, _ = read_stage(run_dir)
     like = eqx.filter_eval_shape(lambda k: build(cfg, k), jax.random.key(0))
+    if ema:
+        return _load_ema(run_dir, like), cfg
     return load_model(run_dir, like, legacy_field="model"), cfg
 
 
-def load_base(run_dir):
-    """``(model, cfg)`` from a finished base run."""
-    return _load_transformer(run_dir, build_base)
+def load_base(run_dir, *, ema: bool = False):
+    """``(model, cfg)`` from a finished base run; ``ema``: its offline EMA weights (``muse-mini ema``, §3)."""
+    return _load_transformer(run_dir, build_base, ema)
 
 
-def load_superres(run_dir):
-    """``(model, cfg)`` from a finished super-res run."""
-    return _load_transformer(run_dir, build_superres)
+def load_superres(run_dir, *, ema: bool = False):
+    """``(model, cfg)`` from a finished super-res run; ``ema``: its offline EMA weights."""
+    return _load_transformer(run_dir, build_superres, ema)

@@ -22,7 +22,10 @@ from muse_mini.training.losses import masked_token_loss
 from muse_mini.runs.layout import relative_run_path
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.token_data import PickledCacheError, TokenData, build_token_data
-from muse_mini.training.keys import epoch_batch_indices, init_key
+from muse_mini.parallel.hosts import local_rows
+from muse_mini.parallel.mesh import make_mesh
+from muse_mini.parallel.rules import batch_sharding, check_batch_size
+from muse_mini.training.keys import epoch_batch_indices
 from muse_mini.training.loop import train
 from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step
 
@@ -67,7 +70,7 @@ def _base_loss(cfg: MuseConfig):
 # The MuseConfig sections a transformer stage does not depend on: changing
 # them (a sampler default, the other stage's size, the decoder finetuned after
 # both, §2.5) keeps its finished run valid.
-_LATER = ("sampler", "superres_sampler", "decoder", "decoder_train")
+_LATER = ("sampler", "superres_sampler", "decoder", "decoder_train", "mesh")
 INDEPENDENT_SECTIONS = {
     "base": ("superres", "superres_train", *_LATER),
     "superres": ("base", "base_train", *_LATER),
@@ -86,8 +89,10 @@ def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, t
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tc = train_cfg
+    mesh = make_mesh(cfg.mesh)  # ``mesh`` may change on resume: it is in INDEPENDENT_SECTIONS
+    check_batch_size(tc.batch_size, mesh, f"{stage}_train.batch_size")
+    rows = local_rows(batch_sharding(mesh), tc.batch_size)  # this process's part of each batch
     optimizer = make_optimizer(tc)
-    state = init_train_state(build(cfg, init_key(tc.seed)), optimizer)
     metadata = stage_metadata(run_dir, cfg, stage, **tokenizer_runs)
     @functools.cache  # loaded on the first batch: a finished run needs none, an extended one does
     def data() -> TokenData:
@@ -95,10 +100,10 @@ def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, t
         return cached_token_data(run_dir, cfg, *tokenizers, progress=progress)
 
     def batch_fn(step):
-        return data().batch(epoch_batch_indices(len(data()), tc.batch_size, tc.seed, step))
+        return data().batch(epoch_batch_indices(len(data()), tc.batch_size, tc.seed, step)[rows])
 
     state = train(
-        run_dir, state=state, step_fn=make_train_step(loss_fn, optimizer),
+        run_dir, init=lambda key: init_train_state(build(cfg, key), optimizer), mesh=mesh, step_fn=make_train_step(loss_fn, optimizer),
         batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
         config_ignore=[f"config.{section}" for section in INDEPENDENT_SECTIONS[stage]],
         config_defaults={"config": MuseConfig().to_dict()}, model_of=lambda s: s.model,

@@ -221,23 +221,27 @@ def first_nonfinite_leaf(tree) -> str | None:
 
 
 class Checkpointer:
-    """Writes ``ckpt_XXXXXXXX.eqx`` every ``every`` updates and at ``steps``; keeps ``keep``.
+    """Writes a checkpoint every ``every`` updates and at ``steps``; keeps the newest ``keep``
+    and every ``keep_every``-th.
 
-    A state with a NaN/inf leaf is never written: an inf gradient can poison the
-    weights one step before the loss shows it. ``last`` is the newest good file.
+    Files are ``ckpt_XXXXXXXX.eqx``, or Orbax steps through ``store`` (a
+    `muse_mini.runs.sharded.ShardedCheckpoints`) on a mesh. A state with a
+    NaN/inf leaf is never written: an inf gradient can poison the weights one
+    step before the loss shows it. ``last`` is the newest good checkpoint.
     """
 
     def __init__(self, directory: Path, *, every: int, steps: int, keep: int, metadata: dict,
-                 last: Path | None = None):
+                 last: Path | None = None, keep_every: int = 0, store=None, wall_time_s: float = 0.0):
         self.directory, self.every, self.steps, self.keep = Path(directory), every, steps, keep
-        self.metadata, self.last = metadata, last
+        self.keep_every, self.store = keep_every, store
+        self.metadata, self.last, self.wall_time_s = metadata, last, wall_time_s
 
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step == self.steps
 
     def has_final(self) -> bool:
-        ckpts = list_checkpoints(self.directory)
-        return bool(ckpts) and ckpts[-1][0] == self.steps
+        steps = self.store.steps() if self.store is not None else [s for s, _ in list_checkpoints(self.directory)]
+        return bool(steps) and steps[-1] == self.steps
 
     def save(self, step: int, state: Any, *, wall_time_s: float) -> Path:
         bad = first_nonfinite_leaf(state)
@@ -248,6 +252,15 @@ class Checkpointer:
                 step=step - 1, values={},
             )
         meta = {"step": step, "wall_time_s": wall_time_s, **self.metadata}
+        self.wall_time_s = wall_time_s
+        if self.store is not None:  # Orbax prunes by its own keep / keep_every options
+            self.last = self.store.save(step, state, meta)
+            return self.last
         self.last = save_checkpoint(checkpoint_path(self.directory, step), state, metadata=meta)
-        prune_checkpoints(self.directory, self.keep)
+        prune_checkpoints(self.directory, self.keep, keep_every=self.keep_every)
         return self.last
+
+    def wait(self) -> None:
+        """Return once every checkpoint written so far is durable (Orbax saves in the background)."""
+        if self.store is not None:
+            self.store.wait()

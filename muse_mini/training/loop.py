@@ -38,9 +38,12 @@ Failure behaviour of `train`:
   `FiniteGuard`), and after checking that the state itself is finite (an inf
   gradient can poison the weights one step before the loss shows it).
 
-Sharding. `place_state` and `compile_step` are the two places a device mesh
-enters: the former puts the state into its shardings, the latter gives the
-jitted update its in/out shardings. Today both are single-device.
+Sharding. A `Placement` (:mod:`.placement`) is the one place a device mesh
+enters: it builds or copies the state into its shardings, assembles each
+process's rows of the batch, pins the update's outputs, and picks the
+checkpoint format (``.eqx`` files on one device, Orbax on a mesh). In a
+multi-process job every process runs this loop; process 0 alone writes the
+run's files, and every process writes its own checkpoint shards.
 """
 
 from __future__ import annotations
@@ -58,12 +61,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import Mesh
+
 from muse_mini.config import TrainConfig
+from muse_mini.parallel.hosts import barrier, is_main_process
+from muse_mini.runs.sharded import SHARDED_DIR, ShardedCheckpoints
 from muse_mini.training.hooks import (
     CallbackHook, Checkpointer, FiniteGuard, HookList, MetricsWriter, NonFiniteLossError, ProgressBar,
     TrainerHooks,
 )
 from muse_mini.training.keys import base_key, epoch_batch_indices, init_key, step_key
+from muse_mini.training.placement import Placement
 from muse_mini.training.optim import (
     TrainState, init_train_state, make_optimizer, make_schedule, make_train_step, weight_decay_mask,
 )
@@ -84,12 +92,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-# The loop itself is short: each piece it calls lives in .rundir or .hooks.
+# The loop itself is short: each piece it calls lives in .rundir, .hooks or .placement.
 # long: its signature and the argument reference make up most of its lines.
 def train(
     run_dir: str | os.PathLike,
     *,
-    state: Any,
+    state: Any = None,
+    init: Callable[[jax.Array], Any] | None = None,
     step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict[str, Any]]],
     batch_fn: Callable[[int], Any],
     cfg: TrainConfig,
@@ -102,14 +111,18 @@ def train(
     config_defaults: dict | None = None,
     model_of: Callable[[Any], Any] | None = None,
     hooks: Iterable[TrainerHooks] = (),
+    mesh: Mesh | None = None,
 ) -> Any:
-    """Train ``state`` for ``cfg.steps`` updates in ``run_dir``, resuming if possible.
+    """Train for ``cfg.steps`` updates in ``run_dir``, resuming if possible.
 
     Arguments:
-        state: the fresh state on a fresh start; on resume, the skeleton to load into.
+        state: the fresh state (copied onto the mesh), or None with ``init``.
+        init: ``key -> state``, built under ``jit`` straight into its shardings
+            with ``key = init_key(cfg.seed)``; no full copy is made anywhere.
         step_fn: ``(state, batch, key) -> (state, metrics)``, pure; jitted once here.
             ``metrics`` maps names to scalars and must contain ``check_finite``.
-        batch_fn: ``step -> batch`` (fixed shapes), pure in the step (`epoch_batch_indices`).
+        batch_fn: ``step -> batch`` (fixed shapes), pure in the step (`epoch_batch_indices`):
+            the global batch, or only this process's rows (`muse_mini.parallel.hosts.local_rows`).
         cfg: a `TrainConfig`; ``seed`` defines every key (`step_key`).
         metadata: the stage's JSON-able configuration (``config.json``, checkpoint headers).
         callbacks: ``cb(step, state, metrics)`` called after update ``step`` was
@@ -126,6 +139,7 @@ def train(
         model_of: ``state -> model``; when given, the finished run also writes
             the model alone to ``model.eqx`` (what sampling loads).
         hooks: further `TrainerHooks`, called after the built-in ones.
+        mesh: the device mesh (`muse_mini.parallel.mesh.make_mesh`); default one device.
 
     Returns the final state. A finished run (``DONE.json``) returns immediately with
     the stored final state; calling again with a larger ``cfg.steps`` continues it.
@@ -133,37 +147,60 @@ def train(
     Failures (bad checkpoint, config mismatch, NaN) are described in the module docstring.
     """
     validate_train_config(cfg)
-    rd = RunDirectory(run_dir, {"train_config": cfg, "metadata": metadata}, say=_sayer(progress),
+    if (state is None) == (init is None):
+        raise TypeError("train(): pass exactly one of state= and init=")
+    main = is_main_process()
+    rd = RunDirectory(run_dir, {"train_config": cfg, "metadata": metadata}, say=_sayer(progress and main),
                       ignore=[f"metadata.{p}" for p in config_ignore],
                       defaults={"metadata": config_defaults or {}})
-    with RunLock(rd.path):
+    key = init_key(cfg.seed)
+    where = Placement(state if init is None else eqx.filter_eval_shape(init, key), mesh)
+    with RunLock(rd.path, enabled=main):
         rd.check_config()
-        if rd.finished(cfg.steps):
-            return load_final(rd.path, state)
-        resumed = rd.resume_point(state, cfg.steps)
-        start, wall_before, last = (0, 0.0, None) if resumed is None else resumed[1:]
-        state = place_state(state) if resumed is None else resumed[0]
-        rd.write_config()  # records e.g. a new `steps` once it is accepted
-        ckpt = Checkpointer(rd.ckpt_dir, every=cfg.checkpoint_every, steps=cfg.steps,
-                            keep=cfg.keep_checkpoints, metadata={"seed": cfg.seed, "config": rd.config},
-                            last=last)
-        guard = FiniteGuard(check_finite, lambda s: _nonfinite_advice(s, cfg.seed, rd.path, ckpt.last))
-        all_hooks = HookList([
-            MetricsWriter(rd.metrics_path, log_every=cfg.log_every, steps=cfg.steps),
-            ProgressBar(steps=cfg.steps, desc=rd.path.name, enabled=progress, postfix_every=cfg.log_every),
-            *(CallbackHook(cb) for cb in callbacks or ()), *hooks,
-        ])
-        t0 = time.time()
-        wall = lambda: wall_before + time.time() - t0  # noqa: E731
-        jstep = compile_step(step_fn, cfg.seed, tuple(check_finite), donate)
+        store = ShardedCheckpoints(rd.ckpt_dir / SHARDED_DIR, keep=cfg.keep_checkpoints,
+                                   keep_every=cfg.keep_every) if where.sharded else None
         try:
-            all_hooks.on_start(start)
-            state = _run(jstep, state, batch_fn, range(start, cfg.steps), guard, ckpt, all_hooks, wall)
+            if rd.finished(cfg.steps):
+                return rd.load_final(where, store)
+            resumed = rd.resume_point(where, store, cfg.steps)
+            start, wall_before, last = (0, 0.0, None) if resumed is None else resumed[1:]
+            state = where.fresh(state, init, key) if resumed is None else resumed[0]
+            if main:
+                rd.write_config()  # records e.g. a new `steps` once it is accepted
+            ckpt = Checkpointer(rd.ckpt_dir, every=cfg.checkpoint_every, steps=cfg.steps,
+                                keep=cfg.keep_checkpoints, keep_every=cfg.keep_every,
+                                metadata={"seed": cfg.seed, "config": rd.config}, last=last, store=store,
+                                wall_time_s=wall_before)
+            state = _train_steps(rd, cfg, state, start, wall_before, ckpt, where, step_fn, batch_fn, progress,
+                                 callbacks, check_finite, donate, hooks, main)
+            ckpt.wait()  # the final checkpoint is durable before DONE.json says so
+            model = None if model_of is None else where.gather(model_of(state))
+            if main:
+                rd.publish(ckpt.last, model, steps=cfg.steps, wall_time_s=ckpt.wall_time_s)
+            barrier(f"published {rd.path}")
+            return state
         finally:
-            all_hooks.close()
-        rd.publish(ckpt.last, None if model_of is None else model_of(state), steps=cfg.steps,
-                   wall_time_s=wall())
-        return state
+            if store is not None:
+                store.close()
+
+
+def _train_steps(rd, cfg, state, start, wall_before, ckpt, where, step_fn, batch_fn, progress,
+                 callbacks, check_finite, donate, hooks, main):
+    """Run updates ``start..cfg.steps`` with the built-in and the caller's hooks."""
+    guard = FiniteGuard(check_finite, lambda s: _nonfinite_advice(s, cfg.seed, rd.path, ckpt.last))
+    own = [MetricsWriter(rd.metrics_path, log_every=cfg.log_every, steps=cfg.steps),
+           ProgressBar(steps=cfg.steps, desc=rd.path.name, enabled=progress, postfix_every=cfg.log_every)]
+    all_hooks = HookList([*(own if main else []), *(CallbackHook(cb) for cb in callbacks or ()), *hooks])
+    t0 = time.time()
+    wall = lambda: wall_before + time.time() - t0  # noqa: E731
+    jstep = compile_step(step_fn, cfg.seed, tuple(check_finite), donate, where)
+    place_batch = lambda s: where.batch(batch_fn(s), cfg.batch_size)  # noqa: E731
+    try:
+        all_hooks.on_start(start)
+        state = _run(jstep, state, place_batch, range(start, cfg.steps), guard, ckpt, all_hooks, wall)
+    finally:
+        all_hooks.close()
+    return state
 
 
 def _nonfinite_advice(step: int, seed: int, run_dir: Path, last_ckpt: Path | None) -> str:
@@ -211,27 +248,19 @@ def _sayer(progress: bool) -> Callable[[str], None]:
 
 
 def place_state(state):
-    """The initial state on device, as fresh buffers the update may donate.
-
-    The jitted step donates its input buffers; copying keeps the caller's arrays
-    valid after `train` returns. NumPy leaves are never donated (and converting them
-    could change their dtype). ``device_put(may_alias=False)`` copies without
-    compiling a copy per shape.
-    SHARDING: the sharding issue replaces this with ``jax.device_put(state, shardings)``
-    (and places a resumed state the same way).
-    """
-    return jax.tree.map(
-        lambda x: jax.device_put(x, may_alias=False) if isinstance(x, jax.Array) else x, state
-    )
+    """The initial state on one device, as fresh buffers the update may donate."""
+    return Placement(state).fresh(state)
 
 
-def compile_step(step_fn, seed: int, check_finite: tuple[str, ...], donate: bool):
+def compile_step(step_fn, seed: int, check_finite: tuple[str, ...], donate: bool,
+                 where: Placement | None = None):
     """``jstep(batch, state, step) -> (state, metrics, ok)``: the jitted update.
 
     ``ok`` says whether every ``check_finite`` metric is finite (read lagged by
     `FiniteGuard`). Argument order (batch, state, step) lets "all-except-first"
     donate the state while never donating the batch, which may alias a dataset
-    the stage keeps. SHARDING: in/out shardings of state and batch go here.
+    the stage keeps. The inputs arrive in their shardings (``where``); the new
+    state is pinned to the same ones, so every step compiles to one program.
     """
     key0 = base_key(seed)
     traces = [0]
@@ -246,6 +275,8 @@ def compile_step(step_fn, seed: int, check_finite: tuple[str, ...], donate: bool
                 stacklevel=2,
             )
         state, metrics = step_fn(state, batch, jax.random.fold_in(key0, step))
+        if where is not None:
+            state = where.constrain(state)
         missing = [k for k in check_finite if k not in metrics]
         if missing:
             raise KeyError(

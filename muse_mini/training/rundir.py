@@ -28,6 +28,7 @@ from muse_mini.runs.checkpoint import (
     CheckpointError, atomic_write_bytes, checkpoint_path, latest_checkpoint, load_checkpoint,
 )
 from muse_mini.runs.layout import CKPT_DIR, CONFIG_FILE, DONE_FILE, FINAL_FILE, METRICS_FILE, stage_complete
+from muse_mini.runs.sharded import SHARDED_DIR, ShardedCheckpoints, sharded_steps
 from muse_mini.runs.weights import save_model
 
 try:  # POSIX only; without it we simply do not guard against concurrent runs.
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 # Config fields that may change when a run is resumed: none of them changes the
 # numbers computed. (``steps`` does change the cosine schedule's length, but
 # "train this run for longer" is the one change a researcher legitimately needs.)
-RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "keep_checkpoints"})
+RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "keep_checkpoints", "keep_every"})
 
 
 class ConfigMismatchError(ValueError):
@@ -113,12 +114,13 @@ def config_differences(old: dict, new: dict, ignore: Sequence[str] = (), default
 class RunLock:
     """An exclusive flock on ``run_dir/.lock``; the kernel drops it if we die."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *, enabled: bool = True):
         self.path = Path(run_dir) / ".lock"
         self.fd = None
+        self.enabled = enabled  # in a multi-process job only process 0 locks
 
     def __enter__(self):
-        if fcntl is None:  # pragma: no cover
+        if fcntl is None or not self.enabled:  # pragma: no cover
             return self
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -145,7 +147,11 @@ def load_final(run_dir: str | os.PathLike, like: Any) -> Any:
             f"{run_dir} holds no finished run ({DONE_FILE} or {FINAL_FILE} missing); "
             f"latest checkpoint: {latest_checkpoint(run_dir / CKPT_DIR)}"
         )
-    return load_checkpoint(run_dir / FINAL_FILE, like)[0]
+    if (run_dir / FINAL_FILE).is_file():
+        return load_checkpoint(run_dir / FINAL_FILE, like)[0]
+    from muse_mini.training.placement import Placement  # a run on a mesh: its last Orbax step
+
+    return RunDirectory(run_dir, {}).load_final(Placement(like), None)
 
 
 def load_latest(run_dir: str | os.PathLike, like: Any) -> tuple[Any, int]:
@@ -155,6 +161,10 @@ def load_latest(run_dir: str | os.PathLike, like: Any) -> tuple[Any, int]:
         raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CKPT_DIR}")
     state, meta = load_checkpoint(path, like)
     return state, meta["step"]
+
+
+def _file_step(path: Path | None) -> int:
+    return -1 if path is None else int(path.stem.split("_")[-1])
 
 
 def _publish_final(ckpt: Path, final: Path) -> None:
@@ -226,16 +236,22 @@ class RunDirectory:
             p.unlink(missing_ok=True)
         return False
 
-    def resume_point(self, like: Any, steps: int) -> tuple[Any, int, float, Path | None] | None:
+    def resume_point(self, where, store, steps: int) -> tuple[Any, int, float, Path | None] | None:
         """``(state, step, wall_time_s, path)`` of the newest checkpoint, or None on a fresh start.
 
-        An unreadable newest checkpoint is an error naming it: falling back to an
-        older one would hide disk problems and silently redo work."""
+        ``.eqx`` files and Orbax steps (``store``) are both looked at, so a run
+        moves between one device and a mesh (and between meshes). An unreadable
+        newest checkpoint is an error naming it: falling back to an older one
+        would hide disk problems and silently redo work."""
         latest = latest_checkpoint(self.ckpt_dir)
+        file_step = _file_step(latest)
+        orbax = sharded_steps(self.ckpt_dir / SHARDED_DIR)
+        if orbax and (latest is None or orbax[-1] > file_step):
+            return self._resume_sharded(where, store, orbax[-1], steps)
         if latest is None:
             return None
         try:
-            state, meta = load_checkpoint(latest, like)
+            state, meta = load_checkpoint(latest, where.like)
         except CheckpointError as e:
             raise CheckpointError(
                 f"{e}. Cannot resume from the newest checkpoint. If the file is damaged, "
@@ -244,17 +260,47 @@ class RunDirectory:
         start = int(meta["step"])
         if checkpoint_path(self.ckpt_dir, start).name != latest.name:
             raise CheckpointError(f"{latest} holds step {start}, not the step in its name")
+        return self._resumed(where.put(state) if where.sharded else state, start, meta, latest, steps)
+
+    def _resume_sharded(self, where, store, step: int, steps: int):
+        path = self.ckpt_dir / SHARDED_DIR / f"{step:08d}"
+        reader = store or ShardedCheckpoints(self.ckpt_dir / SHARDED_DIR, keep=0)
+        try:
+            state, meta = reader.restore(step, where.target())
+        except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
+            raise CheckpointError(f"cannot restore {path}: {e}. If it is damaged, delete it to resume "
+                                  "from the previous checkpoint.") from e
+        finally:
+            if store is None:
+                reader.close()
+        return self._resumed(state, step, meta, path, steps)
+
+    def _resumed(self, state, start: int, meta: dict, path: Path, steps: int):
         if start > steps:
             raise ValueError(
-                f"{latest} is at step {start}, beyond cfg.steps={steps}; "
+                f"{path} is at step {start}, beyond cfg.steps={steps}; "
                 "use a larger cfg.steps or a new run directory"
             )
-        self.say(f"{self.path}: resuming from {latest.name} (step {start})")
-        return state, start, float(meta.get("wall_time_s", 0.0)), latest
+        self.say(f"{self.path}: resuming from {path.name} (step {start})")
+        return state, start, float(meta.get("wall_time_s", 0.0)), path
+
+    def load_final(self, where, store) -> Any:
+        """The stored final state of a finished run, placed on ``where``'s mesh."""
+        if (self.path / FINAL_FILE).is_file():
+            state = load_checkpoint(self.path / FINAL_FILE, where.like)[0]
+            return where.put(state) if where.sharded else state
+        resumed = self.resume_point(where, store, json.loads((self.path / DONE_FILE).read_text())["step"])
+        return resumed[0]
 
     def publish(self, last_ckpt: Path, model: Any | None, *, steps: int, wall_time_s: float) -> None:
-        """``final.eqx``, then ``model.eqx`` (if ``model`` is given), then ``DONE.json`` last."""
-        _publish_final(last_ckpt, self.path / FINAL_FILE)
+        """``final.eqx``, then ``model.eqx`` (if ``model`` is given), then ``DONE.json`` last.
+
+        A run whose last checkpoint is an Orbax step has no ``final.eqx``: that
+        step is its final state (`load_final`)."""
+        if last_ckpt is not None and last_ckpt.suffix == ".eqx":
+            _publish_final(last_ckpt, self.path / FINAL_FILE)
+        else:
+            (self.path / FINAL_FILE).unlink(missing_ok=True)
         if model is not None:  # the weights alone, for sampling (runs.weights)
             save_model(self.path, model, metadata=self.config)
         finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -44,6 +44,7 @@ from muse_mini.config import (
 from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.models.perceptual import load_lpips
 from muse_mini.models.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
+from muse_mini.parallel.mesh import make_mesh
 from muse_mini.runs.layout import relative_run_path, stage_complete
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.keys import epoch_batch_indices, init_key
@@ -304,7 +305,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
     state = train(
         run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=tcfg,
         metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
-        model_of=lambda s: s.vqgan,
+        model_of=lambda s: s.vqgan, mesh=make_mesh(cfg.mesh),  # data-parallel: weights replicated
         config_defaults={"tokenizer": dataclasses.asdict(VQGANConfig()), "data": dataclasses.asdict(DataConfig())},
     )
     return state.vqgan

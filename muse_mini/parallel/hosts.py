@@ -1,0 +1,94 @@
+"""Several processes, one job: ``jax.distributed`` start-up and each process's data.
+
+A multi-host job (a TPU pod slice, a SLURM allocation, several processes on
+one machine) runs the same program in every process. :func:`initialize`
+calls ``jax.distributed.initialize`` once, before any computation, when the
+environment says the job has several processes:
+
+* ``MUSE_COORDINATOR`` (``host:port``), ``MUSE_NUM_PROCESSES`` and
+  ``MUSE_PROCESS_ID``: explicit, e.g. two processes on localhost;
+* ``SLURM_NTASKS`` > 1 or TPU pod variables (``TPU_WORKER_HOSTNAMES`` with
+  more than one host, ``MEGASCALE_*``): JAX's own cluster detection.
+
+Every process computes the same global batch indices (they depend on the seed
+and the step only) and gathers only its own rows, :func:`local_rows`; the
+loop assembles the global array with ``jax.make_array_from_process_local_data``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+__all__ = ["initialize", "multi_process_env", "is_main_process", "local_rows", "global_batch", "barrier"]
+
+_started = False
+
+
+def multi_process_env(env=os.environ) -> dict | None:
+    """``jax.distributed.initialize`` arguments the environment asks for, or None (one process)."""
+    if env.get("MUSE_COORDINATOR"):
+        try:
+            return {"coordinator_address": env["MUSE_COORDINATOR"],
+                    "num_processes": int(env["MUSE_NUM_PROCESSES"]),
+                    "process_id": int(env["MUSE_PROCESS_ID"])}
+        except (KeyError, ValueError):
+            raise ValueError("MUSE_COORDINATOR is set, so MUSE_NUM_PROCESSES and MUSE_PROCESS_ID "
+                             "must be integers too") from None
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+        return {}
+    if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1 or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return {}
+    return None
+
+
+def initialize(env=os.environ) -> bool:
+    """Start ``jax.distributed`` if the environment describes several processes; True if it did."""
+    global _started
+    args = multi_process_env(env)
+    if args is None or _started:
+        return _started
+    # CPU devices of different processes talk through gloo (shipped with jaxlib);
+    # the setting does nothing for GPU/TPU devices.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**args)
+    _started = True
+    return True
+
+
+def is_main_process() -> bool:
+    """Process 0 writes the run's files (config, metrics, final weights)."""
+    return jax.process_index() == 0
+
+
+def local_rows(sharding: NamedSharding, global_size: int) -> slice:
+    """The contiguous rows of a ``global_size`` batch that this process's devices hold."""
+    indices = sharding.addressable_devices_indices_map((global_size,)).values()
+    starts = sorted({(ix[0].start or 0, ix[0].stop if ix[0].stop is not None else global_size) for ix in indices})
+    lo, hi = starts[0][0], starts[-1][1]
+    covered = sum(b - a for a, b in starts)
+    if covered != hi - lo:
+        raise ValueError(f"this process's batch rows are not contiguous: {starts}")
+    return slice(lo, hi)
+
+
+def global_batch(local_batch, sharding_of, global_size: int):
+    """Assemble each process's rows into global arrays sharded by ``sharding_of(ndim)``."""
+
+    def one(x):
+        x = np.asarray(x)
+        shape = (global_size, *x.shape[1:])
+        return jax.make_array_from_process_local_data(sharding_of(x.ndim), x, shape)
+
+    return jax.tree.map(one, local_batch)
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches ``name`` (a no-op in a one-process job)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

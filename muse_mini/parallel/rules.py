@@ -1,0 +1,151 @@
+"""Logical axis names → mesh axes, and a training state placed by them (MaxText/nanodo).
+
+Every transformer weight names its axes (:class:`muse_mini.models.layers.Named`).
+One small table, `RULES`, says which mesh axes each name is split over. A
+weight dimension whose size the mesh axes do not divide stays whole (e.g. the
+token table's ``vocab + 1`` rows), and a mesh axis is used at most once per
+weight. Arrays outside named modules (the VQGAN's convolutions, optimiser
+counters) and Adafactor's factored statistics (``v_row``/``v_col``, one
+number per row or column) are replicated: the tokenizer stages train
+data-parallel only.
+
+Optimiser state needs no rules of its own: optax keeps its moments in trees
+shaped like the filtered model, made of the same named modules, so the same
+table splits them like the weights they track.
+
+:func:`init_sharded` builds a state *inside* ``jax.jit`` with these output
+shardings: each device computes only its own shards, and no full copy of a
+3B model ever exists on the host or one device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from muse_mini.models.layers import Named
+from muse_mini.parallel.mesh import mesh_size
+
+__all__ = [
+    "RULES", "BATCH_AXES", "spec_for", "state_shardings", "batch_sharding", "replicated",
+    "check_batch_size", "init_sharded", "place", "abstract_like", "is_array_like",
+]
+
+# logical axis -> mesh axes it is split over (None: never split).
+RULES: dict[str, str | tuple[str, ...] | None] = {
+    "batch": ("data", "fsdp"),   # activations and data: every batch-parallel axis
+    "embed": "fsdp",             # FSDP: each weight's model-width axis (Levanter's choice)
+    "embed_out": "tensor",       # the second width axis of a width×width matrix
+    "mlp": "tensor",             # Megatron: MLP hidden units ...
+    "heads": "tensor",           # ... and attention heads
+    "vocab": "tensor",           # codebook logits
+    "text_embed": "tensor",      # the text encoder's width, projected to ``embed``
+    "patch": "tensor",           # super-res low-res pixel patches
+    "children": "tensor",        # super-res skip: one vector per high-res child token
+    "kv": None, "seq": None, "layers": None,
+}
+BATCH_AXES = RULES["batch"]
+_FACTORED = {"v_row", "v_col"}  # Adafactor's per-row / per-column statistics
+
+
+def is_array_like(x) -> bool:
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) or eqx.is_array(x)
+
+
+def spec_for(names: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh, rules=RULES) -> PartitionSpec:
+    """The partition spec of one array whose dimensions have logical ``names``."""
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(names, shape, strict=True):
+        axes = rules.get(name)
+        axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        axes = tuple(a for a in axes if mesh.shape[a] > 1 and a not in used)
+        if not axes or size % mesh_size(mesh, axes):
+            spec.append(None)
+            continue
+        used.update(axes)
+        spec.append(axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*spec)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def _named_shardings(node: Named, mesh: Mesh, rules, factored: bool) -> Named:
+    axes = node.param_axes()
+    fields = [f for f in axes if is_array_like(getattr(node, f))]
+
+    def sharding(field):
+        leaf = getattr(node, field)
+        names = ("layers",) * (leaf.ndim - len(axes[field])) + tuple(axes[field])
+        if factored or len(names) != leaf.ndim:
+            return replicated(mesh)
+        return NamedSharding(mesh, spec_for(names, leaf.shape, mesh, rules))
+
+    shardings = [sharding(f) for f in fields]
+    return eqx.tree_at(lambda m: [getattr(m, f) for f in fields], node, shardings)
+
+
+def state_shardings(tree: Any, mesh: Mesh, rules=RULES) -> Any:
+    """A `NamedSharding` for every array leaf of ``tree`` (real or abstract); None elsewhere."""
+
+    def shard(path, node):
+        if isinstance(node, Named):
+            factored = any(getattr(k, "name", None) in _FACTORED for k in path)
+            node = _named_shardings(node, mesh, rules, factored)
+            return jax.tree.map(lambda x: x if isinstance(x, NamedSharding) else
+                                (replicated(mesh) if is_array_like(x) else None), node)
+        return replicated(mesh) if is_array_like(node) else None
+
+    arrays = eqx.filter(tree, is_array_like)
+    return jax.tree_util.tree_map_with_path(shard, arrays, is_leaf=lambda x: isinstance(x, Named))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+    """Leading (batch) axis over ``data × fsdp``; the other axes whole."""
+    axes = tuple(a for a in BATCH_AXES if mesh.shape[a] > 1)
+    return NamedSharding(mesh, PartitionSpec(axes or None, *([None] * (ndim - 1))))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, where: str) -> None:
+    """The global batch must split evenly over the batch-parallel devices."""
+    n = mesh_size(mesh, BATCH_AXES)
+    if batch_size % n:
+        raise ValueError(f"{where}: the batch of {batch_size} does not split over "
+                         f"mesh.data × mesh.fsdp = {n} devices; use a multiple of {n}")
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """``tree``'s arrays as ``ShapeDtypeStruct`` carrying ``shardings`` (a restore target)."""
+    arrays, static = eqx.partition(tree, is_array_like)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), arrays, shardings)
+    return eqx.combine(abstract, static)
+
+
+def init_sharded(make_state: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh) -> Any:
+    """``make_state(key)`` computed under ``jit`` straight into its shardings (nanodo's init)."""
+    abstract = eqx.filter_eval_shape(make_state, key)
+    shardings = state_shardings(abstract, mesh)
+    static = eqx.filter(abstract, lambda x: not is_array_like(x))
+    arrays = jax.jit(lambda k: eqx.filter(make_state(k), is_array_like), out_shardings=shardings)(key)
+    return eqx.combine(arrays, static)
+
+
+def _put(x, sharding: NamedSharding):
+    if sharding.is_fully_addressable:
+        return jax.device_put(x, sharding, may_alias=False)
+    host = np.asarray(x)  # every process holds the same value; each keeps its own shards
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """Copy ``tree``'s arrays into ``shardings`` (fresh buffers a donating step may consume)."""
+    arrays, static = eqx.partition(tree, is_array_like)
+    return eqx.combine(jax.tree.map(_put, arrays, shardings), static)

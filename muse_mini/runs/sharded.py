@@ -1,0 +1,98 @@
+"""Sharded training checkpoints with ``orbax-checkpoint`` (runs on more than one device).
+
+A run on a mesh of several devices, or on several processes, checkpoints with
+Orbax instead of single ``.eqx`` files: each process writes only the shards
+its devices hold, saves run in the background (the device-to-host copy
+happens before :meth:`ShardedCheckpoints.save` returns, so the next update
+may reuse the buffers), and a step directory appears only once every shard
+is written (Orbax finalises by rename, so a killed save leaves no step).
+
+Restoring takes a target of ``ShapeDtypeStruct`` leaves with shardings: Orbax
+reads each device's slice of each array into *that* sharding, so a run saved
+on ``fsdp=8`` resumes on ``fsdp=4`` (or on one device).
+
+Arrays are stored by their pytree path (``.model.decoder.blocks...``), so a
+checkpoint can be read without the code that wrote it. The directory must be
+one every process sees (a shared or cloud filesystem on a pod).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+
+__all__ = ["SHARDED_DIR", "ShardedCheckpoints", "sharded_steps"]
+
+SHARDED_DIR = "sharded"  # run_dir/checkpoints/sharded/<step>/
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) or eqx.is_array(x)
+
+
+def _named(tree: Any) -> dict[str, Any]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, _is_array))
+    return {jax.tree_util.keystr(path): x for path, x in leaves}
+
+
+def _unkey(x):
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
+def sharded_steps(directory: str | os.PathLike) -> list[int]:
+    """Finished Orbax steps under ``directory`` (temporaries of a killed save are not listed)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+class ShardedCheckpoints:
+    """``directory/<step>/`` Orbax checkpoints; keeps the newest ``keep`` and every ``keep_every``-th."""
+
+    def __init__(self, directory: str | os.PathLike, *, keep: int, keep_every: int = 0):
+        import orbax.checkpoint as ocp
+
+        self.ocp = ocp
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep or None, keep_period=keep_every or None, create=True,
+            enable_async_checkpointing=True, step_format_fixed_length=8,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, metadata: dict) -> Path:
+        arrays = {k: _unkey(v) for k, v in _named(state).items()}
+        args = self.ocp.args.Composite(state=self.ocp.args.StandardSave(arrays),
+                                       meta=self.ocp.args.JsonSave(metadata))
+        self.manager.save(step, args=args, force=True)
+        return self.directory / f"{step:08d}"
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+        """``target``: the state's skeleton with ``ShapeDtypeStruct(..., sharding=...)`` leaves."""
+        named = _named(target)
+        keys = {k for k, v in named.items() if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key)}
+        wanted = {k: (jax.ShapeDtypeStruct(v.shape + (2,), jax.numpy.uint32, sharding=v.sharding)
+                      if k in keys else v) for k, v in named.items()}
+        args = self.ocp.args.Composite(state=self.ocp.args.StandardRestore(wanted),
+                                       meta=self.ocp.args.JsonRestore())
+        restored = self.manager.restore(step, args=args)
+        arrays = {k: jax.random.wrap_key_data(v) if k in keys else v for k, v in restored.state.items()}
+        skeleton, static = eqx.partition(target, _is_array)
+        paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(skeleton)[0]]
+        tree = jax.tree_util.tree_unflatten(jax.tree.structure(skeleton), [arrays[p] for p in paths])
+        return eqx.combine(tree, static), dict(restored.meta)
+
+    def wait(self) -> None:
+        """Block until every background save is on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

@@ -1,0 +1,91 @@
+"""Where a training state and its batches live: one device, or a mesh across processes.
+
+`Placement` is the trainer's one handle on devices. On the default 1×1×1 mesh
+in one process everything is as before meshes: the state sits on one device,
+batches go in as NumPy, and checkpoints are single ``.eqx`` files. On a mesh
+of several devices (or processes) the state is created straight into its
+shardings (:func:`muse_mini.parallel.rules.init_sharded`), each process
+assembles its rows of the global batch, the update's outputs are pinned to
+the state's shardings (so step ``s + 1`` sees the layout step ``s`` produced
+and nothing recompiles), and checkpoints go through Orbax
+(:mod:`muse_mini.runs.sharded`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from muse_mini.parallel.hosts import global_batch, local_rows
+from muse_mini.parallel.mesh import make_mesh
+from muse_mini.parallel.rules import (
+    abstract_like, batch_sharding, init_sharded, is_array_like, place, state_shardings,
+)
+
+__all__ = ["Placement"]
+
+
+class Placement:
+    """The mesh, the state's shardings, and how batches and states are placed on it.
+
+    ``like`` is the state or its abstract shape (``eqx.filter_eval_shape``).
+    """
+
+    def __init__(self, like: Any, mesh: Mesh | None = None):
+        self.mesh = make_mesh() if mesh is None else mesh
+        self.sharded = self.mesh.devices.size > 1 or jax.process_count() > 1
+        self.shardings = state_shardings(like, self.mesh)
+        self.like = like
+
+    def fresh(self, state: Any = None, init=None, key=None) -> Any:
+        """The initial state on the mesh: ``init(key)`` built sharded, or ``state`` copied there."""
+        if init is not None:
+            return init_sharded(init, key, self.mesh)
+        if not self.sharded:  # fresh buffers on one device, as the donating step needs
+            return jax.tree.map(lambda x: jax.device_put(x, may_alias=False) if isinstance(x, jax.Array) else x,
+                                state)
+        return place(state, self.shardings)
+
+    def target(self) -> Any:
+        """The state as ``ShapeDtypeStruct`` leaves with shardings: what a restore fills."""
+        return abstract_like(self.like, self.shardings)
+
+    def put(self, state: Any) -> Any:
+        """A state read from an ``.eqx`` file (host arrays), copied into the shardings."""
+        return place(state, self.shardings)
+
+    def batch(self, batch: Any, global_size: int | None) -> Any:
+        """This process's rows of ``batch`` (all rows, or its own) as global arrays."""
+        if not self.sharded:
+            return batch
+        leaves = jax.tree.leaves(batch)
+        n = int(np.shape(leaves[0])[0])
+        total = n if global_size is None or jax.process_count() == 1 else global_size
+        if n == total and jax.process_count() > 1:  # the whole global batch: keep our rows
+            rows = local_rows(batch_sharding(self.mesh), total)
+            batch = jax.tree.map(lambda x: np.asarray(x)[rows], batch)
+        return global_batch(batch, lambda ndim: batch_sharding(self.mesh, ndim), total)
+
+    def constrain(self, state: Any) -> Any:
+        """Inside the jitted update: pin the new state's arrays to the state's shardings."""
+        if not self.sharded:
+            return state
+        arrays, static = eqx.partition(state, is_array_like)
+        return eqx.combine(jax.lax.with_sharding_constraint(arrays, self.shardings), static)
+
+    def gather(self, tree: Any) -> Any:
+        """``tree``'s arrays whole on every process's host (to write ``model.eqx``)."""
+        if not self.sharded:
+            return tree
+        arrays, static = eqx.partition(tree, is_array_like)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            arrays = multihost_utils.process_allgather(arrays, tiled=True)
+        else:
+            arrays = jax.device_get(arrays)
+        return eqx.combine(jax.tree.map(jax.numpy.asarray, arrays), static)
