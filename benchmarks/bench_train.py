@@ -72,6 +72,7 @@ from muse_mini.training.optim import init_train_state, make_optimizer, make_trai
 # case-insensitively as substrings of ``device_kind``.
 PEAK_BF16 = (
     ("h100 pcie", 756e12),
+    ("h100 nvl", 835e12),
     ("h100", 989e12),  # SXM
     ("h200", 989e12),
     ("a100", 312e12),
@@ -257,8 +258,8 @@ def choose_preset(requested: str | None, backend: str) -> tuple[str, str]:
     if requested is not None:
         return requested, "--preset"
     if backend == "cpu":
-        return "toy", "automatic: CPU backend (pass --preset cc3m to override)"
-    return "cc3m", "automatic: accelerator backend"
+        return "toy", "chosen automatically on the CPU backend; --preset overrides"
+    return "cc3m", "the default on an accelerator"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -333,6 +334,9 @@ def print_sizes(r: dict) -> None:
               f"= {r['compiled_flops_per_step'] / r['model_flops_per_step']:.2f} × model FLOPs "
               f"[{r['compiled_flops_per_layer'] / 1e9:,.2f} GFLOP/layer; the scanned program's raw "
               f"count, one loop body: {(r['xla_flops_scanned'] or 0) / 1e9:,.2f}]")
+        if r["compiled_flops_per_step"] < 0.9 * r["model_flops_per_step"]:
+            print("  warning: below the analytic model FLOPs; this backend's cost analysis "
+                  "probably misses some ops (custom calls)")
     else:
         print("compiled FLOPs/step: not reported by this backend's cost analysis")
     print(f"compile: {r['compile_s']:.1f} s")

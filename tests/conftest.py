@@ -1,5 +1,7 @@
 """Shared fixtures: one smoke-sized pipeline per test session."""
 
+import os
+
 import pytest
 
 
@@ -16,3 +18,8 @@ def smoke_runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     run_demo("quick", runs / "smoke", progress=False, evaluate=False, overrides=SMOKE_OVERRIDES)
     return runs
+
+
+# tests/multidevice/ needs 8 simulated devices from start-up: tests/test_multidevice.py
+# runs it in its own process.
+collect_ignore = [] if os.environ.get("MUSE_MULTIDEVICE") else ["multidevice"]

@@ -1,0 +1,184 @@
+"""Training on a mesh of 8 simulated CPU devices (run by tests/test_multidevice.py).
+
+JAX fixes its device count at start-up, so this directory runs in its own
+pytest process with ``--xla_force_host_platform_device_count=8``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+from muse_mini.config import MeshConfig
+from muse_mini.models.build import build_base
+from muse_mini.parallel.mesh import make_mesh
+from muse_mini.runs.layout import read_metrics, stage_complete
+from muse_mini.runs.load import _load_transformer
+from muse_mini.runs.sharded import sharded_steps
+from muse_mini.training.base import _base_loss
+from muse_mini.training.keys import init_key
+from muse_mini.training.loop import compile_step
+from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step
+from muse_mini.training.placement import Placement
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_sharded import toy_config, toy_data  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "_train_sharded.py"
+ROOT = Path(__file__).parents[2]
+STEPS = 12
+
+
+def test_eight_simulated_devices():
+    assert jax.device_count() == 8, "run through tests/test_multidevice.py (it sets XLA_FLAGS)"
+
+
+def _three_steps(mesh):
+    cfg = toy_config(3)
+    tc, data = cfg.base_train, toy_data(cfg)
+    opt = make_optimizer(tc)
+    init = lambda key: init_train_state(build_base(cfg, key), opt)  # noqa: E731
+    key = init_key(tc.seed)
+    where = Placement(eqx.filter_eval_shape(init, key), mesh)
+    state = where.fresh(init=init, key=key)
+    jstep = compile_step(make_train_step(_base_loss(cfg), opt), tc.seed, ("loss",), False, where)
+    losses = []
+    for s in range(3):
+        batch = where.batch({k: v[s * 16:(s + 1) * 16] for k, v in data.items()}, tc.batch_size)
+        state, metrics, _ = jstep(batch, state, np.asarray(s, np.uint32))
+        losses.append(float(metrics["loss"]))
+    return state, losses
+
+
+def test_sharded_train_step_equals_single_device():
+    one, one_losses = _three_steps(make_mesh(MeshConfig()))
+    many, many_losses = _three_steps(make_mesh(MeshConfig(data=2, fsdp=2, tensor=2)))
+    np.testing.assert_allclose(many_losses, one_losses, rtol=1e-5)
+    flat = jax.tree_util.tree_flatten_with_path
+    for (path, a), (_, b) in zip(flat(eqx.filter(one, eqx.is_inexact_array))[0],
+                                 flat(eqx.filter(many, eqx.is_inexact_array))[0], strict=True):
+        # Attention is invariant to a key bias (it adds q·b to every key's score), so
+        # its gradient is rounding noise, which Adafactor's normalised update amplifies.
+        noise_only = "k_bias" in jax.tree_util.keystr(path)
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 if noise_only else 1e-6,
+                                   err_msg=jax.tree_util.keystr(path))
+    # The weights really are split: fc1 (layers, embed, mlp) = (2, 64, 128) over fsdp × tensor.
+    fc1 = many.model.decoder.blocks.blocks.mlp.fc1.weight
+    assert {s.data.shape for s in fc1.addressable_shards} == {(2, 32, 64)}
+    q = many.model.decoder.blocks.blocks.self_attn.q_proj  # (layers, embed, heads, kv)
+    assert {s.data.shape for s in q.addressable_shards} == {(2, 32, 2, 16)}
+    # Adam/Adafactor moments follow their weights.
+    mu = jax.tree.leaves(many.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
+    moments = [x.mu.decoder.blocks.blocks.mlp.fc1.weight for x in mu if hasattr(x, "mu")]
+    assert moments and moments[0].sharding.spec == fc1.sharding.spec
+    # The step kept the layout it was given: one compiled program for every step.
+    assert fc1.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+
+
+# --------------------------------------------------------------------------- subprocess runs
+
+
+def _env(tmp_path, devices: int, **extra):
+    return {
+        **os.environ, **extra,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path.parent / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+
+
+def _train(tmp_path, run_dir, mesh: str, devices: int = 8, *extra, **env):
+    cmd = [sys.executable, str(SCRIPT), str(run_dir), "--mesh", mesh, "--steps", str(STEPS), *extra]
+    return subprocess.run(cmd, env=_env(tmp_path, devices, **env), capture_output=True, text=True, timeout=400)
+
+
+def _model(run_dir):
+    return _load_transformer(run_dir, build_base)
+
+
+def _leaves(model):
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run on fsdp=8."""
+    tmp = tmp_path_factory.mktemp("reference")
+    out = _train(tmp, tmp / "run", "fsdp=8")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp / "run"
+
+
+def _killed_run(tmp_path, mesh: str):
+    """A run on ``mesh`` killed with SIGKILL after its first sharded checkpoint."""
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, str(SCRIPT), str(run_dir), "--mesh", mesh, "--steps", str(STEPS), "--sleep", "0.5"]
+    proc = subprocess.Popen(cmd, env=_env(tmp_path, 8), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not sharded_steps(run_dir / "checkpoints" / "sharded"):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not stage_complete(run_dir), "the kill came too late"
+    assert 0 < sharded_steps(run_dir / "checkpoints" / "sharded")[-1] < STEPS
+    return run_dir
+
+
+def test_sigkill_then_resume_on_the_same_mesh_is_bit_identical(reference, tmp_path):
+    run_dir = _killed_run(tmp_path, "fsdp=8")
+    shutil.copytree(run_dir, tmp_path / "killed-copy")
+    resumed = _train(tmp_path, run_dir, "fsdp=8")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for a, b in zip(_leaves(_model(reference)), _leaves(_model(run_dir)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The same interrupted run, resumed on another mesh shape (fsdp 8 -> 4 × data 2).
+    other = _train(tmp_path, tmp_path / "killed-copy", "data=2,fsdp=4")
+    assert other.returncode == 0, other.stderr[-3000:]
+    for a, b in zip(_leaves(_model(reference)), _leaves(_model(tmp_path / "killed-copy")), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_sharded_run_resumes_on_one_device(reference, tmp_path):
+    """Orbax restores the fsdp=8 checkpoints into a one-device mesh; extending the run works."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    out = _train(tmp_path, run_dir, "data=1", 8, "--steps", str(STEPS + 3))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run_dir / "DONE.json").read_text())["step"] == STEPS + 3
+    assert read_metrics(run_dir)["step"].tolist() == list(range(STEPS + 3))  # each update once
+    assert (run_dir / "final.eqx").is_file()  # one device: single-file checkpoints again
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(reference, tmp_path):
+    """2 processes × 4 devices (jax.distributed on localhost, gloo) = 1 process × 8 devices."""
+    port, run_dir = _free_port(), tmp_path / "run"
+    cmd = [sys.executable, str(SCRIPT), str(run_dir), "--mesh", "fsdp=8", "--steps", str(STEPS)]
+    procs = [subprocess.Popen(cmd, env=_env(tmp_path, 4, MUSE_COORDINATOR=f"localhost:{port}",
+                                            MUSE_NUM_PROCESSES="2", MUSE_PROCESS_ID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(o[-3000:] for o in outs)
+    for a, b in zip(_leaves(_model(reference)), _leaves(_model(run_dir)), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)  # gloo sums in another order
