@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from muse_mini.parallel import hosts
+
 from muse_mini.cli import demo, ema, params, reconstruct, sample, shapes, train
 
 # In the order `--help` lists them.
@@ -40,6 +42,8 @@ def _silence_datasets() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A job launched as several processes (pod slice, SLURM, MUSE_COORDINATOR) joins up first.
+    hosts.initialize()
     argv = _split_dashed_overrides(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     if getattr(args, "no_progress", False):

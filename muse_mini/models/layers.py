@@ -17,8 +17,11 @@ so tracing and compile time do not grow with depth.
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import itertools
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -350,6 +353,26 @@ class Block(eqx.Module):
         return x_NxD
 
 
+# How each layer's weights and input are laid out inside the layer scan (None:
+# as XLA likes). A trainer on a device mesh sets it (muse_mini.training.placement):
+# pinning one layer's weights to their FSDP shards makes XLA gather them layer by
+# layer, and pinning the activations to the batch split keeps XLA from
+# replicating every example's activations on every device.
+_LAYER_CONSTRAINT: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("layer_constraint",
+                                                                                    default=None)
+
+
+@contextlib.contextmanager
+def layer_constraint(fn: Callable | None):
+    """While tracing in this context, ``fn(block_params, x) -> (block_params, x)`` constrains
+    each scanned layer's weights and input."""
+    token = _LAYER_CONSTRAINT.set(fn)
+    try:
+        yield
+    finally:
+        _LAYER_CONSTRAINT.reset(token)
+
+
 class BlockStack(eqx.Module):
     """``depth`` identical blocks stacked along a leading axis, run with ``lax.scan``."""
 
@@ -372,8 +395,12 @@ class BlockStack(eqx.Module):
         params, static = eqx.partition(self.blocks, eqx.is_array)
         keys = None if key is None else jax.random.split(key, self.depth)
 
+        constrain = _LAYER_CONSTRAINT.get()
+
         def layer(x_NxD, params_and_key):
             block_params, block_key = params_and_key
+            if constrain is not None:
+                block_params, x_NxD = constrain(block_params, x_NxD)
             block = eqx.combine(block_params, static)
             return block(x_NxD, context_SxD, context_mask_S, key=block_key), None
 

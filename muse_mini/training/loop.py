@@ -254,16 +254,13 @@ def place_state(state):
 
 def compile_step(step_fn, seed: int, check_finite: tuple[str, ...], donate: bool,
                  where: Placement | None = None):
-    """``jstep(batch, state, step) -> (state, metrics, ok)``: the jitted update.
+    """``jstep(batch, state, step) -> (state, metrics, ok)``: `make_update` under ``eqx.filter_jit``.
 
-    ``ok`` says whether every ``check_finite`` metric is finite (read lagged by
-    `FiniteGuard`). Argument order (batch, state, step) lets "all-except-first"
-    donate the state while never donating the batch, which may alias a dataset
-    the stage keeps. The inputs arrive in their shardings (``where``); the new
-    state is pinned to the same ones, so every step compiles to one program.
+    Argument order (batch, state, step) lets "all-except-first" donate the
+    state while never donating the batch, which may alias a dataset the stage keeps.
     """
-    key0 = base_key(seed)
     traces = [0]
+    update = make_update(step_fn, seed, check_finite, where)
 
     @eqx.filter_jit(donate="all-except-first" if donate else "none")
     def jstep(batch, state, step):
@@ -274,8 +271,27 @@ def compile_step(step_fn, seed: int, check_finite: tuple[str, ...], donate: bool
                 "static fields) changed between steps, so it recompiles",
                 stacklevel=2,
             )
-        state, metrics = step_fn(state, batch, jax.random.fold_in(key0, step))
-        if where is not None:
+        return update(batch, state, step)
+
+    return jstep
+
+
+def make_update(step_fn, seed: int, check_finite: tuple[str, ...], where: Placement | None = None):
+    """``update(batch, state, step) -> (state, metrics, ok)``, the function the trainer jits.
+
+    ``ok`` says whether every ``check_finite`` metric is finite (read lagged by
+    `FiniteGuard`). The inputs arrive in their shardings (``where``); the new
+    state is pinned to the same ones, so every step compiles to one program.
+    The planner (:mod:`muse_mini.planner`) compiles this same function.
+    """
+    key0 = base_key(seed)
+
+    def update(batch, state, step):
+        if where is None:
+            state, metrics = step_fn(state, batch, jax.random.fold_in(key0, step))
+        else:
+            with where.tracing():
+                state, metrics = step_fn(state, batch, jax.random.fold_in(key0, step))
             state = where.constrain(state)
         missing = [k for k in check_finite if k not in metrics]
         if missing:
@@ -288,4 +304,4 @@ def compile_step(step_fn, seed: int, check_finite: tuple[str, ...], donate: bool
             ok = ok & jnp.all(jnp.isfinite(metrics[k]))
         return state, metrics, ok
 
-    return jstep
+    return update

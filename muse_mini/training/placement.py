@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from muse_mini.models.layers import layer_constraint
 from muse_mini.parallel.hosts import global_batch, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import (
@@ -76,6 +77,18 @@ class Placement:
             return state
         arrays, static = eqx.partition(state, is_array_like)
         return eqx.combine(jax.lax.with_sharding_constraint(arrays, self.shardings), static)
+
+    def constrain_layer(self, block_params: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        """One scanned layer's weights pinned to their shards, its input to the batch split
+        (`muse_mini.models.layers.layer_constraint`)."""
+        block_params = jax.lax.with_sharding_constraint(block_params, state_shardings(block_params, self.mesh))
+        if x.ndim == 3:  # (batch, tokens, width); one example (sampling) is left alone
+            x = jax.lax.with_sharding_constraint(x, batch_sharding(self.mesh, 3))
+        return block_params, x
+
+    def tracing(self):
+        """The context the update is traced in: per-layer weight constraints on a mesh."""
+        return layer_constraint(self.constrain_layer if self.sharded else None)
 
     def gather(self, tree: Any) -> Any:
         """``tree``'s arrays whole on every process's host (to write ``model.eqx``)."""

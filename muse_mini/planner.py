@@ -1,0 +1,205 @@
+"""Will a config train on a given mesh? Compile its real train step and ask XLA.
+
+For a preset, a mesh and a global batch, :func:`plan` builds the base (or
+super-res) stage's training state *abstractly* (``eqx.filter_eval_shape``:
+no weight is allocated), gives every array its sharding from
+:mod:`muse_mini.parallel.rules`, lowers and compiles the very step
+:func:`muse_mini.training.loop.compile_step` runs, and reads back
+
+* per-device bytes of parameters and of optimiser state (from the shard shapes),
+* per-device temporaries (activations, gradients, collectives' buffers) from
+  the compiled program's own ``memory_analysis()``,
+* FLOPs per step from its ``cost_analysis()``, beside the analytic model FLOPs
+  (6 × parameters × tokens + attention) that MFU is defined by.
+
+Where the machine has fewer devices than the mesh, the planner runs in a
+child process with that many simulated CPU devices
+(``--xla_force_host_platform_device_count``). Temporaries are then those of
+XLA:CPU's program for one shard: fusion and remat choices differ somewhat
+between backends, so read them as an estimate, not a guarantee. Muse trained
+the 3B base on 512-core TPUv4 at batch 512 (§4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from muse_mini.config import MeshConfig, MuseConfig
+from muse_mini.models.build import build_base, build_superres
+from muse_mini.parallel.mesh import describe_mesh, make_mesh, resolve_mesh_shape
+from muse_mini.parallel.rules import abstract_like, batch_sharding, check_batch_size, state_shardings
+from muse_mini.training.base import _base_loss
+from muse_mini.training.keys import init_key
+from muse_mini.training.loop import make_update
+from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step
+from muse_mini.training.placement import Placement
+from muse_mini.training.superres import _superres_loss
+
+__all__ = ["CHIPS", "Plan", "plan", "plan_in_subprocess", "format_plan", "fits"]
+
+GiB = 2 ** 30
+# Accelerator memory per chip (GiB) and dense bf16 peak (TFLOP/s), from the datasheets.
+CHIPS = {"TPU v4": (32, 275), "TPU v5p": (95, 459), "H100": (80, 989), "H200": (141, 989)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    preset: str
+    stage: str
+    mesh: dict
+    batch: int
+    params: int
+    param_bytes: int       # per device
+    opt_bytes: int         # per device
+    temp_bytes: int        # per device, from the compiled program
+    compiled_flops: float  # per device per step, XLA's count (includes remat's recompute)
+    model_flops: float     # whole step, analytic (MFU's numerator)
+    compile_s: float
+
+    @property
+    def total_bytes(self) -> int:
+        return self.param_bytes + self.opt_bytes + self.temp_bytes
+
+    def step_time(self, peak_tflops: float, mfu: float) -> float:
+        devices = math.prod(self.mesh.values())
+        return self.model_flops / (devices * peak_tflops * 1e12 * mfu)
+
+
+def _stage(cfg: MuseConfig, stage: str):
+    if stage == "base":
+        return build_base, _base_loss(cfg), cfg.base_train, cfg.base
+    if stage == "superres":
+        return build_superres, _superres_loss(cfg), cfg.superres_train, cfg.superres
+    raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
+
+
+def _abstract_batch(cfg: MuseConfig, stage: str, batch: int, mesh) -> dict:
+    """The stage's batch as sharded ``ShapeDtypeStruct`` leaves (nothing is allocated)."""
+    def spec(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape)))
+
+    length, width = cfg.text.max_length, cfg.text.width
+    out = {"tokens": spec((batch, cfg.tokenizer.grid ** 2), jnp.int32),
+           "text": spec((batch, length, width), jnp.float32), "text_mask": spec((batch, length), jnp.bool_)}
+    if stage == "superres":
+        out["hr_tokens"] = spec((batch, cfg.highres_tokenizer.grid ** 2), jnp.int32)
+    return out
+
+
+def _per_device_bytes(tree, shardings) -> int:
+    total = 0
+    for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings), strict=True):
+        total += math.prod(s.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+    return total
+
+
+def model_flops(params: int, tokens: int, depth: int, width: int, seq: int, context: int) -> float:
+    """Training FLOPs of one step: 6·N per token, plus attention's score and value products
+    (self over ``seq`` keys, cross over ``context``), forward and backward (×3)."""
+    attention = 2 * 2 * depth * width * (seq + context) * tokens
+    return 6.0 * params * tokens + 3 * attention
+
+
+def _compile(update, batch, state):
+    """``jax.jit`` the trainer's update (``compile_step``'s function) on abstract inputs."""
+    is_abstract = lambda x: isinstance(x, jax.ShapeDtypeStruct)  # noqa: E731
+    arrays, static = eqx.partition(state, is_abstract)
+
+    def step(batch, arrays, step):
+        new_state, metrics, ok = update(batch, eqx.combine(arrays, static), step)
+        return eqx.filter(new_state, eqx.is_array), metrics, ok
+
+    return jax.jit(step, donate_argnums=1).lower(batch, arrays, jax.ShapeDtypeStruct((), jnp.uint32)).compile()
+
+
+def plan(cfg: MuseConfig, mesh_cfg: MeshConfig, batch: int, stage: str = "base") -> Plan:
+    """Compile ``stage``'s train step for ``mesh_cfg`` and ``batch``; see the module docstring."""
+    import time
+
+    build, loss_fn, tc, tcfg = _stage(cfg, stage)
+    mesh = make_mesh(mesh_cfg)
+    check_batch_size(batch, mesh, "--batch")
+    optimizer = make_optimizer(tc)
+    abstract = eqx.filter_eval_shape(lambda k: init_train_state(build(cfg, k), optimizer), init_key(0))
+    where = Placement(abstract, mesh)
+    shard = state_shardings(abstract, mesh)
+    update = make_update(make_train_step(loss_fn, optimizer), 0, ("loss",), where)
+    t0 = time.perf_counter()
+    compiled = _compile(update, _abstract_batch(cfg, stage, batch, mesh), abstract_like(abstract, shard))
+    compile_s = time.perf_counter() - t0
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    arrays = lambda t: eqx.filter(t, lambda x: isinstance(x, jax.ShapeDtypeStruct))  # noqa: E731
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(arrays(abstract.model)))
+    seq = cfg.tokenizer.grid ** 2 if stage == "base" else cfg.highres_tokenizer.grid ** 2
+    return Plan(
+        preset=cfg.name, stage=stage, mesh=dict(mesh.shape), batch=batch, params=params,
+        param_bytes=_per_device_bytes(arrays(abstract.model), shard.model),
+        opt_bytes=_per_device_bytes(arrays(abstract.opt_state), shard.opt_state),
+        temp_bytes=int(memory.temp_size_in_bytes), compiled_flops=float(cost.get("flops", float("nan"))),
+        model_flops=model_flops(params, batch * seq, tcfg.depth, tcfg.width, seq, cfg.text.max_length),
+        compile_s=compile_s,
+    )
+
+
+def fits(p: Plan, headroom: float = 0.9) -> list[str]:
+    """The chips whose memory holds ``p``'s per-device total with 10% to spare."""
+    return [chip for chip, (gib, _) in CHIPS.items() if p.total_bytes <= headroom * gib * GiB]
+
+
+def plan_in_subprocess(preset: str, overrides, mesh_cfg: MeshConfig, batch: int, stage: str,
+                       devices: int) -> Plan:
+    """:func:`plan` in a child process with ``devices`` simulated CPU devices."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"}
+    args = json.dumps({"preset": preset, "overrides": list(overrides), "mesh": mesh_cfg.shape,
+                       "batch": batch, "stage": stage})
+    out = subprocess.run([sys.executable, "-m", "muse_mini.planner", args], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"planner child failed:\n{out.stderr[-4000:]}")
+    return Plan(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def devices_needed(mesh_cfg: MeshConfig) -> int | None:
+    """Devices a mesh with no ``-1`` axis needs (None: it takes whatever there is)."""
+    sizes = mesh_cfg.shape.values()
+    return None if -1 in sizes else math.prod(sizes)
+
+
+def format_plan(p: Plan, peak_tflops: float | None = None, mfu: float = 0.5) -> str:
+    mesh = " ".join(f"{k}={v}" for k, v in p.mesh.items())
+    lines = [
+        f"{p.preset} {p.stage}: {p.params / 1e9:.2f}B parameters, global batch {p.batch}, mesh {mesh}",
+        f"  per device: parameters {p.param_bytes / GiB:.2f} GiB, optimiser state {p.opt_bytes / GiB:.2f} GiB, "
+        f"temporaries {p.temp_bytes / GiB:.2f} GiB (compiled), total {p.total_bytes / GiB:.2f} GiB",
+        f"  FLOPs per step: model {p.model_flops:.3g} (6N·tokens + attention); compiled "
+        f"{p.compiled_flops * math.prod(p.mesh.values()):.3g} over all devices (with remat's recompute)",
+        f"  fits (≤90% of memory): {', '.join(fits(p)) or 'none of ' + ', '.join(CHIPS)}",
+    ]
+    for chip, (_, peak) in ([("given peak", (0, peak_tflops))] if peak_tflops else CHIPS.items()):
+        lines.append(f"  step time at {mfu:.0%} MFU on {chip} ({peak} TFLOP/s bf16): {p.step_time(peak, mfu):.2f} s")
+    lines.append(f"  (compiled in {p.compile_s:.0f} s)")
+    return "\n".join(lines)
+
+
+def _child(argument: str) -> None:
+    from muse_mini.config import get_preset
+
+    a = json.loads(argument)
+    p = plan(get_preset(a["preset"], a["overrides"]), MeshConfig(**a["mesh"]), a["batch"], a["stage"])
+    print(json.dumps(dataclasses.asdict(p)))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
