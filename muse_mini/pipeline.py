@@ -40,6 +40,8 @@ from muse_mini.models.codec import decode_token_batch
 from muse_mini.models.superres import lowres_condition
 from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
+from muse_mini.parallel.mesh import mesh_size
+from muse_mini.parallel.rules import BATCH_AXES, batch_sharding, place, state_shardings
 from muse_mini.runs.layout import stage_complete
 from muse_mini.runs.load import check_finetuned_from, load_base, load_superres, load_tokenizer
 
@@ -123,9 +125,29 @@ class Pipeline:
     base: Any
     highres_tokenizer: Any = None
     superres: Any = None
+    mesh: Any = None  # a jax.sharding.Mesh: generate splits the batch over its data × fsdp devices
+
+    def __post_init__(self):
+        if self.mesh is not None:  # transformer weights by the rules table, tokenizers replicated
+            for name in ("base", "superres", "tokenizer", "highres_tokenizer"):
+                model = getattr(self, name)
+                if model is not None:
+                    setattr(self, name, place(model, state_shardings(model, self.mesh)))
+
+    def _on_mesh(self, tree):
+        """Batch-leading arrays split over the mesh's batch axes (no-op without a mesh)."""
+        if self.mesh is None:
+            return tree
+        return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(self.mesh, x.ndim)), tree)
+
+    def _padded(self, batch: int) -> int:
+        """`padded_batch`, then up to a multiple of the mesh's batch-parallel devices."""
+        rows = padded_batch(batch)
+        split = 1 if self.mesh is None else mesh_size(self.mesh, BATCH_AXES)
+        return -(-rows // split) * split
 
     @classmethod
-    def from_run(cls, run_dir, *, require_superres: bool = False, ema: bool = False) -> "Pipeline":
+    def from_run(cls, run_dir, *, require_superres: bool = False, ema: bool = False, mesh=None) -> "Pipeline":
         """Load every finished stage under ``run_dir`` (e.g. ``runs/demo``).
 
         ``ema``: the base and super-res models' offline EMA weights (§3,
@@ -134,6 +156,8 @@ class Pipeline:
         When ``decoder/`` holds a finished §2.5 finetuned decoder of this
         pipeline's high-res tokenizer, it replaces that tokenizer: same encoder
         and codebook, larger decoder, so the 64×64 output is decoded by it.
+        ``mesh`` (`muse_mini.parallel.mesh.make_mesh`): sample with the batch
+        split over its devices; the tokens are those one device gives.
         """
         run_dir = Path(run_dir)
         dirs = {name: run_dir / sub for name, sub in STAGE_DIRS.items()}
@@ -158,7 +182,7 @@ class Pipeline:
             load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length),
             directory=run_dir / "text-cache", read_only=True,
         )
-        return cls(cfg, encoder, load_tokenizer(dirs["tokenizer"]), base, highres_tokenizer, superres)
+        return cls(cfg, encoder, load_tokenizer(dirs["tokenizer"]), base, highres_tokenizer, superres, mesh)
 
     @property
     def has_superres(self) -> bool:
@@ -194,13 +218,14 @@ class Pipeline:
         batch = len(prompts) * num_per_prompt
         text, mask = self.encode(prompts)
         # Pad with copies of the last row: few batch shapes, few compilations.
-        rows = np.minimum(np.arange(padded_batch(batch)) // num_per_prompt, len(prompts) - 1)
+        rows = np.minimum(np.arange(self._padded(batch)) // num_per_prompt, len(prompts) - 1)
         context = (text[rows], mask[rows])
         if negative_prompt is not None:
             neg_text, neg_mask = self.encode([negative_prompt])
             uncond = negative_prompt_context(context, neg_text[0], neg_mask[0])
         else:
             uncond = unconditional_context(context)
+        context, uncond = self._on_mesh((context, uncond))
         key_base, key_sr = jax.random.split(jax.random.key(seed))
         base_traj = decode_with_sampler(self.base, context, uncond, key_base, sampler)
         base_images = np.asarray(_decode_images(self.tokenizer, base_traj.tokens_BxN))
@@ -208,7 +233,7 @@ class Pipeline:
         result = Generation(base_images[:batch], [p for p in prompts for _ in range(num_per_prompt)],
                             base_images[:batch], first(base_traj))
         if stage == "superres":
-            lowres = lowres_condition(self.superres, base_traj.tokens_BxN, images=base_images)
+            lowres = lowres_condition(self.superres, base_traj.tokens_BxN, images=self._on_mesh(base_images))
             sr_context = (lowres, *context)
             sr_traj = decode_with_sampler(self.superres, sr_context, unconditional_context(sr_context), key_sr,
                                           superres_sampler or self.cfg.superres_sampler)

@@ -45,7 +45,7 @@ from muse_mini.training.optim import init_train_state, make_optimizer, make_trai
 from muse_mini.training.placement import Placement
 from muse_mini.training.superres import _superres_loss
 
-__all__ = ["CHIPS", "Plan", "plan", "plan_in_subprocess", "format_plan", "fits"]
+__all__ = ["CHIPS", "Plan", "plan", "plan_in_subprocess", "format_plan", "format_table", "fits", "devices_needed"]
 
 GiB = 2 ** 30
 # Accelerator memory per chip (GiB) and dense bf16 peak (TFLOP/s), from the datasheets.
@@ -183,14 +183,28 @@ def format_plan(p: Plan, peak_tflops: float | None = None, mfu: float = 0.5) -> 
         f"{p.preset} {p.stage}: {p.params / 1e9:.2f}B parameters, global batch {p.batch}, mesh {mesh}",
         f"  per device: parameters {p.param_bytes / GiB:.2f} GiB, optimiser state {p.opt_bytes / GiB:.2f} GiB, "
         f"temporaries {p.temp_bytes / GiB:.2f} GiB (compiled), total {p.total_bytes / GiB:.2f} GiB",
-        f"  FLOPs per step: model {p.model_flops:.3g} (6N·tokens + attention); compiled "
-        f"{p.compiled_flops * math.prod(p.mesh.values()):.3g} over all devices (with remat's recompute)",
+        f"  FLOPs per step: model {p.model_flops:.3g} (6N·tokens + attention); XLA's count "
+        f"{p.compiled_flops * math.prod(p.mesh.values()):.3g} over all devices (it counts the layer loop's "
+        "body once)",
         f"  fits (≤90% of memory): {', '.join(fits(p)) or 'none of ' + ', '.join(CHIPS)}",
     ]
     for chip, (_, peak) in ([("given peak", (0, peak_tflops))] if peak_tflops else CHIPS.items()):
         lines.append(f"  step time at {mfu:.0%} MFU on {chip} ({peak} TFLOP/s bf16): {p.step_time(peak, mfu):.2f} s")
     lines.append(f"  (compiled in {p.compile_s:.0f} s)")
     return "\n".join(lines)
+
+
+def format_table(plans: list[Plan], mfu: float = 0.5) -> str:
+    """A Markdown table: per-device GiB, the chips it fits, and H100 step time at ``mfu``."""
+    rows = ["| preset | mesh | batch | params/dev | optimiser/dev | temporaries/dev | total/dev | fits "
+            f"| step at {mfu:.0%} MFU (v4 / H100) |", "|---|---|---|---|---|---|---|---|---|"]
+    for p in plans:
+        mesh = ",".join(f"{k}={v}" for k, v in p.mesh.items() if v > 1) or "1 device"
+        gib = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
+        rows.append(f"| {p.preset} | {mesh} | {p.batch} | {gib(p.param_bytes)} | {gib(p.opt_bytes)} | "
+                    f"{gib(p.temp_bytes)} | {gib(p.total_bytes)} | {', '.join(fits(p)) or 'none'} | "
+                    f"{p.step_time(CHIPS['TPU v4'][1], mfu):.2f} s / {p.step_time(CHIPS['H100'][1], mfu):.2f} s |")
+    return "\n".join(rows)
 
 
 def _child(argument: str) -> None:

@@ -17,11 +17,8 @@ so tracing and compile time do not grow with depth.
 from __future__ import annotations
 
 import abc
-import contextlib
-import contextvars
 import itertools
 import math
-from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -29,6 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from muse_mini.config import POSITION_INITS
+from muse_mini.models.constraints import current_layer_constraint
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -353,26 +351,6 @@ class Block(eqx.Module):
         return x_NxD
 
 
-# How each layer's weights and input are laid out inside the layer scan (None:
-# as XLA likes). A trainer on a device mesh sets it (muse_mini.training.placement):
-# pinning one layer's weights to their FSDP shards makes XLA gather them layer by
-# layer, and pinning the activations to the batch split keeps XLA from
-# replicating every example's activations on every device.
-_LAYER_CONSTRAINT: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("layer_constraint",
-                                                                                    default=None)
-
-
-@contextlib.contextmanager
-def layer_constraint(fn: Callable | None):
-    """While tracing in this context, ``fn(block_params, x) -> (block_params, x)`` constrains
-    each scanned layer's weights and input."""
-    token = _LAYER_CONSTRAINT.set(fn)
-    try:
-        yield
-    finally:
-        _LAYER_CONSTRAINT.reset(token)
-
-
 class BlockStack(eqx.Module):
     """``depth`` identical blocks stacked along a leading axis, run with ``lax.scan``."""
 
@@ -395,7 +373,7 @@ class BlockStack(eqx.Module):
         params, static = eqx.partition(self.blocks, eqx.is_array)
         keys = None if key is None else jax.random.split(key, self.depth)
 
-        constrain = _LAYER_CONSTRAINT.get()
+        constrain = current_layer_constraint()
 
         def layer(x_NxD, params_and_key):
             block_params, block_key = params_and_key

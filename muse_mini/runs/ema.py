@@ -37,6 +37,7 @@ import numpy as np
 
 from muse_mini.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from muse_mini.runs.layout import CKPT_DIR, read_run_config
+from muse_mini.runs.sharded import SHARDED_DIR, ShardedCheckpoints, sharded_steps
 
 EMA_FILE = "model_ema.eqx"
 PAPER_DECAY = 0.7  # Muse §3
@@ -117,7 +118,8 @@ def planned_steps(run_dir, every: int | None = None) -> list[int]:
     check_every(every)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--run: no run directory {run_dir}")
-    available = [step for step, _ in list_checkpoints(run_dir / CKPT_DIR)]
+    available = sorted({step for step, _ in list_checkpoints(run_dir / CKPT_DIR)}
+                       | set(sharded_steps(run_dir / CKPT_DIR / SHARDED_DIR)))
     if not available:
         raise FileNotFoundError(f"--run: {run_dir / CKPT_DIR} holds no checkpoints to average")
     return select_checkpoints(available, every)
@@ -130,11 +132,22 @@ def checkpoint_models(run_dir, like_model, legacy_field: str = "model",
     Reads only the model subtree (``.{legacy_field}``, stored first) of each
     training state; one model is loaded per item, so callers can stream.
     """
-    # Orbax sharded checkpoints (run_dir/checkpoints/sharded/) would be read here too.
     wanted = None if steps is None else set(steps)
-    for step, path in list_checkpoints(Path(run_dir) / CKPT_DIR):
-        if wanted is None or step in wanted:
-            yield step, load_checkpoint(path, like_model, prefix=f".{legacy_field}")[0]
+    files = dict(list_checkpoints(Path(run_dir) / CKPT_DIR))
+    sharded_dir = Path(run_dir) / CKPT_DIR / SHARDED_DIR
+    orbax = sharded_steps(sharded_dir)  # a run on a mesh: Orbax steps
+    reader = ShardedCheckpoints(sharded_dir, keep=0) if orbax else None
+    try:
+        for step in sorted(set(files) | set(orbax)):
+            if wanted is not None and step not in wanted:
+                continue
+            if step in files:
+                yield step, load_checkpoint(files[step], like_model, prefix=f".{legacy_field}")[0]
+            else:
+                yield step, reader.restore_part(step, f".{legacy_field}", like_model)
+    finally:
+        if reader is not None:
+            reader.close()
 
 
 def _recording(models: Iterable[tuple[int, Any]], steps: list[int]) -> Iterator[Any]:

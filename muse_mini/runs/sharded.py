@@ -90,6 +90,22 @@ class ShardedCheckpoints:
         tree = jax.tree_util.tree_unflatten(jax.tree.structure(skeleton), [arrays[p] for p in paths])
         return eqx.combine(tree, static), dict(restored.meta)
 
+    def restore_part(self, step: int, prefix: str, like: Any) -> Any:
+        """Only the arrays stored under ``prefix`` (e.g. ``".model"``), whole, on one device.
+
+        ``like`` is that subtree's skeleton; the optimiser state is never read
+        (the offline EMA, :mod:`muse_mini.runs.ema`, reads models this way)."""
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        named = {prefix + k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device) for k, v in _named(like).items()}
+        restore_args = self.ocp.checkpoint_utils.construct_restore_args(named)
+        args = self.ocp.args.Composite(state=self.ocp.args.PyTreeRestore(named, restore_args=restore_args,
+                                                                         partial_restore=True))
+        arrays = self.manager.restore(step, args=args).state
+        skeleton, static = eqx.partition(like, _is_array)
+        paths = [prefix + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(skeleton)[0]]
+        tree = jax.tree_util.tree_unflatten(jax.tree.structure(skeleton), [arrays[p] for p in paths])
+        return eqx.combine(tree, static)
+
     def wait(self) -> None:
         """Block until every background save is on disk."""
         self.manager.wait_until_finished()
