@@ -14,6 +14,7 @@ from PIL import Image
 
 from muse_mini.cli.common import check_out_dir
 from muse_mini.config import check_seed
+from muse_mini.parallel.mesh import make_mesh, parse_mesh
 
 
 def add_parsers(sub) -> None:
@@ -41,6 +42,8 @@ def add_parsers(sub) -> None:
                    help="base: 32x32 base output; superres (default when trained): 64x64")
     p.add_argument("--ema", action="store_true",
                    help="use the base and super-res offline EMA weights (§3; write them with muse-mini ema)")
+    p.add_argument("--mesh", default=None, metavar="AXES",
+                   help="split the batch over a device mesh, e.g. data=8 or fsdp=-1 (same tokens as one device)")
     p.set_defaults(func=run)
 
 
@@ -75,6 +78,7 @@ def run(args) -> None:
     prompts = read_prompts(args)
     check_seed("--seed", args.seed)
     out = check_out_dir(args.out)
+    mesh_cfg = None if args.mesh is None else parse_mesh(args.mesh)
     from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
 
     overrides = _chosen({"steps": args.steps, "guidance": args.guidance, "top_k": args.top_k,
@@ -82,7 +86,8 @@ def run(args) -> None:
                          "choice_temperature": args.choice_temperature})
     sr = _chosen({"steps": args.superres_steps, "guidance": args.superres_guidance,
                   "temperature": args.superres_temperature})
-    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres", ema=args.ema)
+    mesh = None if mesh_cfg is None else make_mesh(mesh_cfg)
+    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres", ema=args.ema, mesh=mesh)
     superres_sampler = dataclasses.replace(pipe.cfg.superres_sampler, **sr) if sr else None
     gen = pipe.generate(prompts, num_per_prompt=args.num_per_prompt, seed=args.seed, stage=args.stage,
                         negative_prompt=args.negative_prompt, superres_sampler=superres_sampler, **overrides)

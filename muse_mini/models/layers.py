@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from muse_mini.config import POSITION_INITS
-from muse_mini.models.constraints import current_layer_constraint
+from muse_mini.models.constraints import current_hints
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -120,7 +120,9 @@ class Embedding(Named):
         self.axes = axes
 
     def __call__(self, ids_N: Int[Array, " N"], dtype) -> Array:
-        return jnp.take(self.weight, ids_N, axis=0).astype(dtype)
+        hints = current_hints()
+        weight = self.weight if hints is None else hints.gathered(self.weight)
+        return jnp.take(weight, ids_N, axis=0).astype(dtype)
 
     def param_axes(self):
         return {"weight": self.axes}
@@ -373,12 +375,12 @@ class BlockStack(eqx.Module):
         params, static = eqx.partition(self.blocks, eqx.is_array)
         keys = None if key is None else jax.random.split(key, self.depth)
 
-        constrain = current_layer_constraint()
+        hints = current_hints()
 
         def layer(x_NxD, params_and_key):
             block_params, block_key = params_and_key
-            if constrain is not None:
-                block_params, x_NxD = constrain(block_params, x_NxD)
+            if hints is not None:
+                block_params, x_NxD = hints.layer(block_params, x_NxD)
             block = eqx.combine(block_params, static)
             return block(x_NxD, context_SxD, context_mask_S, key=block_key), None
 

@@ -20,11 +20,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from muse_mini.models.constraints import layer_constraint
+from muse_mini.models.constraints import mesh_hints
 from muse_mini.parallel.hosts import global_batch, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import (
-    abstract_like, batch_sharding, init_sharded, is_array_like, place, state_shardings,
+    abstract_like, batch_sharding, init_sharded, is_array_like, place, replicated, state_shardings,
 )
 
 __all__ = ["Placement"]
@@ -78,17 +78,21 @@ class Placement:
         arrays, static = eqx.partition(state, is_array_like)
         return eqx.combine(jax.lax.with_sharding_constraint(arrays, self.shardings), static)
 
-    def constrain_layer(self, block_params: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+    def layer(self, block_params: Any, x: jax.Array) -> tuple[Any, jax.Array]:
         """One scanned layer's weights pinned to their shards, its input to the batch split
-        (`muse_mini.models.layers.layer_constraint`)."""
+        (a hint, :mod:`muse_mini.models.constraints`)."""
         block_params = jax.lax.with_sharding_constraint(block_params, state_shardings(block_params, self.mesh))
         if x.ndim == 3:  # (batch, tokens, width); one example (sampling) is left alone
             x = jax.lax.with_sharding_constraint(x, batch_sharding(self.mesh, 3))
         return block_params, x
 
+    def gathered(self, weight: jax.Array) -> jax.Array:
+        """An embedding table whole on every device before its lookup (a hint)."""
+        return jax.lax.with_sharding_constraint(weight, replicated(self.mesh))
+
     def tracing(self):
-        """The context the update is traced in: per-layer weight constraints on a mesh."""
-        return layer_constraint(self.constrain_layer if self.sharded else None)
+        """The context the update is traced in: the models' layout hints, on a mesh."""
+        return mesh_hints(self if self.sharded else None)
 
     def gather(self, tree: Any) -> Any:
         """``tree``'s arrays whole on every process's host (to write ``model.eqx``)."""

@@ -234,6 +234,15 @@ def test_training_commands_take_the_mesh_as_overrides(tmp_path, capsys):
     assert sharded_steps(base / "checkpoints" / "sharded") == [4]  # Orbax on a mesh
     assert sharded_steps(tok / "checkpoints" / "sharded") == [4]  # the tokenizer: data-parallel
     assert stage_complete(base) and stage_complete(tok)
+    # Sampling from the command line with the batch split over the mesh: the images one device gives.
+    from PIL import Image
+
+    for out, extra in (("one", []), ("mesh", ["--mesh", "data=8"])):
+        assert main(["sample", "--run", str(tmp_path), "--prompt", "a red circle", "--prompt", "a blue square",
+                     "--stage", "base", "--out", str(tmp_path / out), *extra]) == 0
+    for name in ("0000_0.png", "0001_0.png"):
+        one, many = (np.asarray(Image.open(tmp_path / d / name), int) for d in ("one", "mesh"))
+        assert np.abs(one - many).max() <= 1
     # A mesh that does not fit the job, and a batch that does not split, are one-line errors.
     assert main(["train-base", "--run", str(tmp_path / "x"), "--no-progress", *small, "mesh.data=3"]) == 2
     assert "mesh: data×fsdp×tensor = 3×2×2 = 12 devices, but this job has 8" in capsys.readouterr().err
