@@ -17,7 +17,7 @@ from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
 from muse_mini.models.build import build_base, build_superres
 from muse_mini.models.vqgan import VQGAN
 from muse_mini.runs.checkpoint import load_checkpoint
-from muse_mini.runs.ema import EMA_FILE
+from muse_mini.runs.ema import EMA_FILE, PAPER_DECAY, check_decay, planned_steps, write_ema
 from muse_mini.runs.layout import CONFIG_FILE, read_run_config, relative_run_path
 from muse_mini.runs.weights import load_model
 
@@ -85,6 +85,34 @@ def _load_transformer(run_dir, build, ema: bool = False):
     if ema:
         return _load_ema(run_dir, like), cfg
     return load_model(run_dir, like, legacy_field="model"), cfg
+
+
+TRANSFORMER_STAGES = ("base", "superres")
+
+
+def transformer_skeleton(run_dir):
+    """The abstract model (``eqx.filter_eval_shape``) of a base or super-res run, from its ``config.json``.
+
+    Tokenizer runs are refused: their dead-code restarts replace codebook
+    entries between checkpoints, so an average would blend unrelated codes, and
+    the paper averages the transformer only.
+    """
+    meta = read_run_config(run_dir)["metadata"]
+    if "config" not in meta or meta.get("stage") not in TRANSFORMER_STAGES:
+        raise ValueError(f"--run: {run_dir} is a {meta.get('stage', 'unknown')!r} "
+                         f"{'tokenizer ' if 'tokenizer' in meta else ''}run; "
+                         "the offline EMA averages base or super-res transformer runs only")
+    cfg, _ = read_stage(run_dir)
+    build = build_base if meta["stage"] == "base" else build_superres
+    return eqx.filter_eval_shape(lambda k: build(cfg, k), jax.random.key(0))
+
+
+def average_checkpoints(run_dir, *, decay: float = PAPER_DECAY, every: int | None = None) -> Path:
+    """The offline EMA of a base or super-res run's checkpoints (§3) written to ``model_ema.eqx``;
+    ``load_base(run_dir, ema=True)`` / ``Pipeline.from_run(..., ema=True)`` read it."""
+    check_decay(decay)  # the cheap checks before building the skeleton
+    planned_steps(run_dir, every)
+    return write_ema(run_dir, decay=decay, every=every, like_model=transformer_skeleton(run_dir))
 
 
 def load_base(run_dir, *, ema: bool = False):
