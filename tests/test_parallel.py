@@ -75,8 +75,8 @@ def test_every_logical_axis_the_models_use_has_a_rule():
 
 def test_multi_process_environment():
     assert multi_process_env({}) is None
-    assert multi_process_env({"SLURM_NTASKS": "1"}) is None
-    assert multi_process_env({"SLURM_NTASKS": "16"}) == {}  # JAX reads the rest from SLURM
+    assert multi_process_env({"SLURM_NTASKS": "16"}) is None  # an allocation: one process runs here
+    assert multi_process_env({"SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "16"}) == {}  # srun: JAX reads SLURM
     assert multi_process_env({"TPU_WORKER_HOSTNAMES": "a,b,c,d"}) == {}
     assert multi_process_env({"TPU_WORKER_HOSTNAMES": "a"}) is None  # a single-host TPU VM
     env = {"MUSE_COORDINATOR": "host0:1234", "MUSE_NUM_PROCESSES": "2", "MUSE_PROCESS_ID": "1"}

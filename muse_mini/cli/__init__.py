@@ -42,8 +42,12 @@ def _silence_datasets() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A job launched as several processes (pod slice, SLURM, MUSE_COORDINATOR) joins up first.
-    hosts.initialize()
+    # A job launched as several processes (pod slice, srun, MUSE_COORDINATOR) joins up first.
+    try:
+        hosts.initialize()
+    except ValueError as err:
+        print(f"muse-mini: error: {err}", file=sys.stderr)
+        return 2
     argv = _split_dashed_overrides(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     if getattr(args, "no_progress", False):

@@ -7,7 +7,7 @@ environment says the job has several processes:
 
 * ``MUSE_COORDINATOR`` (``host:port``), ``MUSE_NUM_PROCESSES`` and
   ``MUSE_PROCESS_ID``: explicit, e.g. two processes on localhost;
-* ``SLURM_NTASKS`` > 1 or TPU pod variables (``TPU_WORKER_HOSTNAMES`` with
+* an ``srun`` job step of several tasks (``SLURM_STEP_NUM_TASKS`` > 1) or TPU pod variables (``TPU_WORKER_HOSTNAMES`` with
   more than one host, ``MEGASCALE_*``): JAX's own cluster detection.
 
 Every process computes the same global batch indices (they depend on the seed
@@ -38,7 +38,9 @@ def multi_process_env(env=os.environ) -> dict | None:
         except (KeyError, ValueError):
             raise ValueError("MUSE_COORDINATOR is set, so MUSE_NUM_PROCESSES and MUSE_PROCESS_ID "
                              "must be integers too") from None
-    if int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+    # Inside an ``srun`` job step of several tasks (not merely an allocation: ``salloc -n 4``
+    # sets SLURM_NTASKS for a shell that runs one process).
+    if env.get("SLURM_STEP_NUM_TASKS", "1").isdigit() and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
         return {}
     if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1 or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
         return {}
