@@ -66,6 +66,7 @@ import jax.numpy as jnp  # noqa: E402
 from muse_mini.config import get_preset  # noqa: E402
 from muse_mini.models.build import build_base  # noqa: E402
 from muse_mini.models.layers import count_params  # noqa: E402
+from muse_mini.models.params import train_flops_per_example  # noqa: E402
 from muse_mini.training.base import _base_loss  # noqa: E402  (the base stage's own loss)
 from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step  # noqa: E402
 
@@ -196,25 +197,8 @@ def _analytic_layer_flops(cfg) -> float:
 
 
 def model_flops_per_example(cfg) -> float:
-    """Analytic training FLOPs of one example: 3 × the forward pass's matrix products.
-
-    No rematerialisation, no elementwise work (the MFU convention). Self-attention
-    runs over the ``T = grid²`` image tokens; cross-attention's queries and output
-    over ``T``, its keys and values over the ``S`` text positions.
-    """
-    b, T, S = cfg.base, cfg.tokenizer.grid ** 2, cfg.text.max_length
-    D, F, V = b.width, b.mlp_dim, cfg.tokenizer.codebook_size
-
-    def matmul(rows, d_in, d_out):
-        return 2 * rows * d_in * d_out
-
-    layer = (
-        matmul(T, D, 4 * D) + 2 * matmul(T, D, T)  # self-attention: q, k, v, o; scores and values
-        + matmul(T, D, 2 * D) + matmul(S, D, 2 * D) + 2 * matmul(T, D, S)  # cross-attention
-        + matmul(T, D, F) + matmul(T, F, D)  # MLP
-    )
-    forward = matmul(S, cfg.text.width, D) + b.depth * layer + matmul(T, D, D) + matmul(T, D, V)
-    return 3.0 * forward
+    """Analytic training FLOPs of one example (`muse_mini.models.params.train_flops_per_example`)."""
+    return train_flops_per_example(cfg, "base")
 
 
 def time_steps(compiled, arrays, data, key, steps: int, repeats: int, progress: bool):

@@ -10,7 +10,7 @@ no weight is allocated), gives every array its sharding from
 * per-device temporaries (activations, gradients, collectives' buffers) from
   the compiled program's own ``memory_analysis()``,
 * FLOPs per step from its ``cost_analysis()``, beside the analytic model FLOPs
-  (6 × parameters × tokens + attention) that MFU is defined by.
+  (3 × the forward pass's matrix products) that MFU is defined by.
 
 Where the machine has fewer devices than the mesh, the planner runs in a
 child process with that many simulated CPU devices
@@ -36,6 +36,7 @@ import numpy as np
 
 from muse_mini.config import MeshConfig, MuseConfig
 from muse_mini.models.build import build_base, build_superres
+from muse_mini.models.params import train_flops_per_example
 from muse_mini.parallel.mesh import describe_mesh, make_mesh, resolve_mesh_shape
 from muse_mini.parallel.rules import abstract_like, batch_sharding, check_batch_size, state_shardings
 from muse_mini.training.base import _base_loss
@@ -77,9 +78,9 @@ class Plan:
 
 def _stage(cfg: MuseConfig, stage: str):
     if stage == "base":
-        return build_base, _base_loss(cfg), cfg.base_train, cfg.base
+        return build_base, _base_loss(cfg), cfg.base_train
     if stage == "superres":
-        return build_superres, _superres_loss(cfg), cfg.superres_train, cfg.superres
+        return build_superres, _superres_loss(cfg), cfg.superres_train
     raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
 
 
@@ -93,6 +94,9 @@ def _abstract_batch(cfg: MuseConfig, stage: str, batch: int, mesh) -> dict:
            "text": spec((batch, length, width), jnp.float32), "text_mask": spec((batch, length), jnp.bool_)}
     if stage == "superres":
         out["hr_tokens"] = spec((batch, cfg.highres_tokenizer.grid ** 2), jnp.int32)
+        if cfg.superres.lowres_input == "pixels":  # the low-res tokens decoded, stored with the data
+            side = cfg.tokenizer.image_size
+            out["lowres_images"] = spec((batch, side, side, 3), jnp.uint8)
     return out
 
 
@@ -101,13 +105,6 @@ def _per_device_bytes(tree, shardings) -> int:
     for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings), strict=True):
         total += math.prod(s.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
     return total
-
-
-def model_flops(params: int, tokens: int, depth: int, width: int, seq: int, context: int) -> float:
-    """Training FLOPs of one step: 6·N per token, plus attention's score and value products
-    (self over ``seq`` keys, cross over ``context``), forward and backward (×3)."""
-    attention = 2 * 2 * depth * width * (seq + context) * tokens
-    return 6.0 * params * tokens + 3 * attention
 
 
 def _compile(update, batch, state):
@@ -126,7 +123,7 @@ def plan(cfg: MuseConfig, mesh_cfg: MeshConfig, batch: int, stage: str = "base")
     """Compile ``stage``'s train step for ``mesh_cfg`` and ``batch``; see the module docstring."""
     import time
 
-    build, loss_fn, tc, tcfg = _stage(cfg, stage)
+    build, loss_fn, tc = _stage(cfg, stage)
     mesh = make_mesh(mesh_cfg)
     check_batch_size(batch, mesh, "--batch")
     optimizer = make_optimizer(tc)
@@ -142,13 +139,12 @@ def plan(cfg: MuseConfig, mesh_cfg: MeshConfig, batch: int, stage: str = "base")
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     arrays = lambda t: eqx.filter(t, lambda x: isinstance(x, jax.ShapeDtypeStruct))  # noqa: E731
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(arrays(abstract.model)))
-    seq = cfg.tokenizer.grid ** 2 if stage == "base" else cfg.highres_tokenizer.grid ** 2
     return Plan(
         preset=cfg.name, stage=stage, mesh=dict(mesh.shape), batch=batch, params=params,
         param_bytes=_per_device_bytes(arrays(abstract.model), shard.model),
         opt_bytes=_per_device_bytes(arrays(abstract.opt_state), shard.opt_state),
         temp_bytes=int(memory.temp_size_in_bytes), compiled_flops=float(cost.get("flops", float("nan"))),
-        model_flops=model_flops(params, batch * seq, tcfg.depth, tcfg.width, seq, cfg.text.max_length),
+        model_flops=batch * train_flops_per_example(cfg, stage),
         compile_s=compile_s,
     )
 
@@ -167,6 +163,9 @@ def plan_in_subprocess(preset: str, overrides, mesh_cfg: MeshConfig, batch: int,
                        "batch": batch, "stage": stage})
     out = subprocess.run([sys.executable, "-m", "muse_mini.planner", args], env=env, capture_output=True, text=True)
     if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or [""])[-1]
+        if last.startswith("ValueError: "):  # bad input, found in the child: the same one-line error
+            raise ValueError(last.removeprefix("ValueError: "))
         raise RuntimeError(f"planner child failed:\n{out.stderr[-4000:]}")
     return Plan(**json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -177,13 +176,17 @@ def devices_needed(mesh_cfg: MeshConfig) -> int | None:
     return None if -1 in sizes else math.prod(sizes)
 
 
+def _size(n: float) -> str:
+    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 2 ** 20:.1f} MiB"
+
+
 def format_plan(p: Plan, peak_tflops: float | None = None, mfu: float = 0.5) -> str:
     mesh = " ".join(f"{k}={v}" for k, v in p.mesh.items())
     lines = [
-        f"{p.preset} {p.stage}: {p.params / 1e9:.2f}B parameters, global batch {p.batch}, mesh {mesh}",
-        f"  per device: parameters {p.param_bytes / GiB:.2f} GiB, optimiser state {p.opt_bytes / GiB:.2f} GiB, "
-        f"temporaries {p.temp_bytes / GiB:.2f} GiB (compiled), total {p.total_bytes / GiB:.2f} GiB",
-        f"  FLOPs per step: model {p.model_flops:.3g} (6N·tokens + attention); XLA's count "
+        f"{p.preset} {p.stage}: {p.params / 1e6:,.1f}M parameters, global batch {p.batch}, mesh {mesh}",
+        f"  per device: parameters {_size(p.param_bytes)}, optimiser state {_size(p.opt_bytes)}, "
+        f"temporaries {_size(p.temp_bytes)} (compiled), total {_size(p.total_bytes)}",
+        f"  FLOPs per step: model {p.model_flops:.3g} (3 × forward matrix products); XLA's count "
         f"{p.compiled_flops * math.prod(p.mesh.values()):.3g} over all devices (it counts the layer loop's "
         "body once)",
         f"  fits (≤90% of memory): {', '.join(fits(p)) or 'none of ' + ', '.join(CHIPS)}",
@@ -200,9 +203,8 @@ def format_table(plans: list[Plan], mfu: float = 0.5) -> str:
             f"| step at {mfu:.0%} MFU (v4 / H100) |", "|---|---|---|---|---|---|---|---|---|"]
     for p in plans:
         mesh = ",".join(f"{k}={v}" for k, v in p.mesh.items() if v > 1) or "1 device"
-        gib = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
-        rows.append(f"| {p.preset} | {mesh} | {p.batch} | {gib(p.param_bytes)} | {gib(p.opt_bytes)} | "
-                    f"{gib(p.temp_bytes)} | {gib(p.total_bytes)} | {', '.join(fits(p)) or 'none'} | "
+        rows.append(f"| {p.preset} | {mesh} | {p.batch} | {_size(p.param_bytes)} | {_size(p.opt_bytes)} | "
+                    f"{_size(p.temp_bytes)} | {_size(p.total_bytes)} | {', '.join(fits(p)) or 'none'} | "
                     f"{p.step_time(CHIPS['TPU v4'][1], mfu):.2f} s / {p.step_time(CHIPS['H100'][1], mfu):.2f} s |")
     return "\n".join(rows)
 

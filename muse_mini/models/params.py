@@ -83,3 +83,46 @@ def _human(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f}{unit}"
     return str(n)
+
+
+# --------------------------------------------------------------------------
+# Training FLOPs (the MFU convention: matrix products only, no recompute)
+
+
+def _matmul(rows: int, d_in: int, d_out: int) -> float:
+    return 2.0 * rows * d_in * d_out
+
+
+def _block_flops(T: int, S: int, D: int, F: int, *, cross: bool) -> float:
+    """One block's forward matrix products over ``T`` tokens (cross-attending to ``S`` positions)."""
+    flops = _matmul(T, D, 4 * D) + 2 * _matmul(T, D, T)  # q, k, v, o; scores and values
+    if cross:
+        flops += _matmul(T, D, 2 * D) + _matmul(S, D, 2 * D) + 2 * _matmul(T, D, S)
+    return flops + _matmul(T, D, F) + _matmul(T, F, D)  # MLP
+
+
+def train_flops_per_example(cfg: MuseConfig, stage: str = "base") -> float:
+    """Training FLOPs of one example: 3 × the forward pass's matrix products (forward + backward).
+
+    Elementwise work and rematerialisation's recomputed forward are not
+    counted, by the MFU convention. Base: self-attention over the ``grid²``
+    image tokens, cross-attention to the text. Super-res (§2.4): the low-res
+    encoder's self-attention layers, then the high-res layers cross-attending
+    to the encoded low-res tokens and the text (input projections of the
+    optional skip / pixel inputs are left out).
+    """
+    S = cfg.text.max_length
+    if stage == "base":
+        m, T, V = cfg.base, cfg.tokenizer.grid ** 2, cfg.tokenizer.codebook_size
+        encoder, context = 0.0, S
+    elif stage == "superres":
+        m, T, V = cfg.superres, cfg.highres_tokenizer.grid ** 2, cfg.highres_tokenizer.codebook_size
+        low = cfg.tokenizer.grid ** 2
+        encoder = m.lowres_depth * _block_flops(low, 0, m.width, m.mlp_dim, cross=False)
+        context = low + S
+    else:
+        raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
+    D = m.width
+    layers = m.depth * _block_flops(T, context, D, m.mlp_dim, cross=True)
+    head = _matmul(T, D, D) + _matmul(T, D, V)
+    return 3.0 * (_matmul(S, cfg.text.width, D) + encoder + layers + head)
