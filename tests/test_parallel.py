@@ -79,6 +79,7 @@ def test_multi_process_environment():
     assert multi_process_env({"SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "16"}) == {}  # srun: JAX reads SLURM
     assert multi_process_env({"TPU_WORKER_HOSTNAMES": "a,b,c,d"}) == {}
     assert multi_process_env({"TPU_WORKER_HOSTNAMES": "a"}) is None  # a single-host TPU VM
+    assert multi_process_env({"MUSE_DISTRIBUTED": "1"}) == {}  # asked for: JAX detects the cluster
     env = {"MUSE_COORDINATOR": "host0:1234", "MUSE_NUM_PROCESSES": "2", "MUSE_PROCESS_ID": "1"}
     assert multi_process_env(env) == {"coordinator_address": "host0:1234", "num_processes": 2, "process_id": 1}
     with pytest.raises(ValueError, match="MUSE_NUM_PROCESSES and MUSE_PROCESS_ID"):

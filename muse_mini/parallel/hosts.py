@@ -7,6 +7,9 @@ environment says the job has several processes:
 
 * ``MUSE_COORDINATOR`` (``host:port``), ``MUSE_NUM_PROCESSES`` and
   ``MUSE_PROCESS_ID``: explicit, e.g. two processes on localhost;
+* ``MUSE_DISTRIBUTED=1``: JAX's own cluster detection, wherever the
+  environment says nothing else (a TPU VM slice reads its workers from the
+  metadata server);
 * an ``srun`` job step of several tasks (``SLURM_STEP_NUM_TASKS`` > 1) or TPU pod variables (``TPU_WORKER_HOSTNAMES`` with
   more than one host, ``MEGASCALE_*``): JAX's own cluster detection.
 
@@ -30,6 +33,8 @@ _started = False
 
 def multi_process_env(env=os.environ) -> dict | None:
     """``jax.distributed.initialize`` arguments the environment asks for, or None (one process)."""
+    if env.get("MUSE_DISTRIBUTED") == "1":  # asked for: JAX's own cluster detection (TPU VM slices)
+        return {}
     if env.get("MUSE_COORDINATOR"):
         try:
             return {"coordinator_address": env["MUSE_COORDINATOR"],
