@@ -63,13 +63,14 @@ class Plan:
     param_bytes: int       # per device
     opt_bytes: int         # per device
     temp_bytes: int        # per device, from the compiled program
+    batch_bytes: int       # per device: this device's rows of the batch
     compiled_flops: float  # per device per step, XLA's count (includes remat's recompute)
     model_flops: float     # whole step, analytic (MFU's numerator)
     compile_s: float
 
     @property
     def total_bytes(self) -> int:
-        return self.param_bytes + self.opt_bytes + self.temp_bytes
+        return self.param_bytes + self.opt_bytes + self.temp_bytes + self.batch_bytes
 
     def step_time(self, peak_tflops: float, mfu: float) -> float:
         devices = math.prod(self.mesh.values())
@@ -132,7 +133,8 @@ def plan(cfg: MuseConfig, mesh_cfg: MeshConfig, batch: int, stage: str = "base")
     shard = state_shardings(abstract, mesh)
     update = make_update(make_train_step(loss_fn, optimizer), 0, ("loss",), where)
     t0 = time.perf_counter()
-    compiled = _compile(update, _abstract_batch(cfg, stage, batch, mesh), abstract_like(abstract, shard))
+    batch_abstract = _abstract_batch(cfg, stage, batch, mesh)
+    compiled = _compile(update, batch_abstract, abstract_like(abstract, shard))
     compile_s = time.perf_counter() - t0
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -143,7 +145,8 @@ def plan(cfg: MuseConfig, mesh_cfg: MeshConfig, batch: int, stage: str = "base")
         preset=cfg.name, stage=stage, mesh=dict(mesh.shape), batch=batch, params=params,
         param_bytes=_per_device_bytes(arrays(abstract.model), shard.model),
         opt_bytes=_per_device_bytes(arrays(abstract.opt_state), shard.opt_state),
-        temp_bytes=int(memory.temp_size_in_bytes), compiled_flops=float(cost.get("flops", float("nan"))),
+        temp_bytes=int(memory.temp_size_in_bytes),
+        batch_bytes=_per_device_bytes(batch_abstract, [x.sharding for x in jax.tree.leaves(batch_abstract)]), compiled_flops=float(cost.get("flops", float("nan"))),
         model_flops=batch * train_flops_per_example(cfg, stage),
         compile_s=compile_s,
     )
@@ -185,7 +188,7 @@ def format_plan(p: Plan, peak_tflops: float | None = None, mfu: float = 0.5) -> 
     lines = [
         f"{p.preset} {p.stage}: {p.params / 1e6:,.1f}M parameters, global batch {p.batch}, mesh {mesh}",
         f"  per device: parameters {_size(p.param_bytes)}, optimiser state {_size(p.opt_bytes)}, "
-        f"temporaries {_size(p.temp_bytes)} (compiled), total {_size(p.total_bytes)}",
+        f"temporaries {_size(p.temp_bytes)} (compiled), batch {_size(p.batch_bytes)}, total {_size(p.total_bytes)}",
         f"  FLOPs per step: model {p.model_flops:.3g} (3 × forward matrix products); XLA's count "
         f"{p.compiled_flops * math.prod(p.mesh.values()):.3g} over all devices (it counts the layer loop's "
         "body once)",

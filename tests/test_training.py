@@ -419,3 +419,20 @@ def test_relative_run_path_keeps_symlinked_inputs(tmp_path):
     assert relative_run_path(tmp_path / "copy" / "tokenizer-base", tmp_path / "copy" / "base") == os.path.join(
         "..", "tokenizer-base")
     assert relative_run_path("runs/demo/tokenizer-base", "runs/demo/base") == os.path.join("..", "tokenizer-base")
+
+
+def test_a_finished_run_whose_final_state_is_gone_says_so(finished_run, tmp_path):
+    """DONE.json with model.eqx but neither final.eqx nor the last checkpoint: a clear error,
+    not an older checkpoint passed off as the final state."""
+    src, _, _, _ = finished_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(src, run_dir)
+    cfg = toy_cfg(steps=12)
+    state, step_fn, batch_fn = make_toy(cfg)
+    (run_dir / "final.eqx").unlink()
+    (run_dir / "checkpoints" / "ckpt_00000012.eqx").unlink()
+    (run_dir / "model.eqx").write_bytes(b"stand-in: the weights alone")
+    with pytest.raises(FileNotFoundError, match="finished 12 steps, but its final training state is gone"):
+        train(run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
+              metadata={"stage": "toy", "data": {"n": 40}}, progress=False)
+    assert (run_dir / "DONE.json").is_file()  # nothing was cleared

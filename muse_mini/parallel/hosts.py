@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-__all__ = ["initialize", "multi_process_env", "is_main_process", "local_rows", "global_batch", "barrier"]
+__all__ = ["initialize", "multi_process_env", "is_main_process", "local_rows", "global_batch", "agree", "barrier"]
 
 _started = False
 
@@ -91,6 +91,15 @@ def global_batch(local_batch, sharding_of, global_size: int):
         return jax.make_array_from_process_local_data(sharding_of(x.ndim), x, shape)
 
     return jax.tree.map(one, local_batch)
+
+
+def agree(value: int) -> int:
+    """Process 0's ``value`` on every process (a decision only process 0 may take)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def barrier(name: str) -> None:

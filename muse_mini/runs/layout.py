@@ -30,13 +30,23 @@ MODEL_FILE = "model.eqx"
 FINAL_FILE = "final.eqx"
 DONE_FILE = "DONE.json"
 CKPT_DIR = "checkpoints"
+SHARDED_DIR = "sharded"  # CKPT_DIR/SHARDED_DIR/<step>/: Orbax checkpoints of a run on a mesh
 
 
 def stage_complete(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` holds a finished run: ``DONE.json`` and its final state
-    (``final.eqx``, or for a run on a mesh ``model.eqx`` beside its Orbax checkpoints)."""
+    """Whether ``run_dir`` holds a finished run: ``DONE.json`` and its result (``final.eqx``,
+    ``model.eqx``, or for a run on a mesh the Orbax checkpoint of its last step)."""
     run_dir = Path(run_dir)
-    return (run_dir / DONE_FILE).is_file() and ((run_dir / FINAL_FILE).is_file() or (run_dir / MODEL_FILE).is_file())
+    done = run_dir / DONE_FILE
+    if not done.is_file():
+        return False
+    if (run_dir / FINAL_FILE).is_file() or (run_dir / MODEL_FILE).is_file():
+        return True
+    try:
+        step = int(json.loads(done.read_text())["step"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    return (run_dir / CKPT_DIR / SHARDED_DIR / f"{step:08d}").is_dir()
 
 
 def relative_run_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:

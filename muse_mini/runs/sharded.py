@@ -25,9 +25,10 @@ from typing import Any
 import equinox as eqx
 import jax
 
+from muse_mini.runs.layout import SHARDED_DIR  # noqa: F401  (re-exported: where the steps live)
+
 __all__ = ["SHARDED_DIR", "ShardedCheckpoints", "sharded_steps"]
 
-SHARDED_DIR = "sharded"  # run_dir/checkpoints/sharded/<step>/
 
 
 def _is_array(x) -> bool:
@@ -59,10 +60,12 @@ class ShardedCheckpoints:
 
         self.ocp = ocp
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep or None, keep_period=keep_every or None, create=True,
-            enable_async_checkpointing=True, step_format_fixed_length=8,
-        )
+        options = dict(max_to_keep=keep or None, keep_period=keep_every or None, create=True,
+                       enable_async_checkpointing=True, step_format_fixed_length=8)
+        try:  # a save killed mid-way leaves a temporary directory: remove it on the next start
+            options = ocp.CheckpointManagerOptions(**options, cleanup_tmp_directories=True)
+        except TypeError:  # older orbax
+            options = ocp.CheckpointManagerOptions(**options)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> list[int]:

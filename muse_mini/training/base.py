@@ -22,7 +22,7 @@ from muse_mini.training.losses import masked_token_loss
 from muse_mini.runs.layout import relative_run_path
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.token_data import PickledCacheError, TokenData, build_token_data
-from muse_mini.parallel.hosts import local_rows
+from muse_mini.parallel.hosts import barrier, is_main_process, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import batch_sharding, check_batch_size
 from muse_mini.training.keys import epoch_batch_indices
@@ -45,17 +45,22 @@ def cached_token_data(run_dir: Path, cfg: MuseConfig, tokenizer, highres_tokeniz
 
     A cache an older muse_mini wrote with pickles is rebuilt, never unpickled:
     its contents are a deterministic function of the config and the tokenizers.
+    In a multi-process job process 0 builds it and the others read it.
     """
     path = run_dir / "data.npz"
-    if path.is_file():
-        try:
-            return TokenData.load(path)
-        except PickledCacheError:
-            path.unlink()
-    data = build_token_data(cfg, tokenizer, highres_tokenizer, cache_dir=run_dir.parent / "text-cache",
-                            progress=progress)
-    data.save(path)
-    return data
+    data = None
+    if is_main_process():
+        if path.is_file():
+            try:
+                data = TokenData.load(path)
+            except PickledCacheError:
+                path.unlink()
+        if data is None:
+            data = build_token_data(cfg, tokenizer, highres_tokenizer, cache_dir=run_dir.parent / "text-cache",
+                                    progress=progress)
+            data.save(path)
+    barrier(f"token data {path}")
+    return data if data is not None else TokenData.load(path)
 
 
 def _base_loss(cfg: MuseConfig):

@@ -95,7 +95,8 @@ class Placement:
         return mesh_hints(self if self.sharded else None)
 
     def gather(self, tree: Any) -> Any:
-        """``tree``'s arrays whole on every process's host (to write ``model.eqx``)."""
+        """``tree``'s arrays whole, as NumPy on every process's host (to write ``model.eqx``):
+        never a full copy on an accelerator."""
         if not self.sharded:
             return tree
         arrays, static = eqx.partition(tree, is_array_like)
@@ -105,4 +106,4 @@ class Placement:
             arrays = multihost_utils.process_allgather(arrays, tiled=True)
         else:
             arrays = jax.device_get(arrays)
-        return eqx.combine(jax.tree.map(jax.numpy.asarray, arrays), static)
+        return eqx.combine(jax.tree.map(np.asarray, arrays), static)

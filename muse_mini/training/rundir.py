@@ -28,6 +28,7 @@ from muse_mini.runs.checkpoint import (
     CheckpointError, atomic_write_bytes, checkpoint_path, latest_checkpoint, load_checkpoint,
 )
 from muse_mini.runs.layout import CKPT_DIR, CONFIG_FILE, DONE_FILE, FINAL_FILE, METRICS_FILE, stage_complete
+from muse_mini.parallel.hosts import agree, is_main_process
 from muse_mini.runs.sharded import SHARDED_DIR, ShardedCheckpoints, sharded_steps
 from muse_mini.runs.weights import save_model
 
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 # numbers computed. (``steps`` does change the cosine schedule's length, but
 # "train this run for longer" is the one change a researcher legitimately needs.)
 RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "keep_checkpoints", "keep_every"})
+
+
+_UNFINISHED, _FINISHED, _BEYOND = 0, 1, 2  # process 0's verdict on a run directory
 
 
 class ConfigMismatchError(ValueError):
@@ -155,12 +159,13 @@ def load_final(run_dir: str | os.PathLike, like: Any) -> Any:
 
 
 def load_latest(run_dir: str | os.PathLike, like: Any) -> tuple[Any, int]:
-    """``(state, step)`` of the newest checkpoint, e.g. to inspect a run in progress."""
-    path = latest_checkpoint(Path(run_dir) / CKPT_DIR)
-    if path is None:
+    """``(state, step)`` of the newest checkpoint (``.eqx`` or Orbax), e.g. to inspect a run in progress."""
+    from muse_mini.training.placement import Placement  # onto one device
+
+    resumed = RunDirectory(run_dir, {}).resume_point(Placement(like), None, steps=2 ** 62)
+    if resumed is None:
         raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CKPT_DIR}")
-    state, meta = load_checkpoint(path, like)
-    return state, meta["step"]
+    return resumed[0], resumed[1]
 
 
 def _file_step(path: Path | None) -> int:
@@ -220,21 +225,32 @@ class RunDirectory:
 
     def finished(self, steps: int) -> bool:
         """True if the run already finished ``steps`` updates; otherwise clear ``DONE.json``
-        (written again, last, when the run finishes) and clean up killed writers' temporaries."""
+        (written again, last, when the run finishes) and clean up killed writers' temporaries.
+
+        In a multi-process job process 0 decides (and cleans up) and tells the
+        others, so no process reads a ``DONE.json`` another one is deleting."""
+        verdict = self._finished_verdict(steps) if is_main_process() else 0
+        verdict = agree(verdict)
+        if verdict == _BEYOND:
+            raise ValueError(getattr(self, "_beyond", f"{self.path} already finished more than cfg.steps={steps} steps"))
+        return verdict == _FINISHED
+
+    def _finished_verdict(self, steps: int) -> int:
         done_path = self.path / DONE_FILE
         if stage_complete(self.path):
             done = json.loads(done_path.read_text())
             if done["step"] == steps:
-                self.say(f"{self.path}: finished run ({steps} steps); loading {FINAL_FILE}")
+                self.say(f"{self.path}: finished run ({steps} steps); loading its final state")
                 self.write_config()  # only `ignore` fields can differ
-                return True
+                return _FINISHED
             if done["step"] > steps:
-                raise ValueError(f"{self.path} already finished {done['step']} steps > cfg.steps={steps}")
+                self._beyond = f"{self.path} already finished {done['step']} steps > cfg.steps={steps}"
+                return _BEYOND
             self.say(f"{self.path}: extending finished run {done['step']} -> {steps} steps")
         done_path.unlink(missing_ok=True)
         for p in self.ckpt_dir.glob(".*.tmp"):  # we hold the lock, so nobody else writes
             p.unlink(missing_ok=True)
-        return False
+        return _UNFINISHED
 
     def resume_point(self, where, store, steps: int) -> tuple[Any, int, float, Path | None] | None:
         """``(state, step, wall_time_s, path)`` of the newest checkpoint, or None on a fresh start.
@@ -285,12 +301,20 @@ class RunDirectory:
         return state, start, float(meta.get("wall_time_s", 0.0)), path
 
     def load_final(self, where, store) -> Any:
-        """The stored final state of a finished run, placed on ``where``'s mesh."""
+        """The stored final state of a finished run (exactly its last step), placed on ``where``'s mesh."""
         if (self.path / FINAL_FILE).is_file():
             state = load_checkpoint(self.path / FINAL_FILE, where.like)[0]
             return where.put(state) if where.sharded else state
-        resumed = self.resume_point(where, store, json.loads((self.path / DONE_FILE).read_text())["step"])
-        return resumed[0]
+        step = int(json.loads((self.path / DONE_FILE).read_text())["step"])
+        if step in sharded_steps(self.ckpt_dir / SHARDED_DIR):
+            return self._resume_sharded(where, store, step, step)[0]
+        if checkpoint_path(self.ckpt_dir, step).is_file():
+            state = load_checkpoint(checkpoint_path(self.ckpt_dir, step), where.like)[0]
+            return where.put(state) if where.sharded else state
+        raise FileNotFoundError(
+            f"{self.path} finished {step} steps, but its final training state is gone ({FINAL_FILE} and "
+            f"the step-{step} checkpoint): its model.eqx still samples; to train further, start a new run"
+        )
 
     def publish(self, last_ckpt: Path, model: Any | None, *, steps: int, wall_time_s: float) -> None:
         """``final.eqx``, then ``model.eqx`` (if ``model`` is given), then ``DONE.json`` last.

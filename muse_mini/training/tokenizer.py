@@ -45,6 +45,7 @@ from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.models.perceptual import load_lpips
 from muse_mini.models.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
 from muse_mini.parallel.mesh import make_mesh
+from muse_mini.parallel.rules import check_batch_size
 from muse_mini.runs.layout import relative_run_path, stage_complete
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.keys import epoch_batch_indices, init_key
@@ -76,12 +77,14 @@ class TokenizerState(eqx.Module):
     step: jax.Array
 
 
+TRAIN_SECTIONS = {"base": "tokenizer_train", "highres": "highres_tokenizer_train", "decoder": "decoder_train"}
+
+
 def stage_config(cfg: MuseConfig, stage: str) -> tuple[VQGANConfig, TrainConfig]:
     """A stage's model and training configs: ``base`` → ``cfg.tokenizer_train``,
     ``highres`` → ``cfg.highres_tokenizer_train``, ``decoder`` → ``cfg.decoder_train`` (§2.5)."""
     vcfg = tokenizer_stage_config(cfg, stage)
-    train = {"base": cfg.tokenizer_train, "highres": cfg.highres_tokenizer_train, "decoder": cfg.decoder_train}
-    return vcfg, train[stage]
+    return vcfg, getattr(cfg, TRAIN_SECTIONS[stage])
 
 
 def build_perceptual(vcfg: VQGANConfig):
@@ -276,6 +279,8 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
     """
     run_dir = Path(run_dir)
     vcfg, tcfg = stage_config(cfg, stage)
+    mesh = make_mesh(cfg.mesh)
+    check_batch_size(tcfg.batch_size, mesh, f"{TRAIN_SECTIONS[stage]}.batch_size")
     finetune = finetune_from is not None
     if stage == "decoder" and not finetune:
         raise ValueError("finetune_from: stage 'decoder' finetunes a finished high-res tokenizer run; "
@@ -305,7 +310,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
     state = train(
         run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=tcfg,
         metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
-        model_of=lambda s: s.vqgan, mesh=make_mesh(cfg.mesh),  # data-parallel: weights replicated
+        model_of=lambda s: s.vqgan, mesh=mesh,  # data-parallel: weights replicated
         config_defaults={"tokenizer": dataclasses.asdict(VQGANConfig()), "data": dataclasses.asdict(DataConfig())},
     )
     return state.vqgan

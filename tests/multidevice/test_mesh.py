@@ -182,14 +182,23 @@ def _free_port() -> int:
 
 def test_two_processes_equal_one(reference, tmp_path):
     """2 processes × 4 devices (jax.distributed on localhost, gloo) = 1 process × 8 devices."""
-    port, run_dir = _free_port(), tmp_path / "run"
-    cmd = [sys.executable, str(SCRIPT), str(run_dir), "--mesh", "fsdp=8", "--steps", str(STEPS)]
-    procs = [subprocess.Popen(cmd, env=_env(tmp_path, 4, MUSE_COORDINATOR=f"localhost:{port}",
-                                            MUSE_NUM_PROCESSES="2", MUSE_PROCESS_ID=str(i)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=400)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(o[-3000:] for o in outs)
+    run_dir = tmp_path / "run"
+
+    def two_processes(steps: int):
+        port = _free_port()
+        cmd = [sys.executable, str(SCRIPT), str(run_dir), "--mesh", "fsdp=8", "--steps", str(steps)]
+        procs = [subprocess.Popen(cmd, env=_env(tmp_path, 4, MUSE_COORDINATOR=f"localhost:{port}",
+                                                MUSE_NUM_PROCESSES="2", MUSE_PROCESS_ID=str(i)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        outs = [p.communicate(timeout=400)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(o[-3000:] for o in outs)
+
+    two_processes(STEPS)
     _assert_close(_model(reference), _model(run_dir))  # gloo sums in another order
+    # Extending the finished run: process 0 alone decides and clears DONE.json, and tells the other.
+    two_processes(STEPS + 3)
+    assert json.loads((run_dir / "DONE.json").read_text())["step"] == STEPS + 3
+    assert read_metrics(run_dir)["step"].tolist() == list(range(STEPS + 3))
 
 
 class _RandomText:
