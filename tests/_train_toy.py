@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import subprocess
 import time
 
 import equinox as eqx
@@ -84,6 +86,18 @@ def run(run_dir, cfg: TrainConfig, *, sleep: float = 0.0, **kw):
         run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
         metadata={"stage": "toy", "data": {"n": 40}}, progress=False, callbacks=callbacks,
     )
+
+
+def kill_after_first_checkpoint(cmd, env, checkpoints, *, timeout: float) -> None:
+    """Run ``cmd`` and SIGKILL it as soon as ``checkpoints()`` lists one (the resume tests)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not checkpoints():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 if __name__ == "__main__":

@@ -4,10 +4,8 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import equinox as eqx
@@ -24,7 +22,7 @@ from muse_mini.viz.figures import plot_metrics
 from muse_mini.runs.layout import read_metrics, relative_run_path, stage_complete
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_toy import make_toy, run, toy_cfg  # noqa: E402
+from _train_toy import kill_after_first_checkpoint, make_toy, run, toy_cfg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).parent / "_train_toy.py"
@@ -383,16 +381,9 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     subprocess.run(_toy_cmd(ref_dir), env=env, check=True, timeout=300, capture_output=True)
 
     # Sleep 0.2 s per step so the kill surely lands mid-run, after the first checkpoint.
-    proc = subprocess.Popen(_toy_cmd(run_dir, "--sleep", "0.2"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = run_dir / "checkpoints"
-    deadline = time.time() + 240
-    while not list_checkpoints(ckpt_dir):
-        assert proc.poll() is None, "toy run ended before its first checkpoint"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(_toy_cmd(run_dir, "--sleep", "0.2"), env, lambda: list_checkpoints(ckpt_dir),
+                                timeout=240)
     assert not stage_complete(run_dir), "the kill came too late to interrupt the run"
     killed_at = list_checkpoints(ckpt_dir)[-1][0]
     assert 0 < killed_at < 40

@@ -304,6 +304,11 @@ def is_axes(x) -> bool:
     return isinstance(x, tuple) and all(isinstance(n, str) for n in x)
 
 
+def is_array_like(x) -> bool:
+    """True for an array leaf, real or abstract (``eqx.filter_eval_shape``'s ``ShapeDtypeStruct``)."""
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) or eqx.is_array(x)
+
+
 def count_params(module) -> int:
     """Number of scalars in ``module``'s arrays; works on ``eqx.filter_eval_shape`` output."""
     return sum(math.prod(x.shape) for x in jax.tree.leaves(module) if hasattr(x, "shape"))

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from muse_mini.models.layers import Named
+from muse_mini.models.layers import Named, is_array_like
 from muse_mini.parallel.mesh import mesh_size
 
 __all__ = [
@@ -52,10 +52,6 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
 }
 BATCH_AXES = RULES["batch"]
 _FACTORED = {"v_row", "v_col"}  # Adafactor's per-row / per-column statistics
-
-
-def is_array_like(x) -> bool:
-    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) or eqx.is_array(x)
 
 
 def spec_for(names: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh, rules=RULES) -> PartitionSpec:
@@ -129,9 +125,11 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
     return eqx.combine(abstract, static)
 
 
-def init_sharded(make_state: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh) -> Any:
-    """``make_state(key)`` computed under ``jit`` straight into its shardings (nanodo's init)."""
-    abstract = eqx.filter_eval_shape(make_state, key)
+def init_sharded(make_state: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh, abstract: Any = None) -> Any:
+    """``make_state(key)`` computed under ``jit`` straight into its shardings (nanodo's init).
+
+    ``abstract``: ``eqx.filter_eval_shape(make_state, key)``, when the caller has it already."""
+    abstract = eqx.filter_eval_shape(make_state, key) if abstract is None else abstract
     shardings = state_shardings(abstract, mesh)
     static = eqx.filter(abstract, lambda x: not is_array_like(x))
     arrays = jax.jit(lambda k: eqx.filter(make_state(k), is_array_like), out_shardings=shardings)(key)

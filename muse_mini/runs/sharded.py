@@ -25,19 +25,24 @@ from typing import Any
 import equinox as eqx
 import jax
 
+from muse_mini.models.layers import is_array_like
 from muse_mini.runs.layout import SHARDED_DIR  # noqa: F401  (re-exported: where the steps live)
 
 __all__ = ["SHARDED_DIR", "ShardedCheckpoints", "sharded_steps"]
 
 
 
-def _is_array(x) -> bool:
-    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) or eqx.is_array(x)
+def _named(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``tree``'s arrays by their path (``prefix`` + ``.model.decoder...``), in leaf order."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, is_array_like))
+    return {prefix + jax.tree_util.keystr(path): x for path, x in leaves}
 
 
-def _named(tree: Any) -> dict[str, Any]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, _is_array))
-    return {jax.tree_util.keystr(path): x for path, x in leaves}
+def _unflatten(like: Any, arrays: dict[str, Any], prefix: str = "") -> Any:
+    """``like`` with its arrays replaced by ``arrays`` (named as `_named` names them)."""
+    skeleton, static = eqx.partition(like, is_array_like)
+    tree = jax.tree_util.tree_unflatten(jax.tree.structure(skeleton), [arrays[k] for k in _named(skeleton, prefix)])
+    return eqx.combine(tree, static)
 
 
 def _unkey(x):
@@ -88,10 +93,7 @@ class ShardedCheckpoints:
                                        meta=self.ocp.args.JsonRestore())
         restored = self.manager.restore(step, args=args)
         arrays = {k: jax.random.wrap_key_data(v) if k in keys else v for k, v in restored.state.items()}
-        skeleton, static = eqx.partition(target, _is_array)
-        paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(skeleton)[0]]
-        tree = jax.tree_util.tree_unflatten(jax.tree.structure(skeleton), [arrays[p] for p in paths])
-        return eqx.combine(tree, static), dict(restored.meta)
+        return _unflatten(target, arrays), dict(restored.meta)
 
     def restore_part(self, step: int, prefix: str, like: Any) -> Any:
         """Only the arrays stored under ``prefix`` (e.g. ``".model"``), whole, on one device.
@@ -99,15 +101,11 @@ class ShardedCheckpoints:
         ``like`` is that subtree's skeleton; the optimiser state is never read
         (the offline EMA, :mod:`muse_mini.runs.ema`, reads models this way)."""
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        named = {prefix + k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device) for k, v in _named(like).items()}
+        named = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device) for k, v in _named(like, prefix).items()}
         restore_args = self.ocp.checkpoint_utils.construct_restore_args(named)
         args = self.ocp.args.Composite(state=self.ocp.args.PyTreeRestore(named, restore_args=restore_args,
                                                                          partial_restore=True))
-        arrays = self.manager.restore(step, args=args).state
-        skeleton, static = eqx.partition(like, _is_array)
-        paths = [prefix + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(skeleton)[0]]
-        tree = jax.tree_util.tree_unflatten(jax.tree.structure(skeleton), [arrays[p] for p in paths])
-        return eqx.combine(tree, static)
+        return _unflatten(like, self.manager.restore(step, args=args).state, prefix)
 
     def wait(self) -> None:
         """Block until every background save is on disk."""

@@ -48,6 +48,7 @@ run's files, and every process writes its own checkpoint shards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -157,9 +158,7 @@ def train(
     where = Placement(state if init is None else eqx.filter_eval_shape(init, key), mesh)
     with RunLock(rd.path, enabled=main):
         rd.check_config()
-        store = ShardedCheckpoints(rd.ckpt_dir / SHARDED_DIR, keep=cfg.keep_checkpoints,
-                                   keep_every=cfg.keep_every) if where.sharded else None
-        try:
+        with _checkpoint_store(rd, cfg, where) as store:
             if rd.finished(cfg.steps):
                 return rd.load_final(where, store)
             resumed = rd.resume_point(where, store, cfg.steps)
@@ -171,27 +170,36 @@ def train(
                                 keep=cfg.keep_checkpoints, keep_every=cfg.keep_every,
                                 metadata={"seed": cfg.seed, "config": rd.config}, last=last, store=store,
                                 wall_time_s=wall_before)
-            state = _train_steps(rd, cfg, state, start, wall_before, ckpt, where, step_fn, batch_fn, progress,
+            state = _train_steps(rd, cfg, state, start, ckpt, where, step_fn, batch_fn, progress,
                                  callbacks, check_finite, donate, hooks, main)
-            ckpt.wait()  # the final checkpoint is durable before DONE.json says so
-            model = None if model_of is None else where.gather(model_of(state))
-            if main:
-                rd.publish(ckpt.last, model, steps=cfg.steps, wall_time_s=ckpt.wall_time_s)
-            barrier(f"published {rd.path}")
+            _publish(rd, ckpt, None if model_of is None else where.gather(model_of(state)), cfg.steps, main)
             return state
-        finally:
-            if store is not None:
-                store.close()
 
 
-def _train_steps(rd, cfg, state, start, wall_before, ckpt, where, step_fn, batch_fn, progress,
+def _checkpoint_store(rd: RunDirectory, cfg: TrainConfig, where: Placement):
+    """Orbax checkpoints on a mesh (closed on the way out); none (``.eqx`` files) on one device."""
+    if not where.sharded:
+        return contextlib.nullcontext(None)
+    store = ShardedCheckpoints(rd.ckpt_dir / SHARDED_DIR, keep=cfg.keep_checkpoints, keep_every=cfg.keep_every)
+    return contextlib.closing(store)
+
+
+def _publish(rd: RunDirectory, ckpt: Checkpointer, model, steps: int, main: bool) -> None:
+    """Once the final checkpoint is durable, process 0 writes the result and ``DONE.json``."""
+    ckpt.wait()
+    if main:
+        rd.publish(ckpt.last, model, steps=steps, wall_time_s=ckpt.wall_time_s)
+    barrier(f"published {rd.path}")
+
+
+def _train_steps(rd, cfg, state, start, ckpt, where, step_fn, batch_fn, progress,
                  callbacks, check_finite, donate, hooks, main):
     """Run updates ``start..cfg.steps`` with the built-in and the caller's hooks."""
     guard = FiniteGuard(check_finite, lambda s: _nonfinite_advice(s, cfg.seed, rd.path, ckpt.last))
     own = [MetricsWriter(rd.metrics_path, log_every=cfg.log_every, steps=cfg.steps),
            ProgressBar(steps=cfg.steps, desc=rd.path.name, enabled=progress, postfix_every=cfg.log_every)]
     all_hooks = HookList([*(own if main else []), *(CallbackHook(cb) for cb in callbacks or ()), *hooks])
-    t0 = time.time()
+    t0, wall_before = time.time(), ckpt.wall_time_s  # the resumed run's earlier training time
     wall = lambda: wall_before + time.time() - t0  # noqa: E731
     jstep = compile_step(step_fn, cfg.seed, tuple(check_finite), donate, where)
     place_batch = lambda s: where.batch(batch_fn(s), cfg.batch_size)  # noqa: E731

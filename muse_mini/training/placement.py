@@ -45,7 +45,7 @@ class Placement:
     def fresh(self, state: Any = None, init=None, key=None) -> Any:
         """The initial state on the mesh: ``init(key)`` built sharded, or ``state`` copied there."""
         if init is not None:
-            return init_sharded(init, key, self.mesh)
+            return init_sharded(init, key, self.mesh, abstract=self.like)
         if not self.sharded:  # fresh buffers on one device, as the donating step needs
             return jax.tree.map(lambda x: jax.device_put(x, may_alias=False) if isinstance(x, jax.Array) else x,
                                 state)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import equinox as eqx
@@ -35,6 +33,9 @@ from muse_mini.training.placement import Placement
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_sharded import toy_config, toy_data  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from _train_toy import kill_after_first_checkpoint  # noqa: E402
 
 SCRIPT = Path(__file__).parent / "_train_sharded.py"
 ROOT = Path(__file__).parents[2]
@@ -137,14 +138,8 @@ def _killed_run(tmp_path, mesh: str):
     """A run on ``mesh`` killed with SIGKILL after its first sharded checkpoint."""
     run_dir = tmp_path / "killed"
     cmd = [sys.executable, str(SCRIPT), str(run_dir), "--mesh", mesh, "--steps", str(STEPS), "--sleep", "0.5"]
-    proc = subprocess.Popen(cmd, env=_env(tmp_path, 8), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not sharded_steps(run_dir / "checkpoints" / "sharded"):
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(cmd, _env(tmp_path, 8), lambda: sharded_steps(run_dir / "checkpoints" / "sharded"),
+                                timeout=300)
     assert not stage_complete(run_dir), "the kill came too late"
     assert 0 < sharded_steps(run_dir / "checkpoints" / "sharded")[-1] < STEPS
     return run_dir
