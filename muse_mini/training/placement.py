@@ -56,8 +56,8 @@ class Placement:
         return abstract_like(self.like, self.shardings)
 
     def put(self, state: Any) -> Any:
-        """A state read from an ``.eqx`` file (host arrays), copied into the shardings."""
-        return place(state, self.shardings)
+        """A state read from an ``.eqx`` file, copied into the shardings on a mesh (as read on one device)."""
+        return place(state, self.shardings) if self.sharded else state
 
     def batch(self, batch: Any, global_size: int | None) -> Any:
         """This process's rows of ``batch`` (all rows, or its own) as global arrays."""

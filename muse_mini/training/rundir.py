@@ -276,7 +276,7 @@ class RunDirectory:
         start = int(meta["step"])
         if checkpoint_path(self.ckpt_dir, start).name != latest.name:
             raise CheckpointError(f"{latest} holds step {start}, not the step in its name")
-        return self._resumed(where.put(state) if where.sharded else state, start, meta, latest, steps)
+        return self._resumed(where.put(state), start, meta, latest, steps)
 
     def _resume_sharded(self, where, store, step: int, steps: int):
         path = self.ckpt_dir / SHARDED_DIR / f"{step:08d}"
@@ -304,13 +304,13 @@ class RunDirectory:
         """The stored final state of a finished run (exactly its last step), placed on ``where``'s mesh."""
         if (self.path / FINAL_FILE).is_file():
             state = load_checkpoint(self.path / FINAL_FILE, where.like)[0]
-            return where.put(state) if where.sharded else state
+            return where.put(state)
         step = int(json.loads((self.path / DONE_FILE).read_text())["step"])
         if step in sharded_steps(self.ckpt_dir / SHARDED_DIR):
             return self._resume_sharded(where, store, step, step)[0]
         if checkpoint_path(self.ckpt_dir, step).is_file():
             state = load_checkpoint(checkpoint_path(self.ckpt_dir, step), where.like)[0]
-            return where.put(state) if where.sharded else state
+            return where.put(state)
         raise FileNotFoundError(
             f"{self.path} finished {step} steps, but its final training state is gone ({FINAL_FILE} and "
             f"the step-{step} checkpoint): its model.eqx still samples; to train further, start a new run"
