@@ -18,13 +18,13 @@ from muse_mini.config.presets import (
     PRESETS, RECIPES, SMOKE_OVERRIDES, T5_XXL, Recipe, get_preset, get_recipe,
 )
 from muse_mini.config.schema import (
-    LOWRES_INPUTS, MESH_AXES, POSITION_INITS, SEED_RANGE, TOKENIZER_STAGES, DataConfig, DecoderConfig, MeshConfig, MuseConfig,
+    DATA_FEEDS, DATA_RUNTIME_FIELDS, LOWRES_INPUTS, MESH_AXES, POSITION_INITS, SEED_RANGE, TOKENIZER_STAGES, DataConfig, DecoderConfig, MeshConfig, MuseConfig,
     SamplerConfig, SuperResConfig, TextConfig, TrainConfig, TransformerConfig, VQGANConfig, check_seed,
     tokenizer_stage_config,
 )
 
 __all__ = [
-    "DataConfig", "DecoderConfig", "LOWRES_INPUTS", "MESH_AXES", "MeshConfig", "MuseConfig", "POSITION_INITS", "PRESETS", "RECIPES",
+    "DATA_FEEDS", "DATA_RUNTIME_FIELDS", "DataConfig", "DecoderConfig", "LOWRES_INPUTS", "MESH_AXES", "MeshConfig", "MuseConfig", "POSITION_INITS", "PRESETS", "RECIPES",
     "Recipe", "SEED_RANGE", "SMOKE_OVERRIDES", "SamplerConfig", "SuperResConfig", "T5_XXL", "TOKENIZER_STAGES",
     "TextConfig", "TrainConfig", "TransformerConfig", "VQGANConfig", "apply_overrides", "check_seed",
     "from_dict", "get_preset", "get_recipe", "load_config", "tokenizer_stage_config",

@@ -245,9 +245,34 @@ class SamplerConfig:
     guidance_schedule: str = "linear"
 
 
+DATA_FEEDS = ("auto", "cache", "shards", "images")
+# DataConfig fields that change how fast data arrive, never which: a run may resume with others.
+DATA_RUNTIME_FIELDS = ("workers", "cache_max")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Training data: ``shapes`` (built in) or any image-text dataset."""
+    """Training data: ``shapes`` (built in) or any image-text dataset, and how it is fed.
+
+    ``source`` is ``shapes``, a webdataset (a folder of img2dataset ``.tar``
+    shards or a ``DIR/{00000..00099}.tar`` pattern), a parquet file or folder,
+    an ``imagefolder`` folder (captions in ``metadata.jsonl``), a
+    ``save_to_disk`` folder, or a Hugging Face hub name (docs/real_data.md).
+
+    The transformer stages are fed one of three ways (``feed``):
+
+    - ``"cache"``: tokenise every image once into the run's ``data.npz`` and
+      keep it in memory (Shapes and other small sets, up to ``cache_max``
+      examples);
+    - ``"shards"``: stream the pre-tokenised shards at ``tokens`` (written by
+      ``muse-mini tokenize``; the default at scale);
+    - ``"images"``: stream images and captions and run the frozen tokenizers
+      and text encoder inside the training step.
+
+    ``"auto"`` is ``"shards"`` when ``tokens`` is set, else ``"cache"``. Text
+    embeddings are cached as one array only for at most ``text_cache_max``
+    examples; above it they are stored per shard or computed in the step.
+    """
 
     source: str = "shapes"
     num_examples: int = 20_000
@@ -258,18 +283,44 @@ class DataConfig:
     # Shapes scene kinds, in turn (example i has kind kinds[i % len(kinds)]):
     # repeating a kind gives it a larger share of the data. Other sources ignore it.
     kinds: tuple[str, ...] = ("single", "placed", "count", "relation")
+    feed: str = "auto"
+    tokens: str = ""  # a token-shard directory (muse-mini tokenize --out)
+    cache_max: int = 200_000  # feed="cache" refuses larger datasets (they would be held in memory)
+    text_cache_max: int = 20_000
+    shuffle_shards: int = 8  # the shuffle buffer, in shards (muse_mini.data.stream)
+    rows_per_shard: int = 1000  # shard size for sources without shards of their own (parquet, Shapes)
+    workers: int = 0  # decode threads; 0: one per core
+    on_error: str = "skip"  # a bad sample or missing shard: "skip" (warn) or "raise"
 
     def __post_init__(self):
         from muse_mini.data.shapes import check_kinds
 
+        if self.feed not in DATA_FEEDS:
+            raise ValueError(f"data.feed: expected one of {DATA_FEEDS}, got {self.feed!r}")
+        if self.on_error not in ("skip", "raise"):
+            raise ValueError(f"data.on_error: expected 'skip' or 'raise', got {self.on_error!r}")
+        for name in ("shuffle_shards", "rows_per_shard"):
+            _int(f"data.{name}", getattr(self, name))
+        for name in ("cache_max", "text_cache_max", "workers"):
+            _int(f"data.{name}", getattr(self, name), minimum=0)
         _int("data.num_examples", self.num_examples, minimum=0)
         check_seed("data.seed", self.seed)
         _number("data.paraphrase_prob", self.paraphrase_prob, high=1.0)
 
+        if self.feed == "shards" and not self.tokens:
+            raise ValueError("data.tokens: data.feed=shards streams pre-tokenised shards; set data.tokens=DIR "
+                             "(written by `muse-mini tokenize`)")
         try:
             check_kinds(self.kinds)
         except ValueError as e:
             raise ValueError(f"data.kinds: {e} (repeats set the mix)") from None
+
+    @property
+    def resolved_feed(self) -> str:
+        """``feed`` with ``"auto"`` decided: ``"shards"`` when ``tokens`` is set, else ``"cache"``."""
+        if self.feed != "auto":
+            return self.feed
+        return "shards" if self.tokens else "cache"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from muse_mini.models.vqgan import VQGAN, check_images, to_float
 
 
 @eqx.filter_jit
-def _encode(vqgan: VQGAN, images_BxHxWx3):
+def encode_batch(vqgan: VQGAN, images_BxHxWx3):
+    """Jitted: uint8 images → token ids, unchecked (inputs already checked, or traced in a step)."""
     return jax.vmap(vqgan.encode)(to_float(images_BxHxWx3))
 
 
@@ -53,7 +54,7 @@ def _batched(fn, items, batch_size: int, progress: bool, desc: str):
 def encode_images(vqgan: VQGAN, images, *, batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """uint8 (or [-1, 1] float) images ``(N, S, S, 3)`` → token ids ``(N, S/f, S/f)`` int32."""
     images = check_images(images, size=vqgan.image_size)
-    return _batched(lambda x: _encode(vqgan, x), images, batch_size, progress, "encode").astype(np.int32)
+    return _batched(lambda x: encode_batch(vqgan, x), images, batch_size, progress, "encode").astype(np.int32)
 
 
 def decode_tokens(vqgan: VQGAN, ids, *, batch_size: int = 256) -> np.ndarray:

@@ -33,7 +33,7 @@ from muse_mini.models.layers import Named, is_array_like
 from muse_mini.parallel.mesh import mesh_size
 
 __all__ = [
-    "RULES", "BATCH_AXES", "spec_for", "state_shardings", "batch_sharding", "replicated",
+    "RULES", "BATCH_AXES", "spec_for", "state_shardings", "frozen_shardings", "batch_sharding", "replicated",
     "check_batch_size", "init_sharded", "place", "abstract_like", "is_array_like",
 ]
 
@@ -102,6 +102,27 @@ def state_shardings(tree: Any, mesh: Mesh, rules=RULES) -> Any:
 
     arrays = eqx.filter(tree, is_array_like)
     return jax.tree_util.tree_map_with_path(shard, arrays, is_leaf=lambda x: isinstance(x, Named))
+
+
+# The T5 encoder's weights (``eqx.nn.Linear`` stores ``(out, in)``) by module name: their
+# logical axes, so T5-XXL frozen inside a step is split over the mesh like the model.
+_T5_AXES = {"q": ("heads", "embed"), "k": ("heads", "embed"), "v": ("heads", "embed"), "o": ("embed", "heads"),
+            "wi_0": ("mlp", "embed"), "wi_1": ("mlp", "embed"), "wo": ("embed", "mlp"), "embed": ("vocab", "embed")}
+
+
+def frozen_shardings(tree: Any, mesh: Mesh, rules=RULES) -> Any:
+    """`state_shardings`, plus the T5 encoder's weights split by `_T5_AXES` (frozen modules in a step)."""
+    base = state_shardings(tree, mesh, rules)
+
+    def one(path, x, sharding):
+        names = [getattr(k, "name", None) for k in path]
+        if (len(names) >= 2 and names[-1] == "weight" and names[-2] in _T5_AXES
+                and sharding.spec == PartitionSpec()):
+            axes = _T5_AXES[names[-2]]
+            return NamedSharding(mesh, spec_for(("layers",) * (x.ndim - len(axes)) + axes, x.shape, mesh, rules))
+        return sharding
+
+    return jax.tree_util.tree_map_with_path(one, eqx.filter(tree, is_array_like), base)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:

@@ -16,16 +16,17 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from muse_mini.config import MuseConfig
+from muse_mini.config import DATA_RUNTIME_FIELDS, MuseConfig
 from muse_mini.models.build import build_base
 from muse_mini.training.losses import masked_token_loss
-from muse_mini.runs.layout import relative_run_path
+from muse_mini.runs.layout import relative_run_path, stage_complete
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.token_data import PickledCacheError, TokenData, build_token_data
 from muse_mini.parallel.hosts import barrier, is_main_process, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import batch_sharding, check_batch_size
 from muse_mini.training.keys import epoch_batch_indices
+from muse_mini.training.feeds import Feed, check_cache_size, data_from_tokenizer, loss_for_feed, make_feed
 from muse_mini.training.loop import train
 from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step
 
@@ -93,26 +94,38 @@ def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, loss_fn, t
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = data_from_tokenizer(cfg, tokenizer_runs["tokenizer_run"])
     tc = train_cfg
     mesh = make_mesh(cfg.mesh)  # ``mesh`` may change on resume: it is in INDEPENDENT_SECTIONS
     check_batch_size(tc.batch_size, mesh, f"{stage}_train.batch_size")
     rows = local_rows(batch_sharding(mesh), tc.batch_size)  # this process's part of each batch
     optimizer = make_optimizer(tc)
+    if cfg.data.resolved_feed == "cache" and not stage_complete(run_dir):
+        check_cache_size(cfg)
     metadata = stage_metadata(run_dir, cfg, stage, **tokenizer_runs)
     @functools.cache  # loaded on the first batch: a finished run needs none, an extended one does
     def data() -> TokenData:
         tokenizers = [load_tokenizer(path) for path in tokenizer_runs.values()]
         return cached_token_data(run_dir, cfg, *tokenizers, progress=progress)
 
-    def batch_fn(step):
-        return data().batch(epoch_batch_indices(len(data()), tc.batch_size, tc.seed, step)[rows])
+    @functools.cache  # opened on the first batch, like the data
+    def feed() -> Feed:
+        return make_feed(cfg, stage=stage, tokenizer_runs=tokenizer_runs, rows=rows, batch_size=tc.batch_size,
+                         seed=tc.seed, cached_data=data, cache_dir=run_dir.parent / "text-cache")
 
+    def batch_fn(step):
+        return feed().batch_fn(step)
+
+    loss_fn = loss_for_feed(cfg, stage, loss_fn)
     state = train(
         run_dir, init=lambda key: init_train_state(build(cfg, key), optimizer), mesh=mesh, step_fn=make_train_step(loss_fn, optimizer),
         batch_fn=batch_fn, cfg=tc, metadata=metadata, progress=progress,
-        config_ignore=[f"config.{section}" for section in INDEPENDENT_SECTIONS[stage]],
+        config_ignore=[f"config.{section}" for section in INDEPENDENT_SECTIONS[stage]]
+        + [f"config.data.{name}" for name in DATA_RUNTIME_FIELDS],
         config_defaults={"config": MuseConfig().to_dict()}, model_of=lambda s: s.model,
     )
+    if feed.cache_info().currsize:
+        feed().close()
     return state.model
 
 

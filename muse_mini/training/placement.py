@@ -24,10 +24,14 @@ from muse_mini.models.constraints import mesh_hints
 from muse_mini.parallel.hosts import global_batch, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import (
-    abstract_like, batch_sharding, init_sharded, is_array_like, place, replicated, state_shardings,
+    abstract_like, batch_sharding, frozen_shardings, init_sharded, is_array_like, place, replicated, state_shardings,
 )
 
-__all__ = ["Placement"]
+__all__ = ["Placement", "FROZEN"]
+
+# A batch entry holding frozen modules (tokenizers, text encoder) for the step:
+# placed once by the weights' rules, never split into rows.
+FROZEN = "frozen"
 
 
 class Placement:
@@ -60,9 +64,15 @@ class Placement:
         return place(state, self.shardings) if self.sharded else state
 
     def batch(self, batch: Any, global_size: int | None) -> Any:
-        """This process's rows of ``batch`` (all rows, or its own) as global arrays."""
+        """This process's rows of ``batch`` (all rows, or its own) as global arrays.
+
+        A :data:`FROZEN` entry is placed by the weights' rules, once, and passed through.
+        """
         if not self.sharded:
             return batch
+        if isinstance(batch, dict) and FROZEN in batch:
+            rest = {k: v for k, v in batch.items() if k != FROZEN}
+            return {**self.batch(rest, global_size), FROZEN: self._frozen(batch[FROZEN])}
         leaves = jax.tree.leaves(batch)
         n = int(np.shape(leaves[0])[0])
         total = n if global_size is None or jax.process_count() == 1 else global_size
@@ -70,6 +80,13 @@ class Placement:
             rows = local_rows(batch_sharding(self.mesh), total)
             batch = jax.tree.map(lambda x: np.asarray(x)[rows], batch)
         return global_batch(batch, lambda ndim: batch_sharding(self.mesh, ndim), total)
+
+    def _frozen(self, frozen: Any) -> Any:
+        placed = getattr(self, "_placed_frozen", None)
+        if placed is None or placed[0] is not frozen:
+            placed = (frozen, place(frozen, frozen_shardings(frozen, self.mesh)))
+            self._placed_frozen = placed
+        return placed[1]
 
     def constrain(self, state: Any) -> Any:
         """Inside the jitted update: pin the new state's arrays to the state's shardings."""

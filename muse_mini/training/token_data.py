@@ -15,7 +15,7 @@ import numpy as np
 
 from muse_mini.config import MuseConfig
 from muse_mini.data.shapes import CANVAS, downsample, generate
-from muse_mini.data.sources import load_image_text_dataset
+from muse_mini.data.image_shards import ImageBatches, open_image_shards
 from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
@@ -25,8 +25,10 @@ def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, 
     """High-res training images (uint8, ``highres_tokenizer.image_size``) and captions.
 
     ``cfg.data.source == "shapes"`` draws the built-in Shapes world's train
-    split; anything else is handed to :func:`muse_mini.data.sources.load_image_text_dataset`
-    (a local imagefolder, parquet, ``save_to_disk`` directory or hub name).
+    split; anything else is read through :func:`muse_mini.data.image_shards.open_image_shards`
+    (a webdataset, imagefolder, parquet, ``save_to_disk`` directory or hub name),
+    the first ``n`` examples (0: all). Everything is held in memory: this is the
+    small-data ``feed=cache`` path, capped by ``data.cache_max``.
     """
     n = cfg.data.num_examples if n is None else n
     size = cfg.highres_tokenizer.image_size
@@ -38,12 +40,13 @@ def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, 
             kinds=cfg.data.kinds,
         )
         return images, list(captions)
-    ds = load_image_text_dataset(
-        cfg.data.source, image_column=cfg.data.image_column,
-        caption_column=cfg.data.caption_column, image_size=size,
-    )
-    ds = ds.select(range(min(n, len(ds)))).with_format("numpy")
-    return np.stack(ds["image"]).astype(np.uint8), [str(c) for c in ds["caption"]]
+    source = open_image_shards(cfg.data)
+    pairs = [(s, r) for s, count in enumerate(source.counts) for r in range(count)][: n or None]
+    reader = ImageBatches(source, None, size, workers=cfg.data.workers, on_error=cfg.data.on_error)
+    try:
+        return reader.read(pairs, fill=False)
+    finally:
+        reader.close()
 
 
 def lowres_images(cfg: MuseConfig, images_hr: np.ndarray) -> np.ndarray:

@@ -39,13 +39,17 @@ import optax
 
 from muse_mini.data.evaluator import caption_accuracy
 from muse_mini.config import (
-    TOKENIZER_STAGES, DataConfig, MuseConfig, TrainConfig, VQGANConfig, tokenizer_stage_config,
+    DATA_RUNTIME_FIELDS, TOKENIZER_STAGES, DataConfig, MuseConfig, TrainConfig, VQGANConfig, tokenizer_stage_config,
 )
 from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.models.perceptual import load_lpips
 from muse_mini.models.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
 from muse_mini.parallel.mesh import make_mesh
-from muse_mini.parallel.rules import check_batch_size
+from muse_mini.data.image_shards import ImageBatches, open_image_shards
+from muse_mini.data.shapes import downsample
+from muse_mini.data.stream import Prefetch, ShardedOrder
+from muse_mini.parallel.hosts import local_rows
+from muse_mini.parallel.rules import batch_sharding, check_batch_size
 from muse_mini.runs.layout import relative_run_path, stage_complete
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.keys import epoch_batch_indices, init_key
@@ -230,6 +234,39 @@ def stage_images(cfg: MuseConfig, stage: str) -> np.ndarray:
     return lowres_images(cfg, images_hr) if stage == "base" else images_hr
 
 
+def stage_batches(cfg: MuseConfig, stage: str, mesh):
+    """``step -> uint8 batch`` for a tokenizer stage, pure in the step.
+
+    Shapes is generated once and held in memory (the toy); any other source
+    streams through :class:`muse_mini.data.image_shards.ImageBatches`, each
+    process reading its own shards and its own rows of the batch.
+    """
+    vcfg, tcfg = stage_config(cfg, stage)
+    factor = cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size if stage == "base" else 1
+    if cfg.data.source == "shapes":
+        images = stage_images(cfg, stage)
+        check_images(images, size=vcfg.image_size, name=f"{stage} training images")
+
+        def batch_fn(step):
+            batch = images[epoch_batch_indices(len(images), tcfg.batch_size, tcfg.seed, step)]
+            return random_crops(batch, vcfg.train_crop, vcfg.downsample, seed=tcfg.seed, step=step)
+
+        return batch_fn
+    rows = local_rows(batch_sharding(mesh), tcfg.batch_size)
+    source = open_image_shards(cfg.data)
+    order = ShardedOrder(source.counts, rows.stop - rows.start, seed=tcfg.seed, process_index=jax.process_index(),
+                         process_count=jax.process_count(), window=cfg.data.shuffle_shards)
+    reader = ImageBatches(source, order, vcfg.image_size * factor, workers=cfg.data.workers,
+                          on_error=cfg.data.on_error)
+
+    def stream_fn(step):
+        batch, _ = reader(step)
+        batch = downsample(batch, factor) if factor > 1 else batch
+        return random_crops(batch, vcfg.train_crop, vcfg.downsample, seed=tcfg.seed, step=step)
+
+    return Prefetch(stream_fn)
+
+
 def random_crops(images_NxSxSx3: np.ndarray, crop: int, multiple: int, *, seed: int, step: int) -> np.ndarray:
     """One random ``crop × crop`` window per image, at offsets that are multiples of ``multiple``.
 
@@ -299,12 +336,7 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
         batch_fn = lpips = None
     else:
         lpips = build_perceptual(vcfg)
-        images = stage_images(cfg, stage)
-        check_images(images, size=vcfg.image_size, name=f"{stage} training images")
-
-        def batch_fn(step):
-            batch = images[epoch_batch_indices(len(images), tcfg.batch_size, tcfg.seed, step)]
-            return random_crops(batch, vcfg.train_crop, vcfg.downsample, seed=tcfg.seed, step=step)
+        batch_fn = stage_batches(cfg, stage, mesh)
 
     step_fn = make_tokenizer_step(vcfg, tcfg, finetune=finetune, lpips=lpips)
     state = train(
@@ -312,6 +344,8 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
         metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
         model_of=lambda s: s.vqgan, mesh=mesh,  # data-parallel: weights replicated
         config_defaults={"tokenizer": dataclasses.asdict(VQGANConfig()), "data": dataclasses.asdict(DataConfig())},
+        # how the transformer stages are fed, and how fast, never changes this stage's images
+        config_ignore=[f"data.{name}" for name in ("feed", "tokens", "text_cache_max", *DATA_RUNTIME_FIELDS)],
     )
     return state.vqgan
 
