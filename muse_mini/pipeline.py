@@ -23,6 +23,7 @@ directory that may be read-only or shared.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
 from muse_mini.parallel.mesh import mesh_size
 from muse_mini.parallel.rules import BATCH_AXES, batch_sharding, place, state_shardings
-from muse_mini.runs.layout import stage_complete
+from muse_mini.runs.layout import read_run_config, stage_complete
 from muse_mini.runs.load import check_finetuned_from, load_base, load_superres, load_tokenizer
 
 STAGE_DIRS = {
@@ -153,6 +154,11 @@ class Pipeline:
         ``ema``: the base and super-res models' offline EMA weights (§3,
         ``model_ema.eqx``, written by ``muse-mini ema``) instead of the final ones.
 
+        The tokenizers are the runs the base and super-res stages were trained
+        on, as their ``config.json`` records them (``tokenizer_run``,
+        ``highres_tokenizer_run``); runs without the record use the sibling
+        ``tokenizer-base/`` and ``tokenizer-highres/``.
+
         When ``decoder/`` holds a finished §2.5 finetuned decoder of this
         pipeline's high-res tokenizer, it replaces that tokenizer: same encoder
         and codebook, larger decoder, so the 64×64 output is decoded by it.
@@ -161,28 +167,34 @@ class Pipeline:
         """
         run_dir = Path(run_dir)
         dirs = {name: run_dir / sub for name, sub in STAGE_DIRS.items()}
-        for name in ("tokenizer", "base"):
-            if not stage_complete(dirs[name]):
-                raise FileNotFoundError(
-                    f"run_dir: {dirs[name]} holds no finished {name} run; "
-                    "train the pipeline first (make demo, or muse-mini train-base)"
-                )
+        if not stage_complete(dirs["base"]):  # name the first stage to train
+            first = "base" if stage_complete(dirs["tokenizer"]) else "tokenizer"
+            raise FileNotFoundError(f"run_dir: {dirs[first]} holds no finished {first} run; "
+                                    "train the pipeline first (make demo, or muse-mini train-base)")
+        tokenizer_dir, where = _input_run(dirs["base"], "tokenizer_run", dirs["tokenizer"])
+        if not stage_complete(tokenizer_dir):
+            raise FileNotFoundError(f"run_dir: {tokenizer_dir}{where} holds no finished tokenizer run; "
+                                    "train the pipeline first (make demo, or muse-mini train-tokenizer)")
         base, cfg = load_base(dirs["base"], ema=ema)
         highres_tokenizer = superres = None
-        if stage_complete(dirs["superres"]) and stage_complete(dirs["highres_tokenizer"]):
-            superres, _ = load_superres(dirs["superres"], ema=ema)
-            highres_dir = dirs["highres_tokenizer"]
-            if stage_complete(dirs["decoder"]):
-                check_finetuned_from(dirs["decoder"], highres_dir)
-                highres_dir = dirs["decoder"]
-            highres_tokenizer = load_tokenizer(highres_dir)
-        elif require_superres:
-            raise FileNotFoundError(f"run_dir: {dirs['superres']} holds no finished super-res run")
+        missing = f"{dirs['superres']} holds no finished super-res run"
+        if stage_complete(dirs["superres"]):
+            highres_dir, where = _input_run(dirs["superres"], "highres_tokenizer_run", dirs["highres_tokenizer"])
+            missing = f"{highres_dir}{where} holds no finished high-res tokenizer run"
+            if stage_complete(highres_dir):
+                missing = None
+                superres, _ = load_superres(dirs["superres"], ema=ema)
+                if stage_complete(dirs["decoder"]):
+                    check_finetuned_from(dirs["decoder"], highres_dir)
+                    highres_dir = dirs["decoder"]
+                highres_tokenizer = load_tokenizer(highres_dir)
+        if missing and require_superres:
+            raise FileNotFoundError(f"run_dir: {missing}")
         encoder = EmbeddingCache(
             load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length),
             directory=run_dir / "text-cache", read_only=True,
         )
-        return cls(cfg, encoder, load_tokenizer(dirs["tokenizer"]), base, highres_tokenizer, superres, mesh)
+        return cls(cfg, encoder, load_tokenizer(tokenizer_dir), base, highres_tokenizer, superres, mesh)
 
     @property
     def has_superres(self) -> bool:
@@ -262,6 +274,22 @@ class Pipeline:
         return stage, dataclasses.replace(self.cfg.sampler, **overrides)
 
     __call__ = generate
+
+
+def _input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:
+    """The input run a stage recorded under ``key`` in its ``config.json`` (else ``default``),
+    and for errors where that path came from.
+
+    Training records it relative to the stage (``relative_run_path``, lexical), so it is
+    resolved the same way: a tokenizer trained elsewhere (``--tokenizer-run``) is found,
+    and a pipeline copied whole points at its own copies. Runs without the record
+    use the sibling directory.
+    """
+    recorded = read_run_config(stage_dir)["metadata"].get(key)
+    if not recorded:
+        return default, ""
+    path = Path(os.path.normpath(os.path.join(os.path.abspath(stage_dir), recorded)))
+    return path, f" (recorded as {key}={recorded!r} in {stage_dir / 'config.json'})"
 
 
 def padded_batch(batch: int, *, step: int = PAD_STEP) -> int:

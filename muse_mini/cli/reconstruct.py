@@ -1,4 +1,9 @@
-"""``muse-mini reconstruct``: encode and decode a folder of PNGs with a trained tokenizer (§2.2)."""
+"""``muse-mini reconstruct``: encode and decode a folder of PNGs with a trained tokenizer (§2.2).
+
+Images of another size are brought to the tokenizer's as training brings its
+data (:func:`muse_mini.data.sources.resize_center_crop`), so the images a run
+was trained from can be given as they are.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from muse_mini.cli.common import check_out_dir
 
+from muse_mini.data.sources import resize_center_crop
 from muse_mini.models.codec import reconstruct
 from muse_mini.runs.layout import stage_complete
 from muse_mini.runs.load import load_tokenizer
@@ -17,8 +23,9 @@ from muse_mini.runs.load import load_tokenizer
 def add_parsers(sub) -> None:
     p = sub.add_parser("reconstruct", help="encode and decode PNG images with a trained tokenizer")
     p.add_argument("--run", required=True, help="finished tokenizer run directory")
-    p.add_argument("--images", required=True, help="folder of *.png images of the tokenizer's size")
-    p.add_argument("--out", required=True, help="output folder (same file names)")
+    p.add_argument("--images", required=True,
+                   help="folder of *.png images; any size: resized and centre-cropped to the tokenizer's")
+    p.add_argument("--out", required=True, help="output folder (same file names, at the tokenizer's size)")
     p.set_defaults(func=run)
 
 
@@ -30,16 +37,17 @@ def run(args) -> None:
     if not stage_complete(args.run):
         raise FileNotFoundError(f"--run: {args.run} holds no finished tokenizer run")
     vqgan = load_tokenizer(args.run)
-    images = []
+    size, images, resized = vqgan.image_size, [], 0
     for path in paths:
         try:
-            img = np.asarray(Image.open(path).convert("RGB"))
+            with Image.open(path) as img:
+                resized += img.size != (size, size)
+                images.append(np.asarray(resize_center_crop(img, size)))
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"--images: {path} is not a readable image ({e})") from None
-        if img.shape[:2] != (vqgan.image_size, vqgan.image_size):
-            raise ValueError(f"--images: {path.name} is {img.shape[1]}×{img.shape[0]}, but the tokenizer "
-                             f"in {args.run} expects {vqgan.image_size}×{vqgan.image_size}")
-        images.append(img)
+    if resized:
+        print(f"resized {resized} of {len(paths)} images to the tokenizer's {size}×{size} "
+              "(shorter side resized, then centre-cropped, as training data is)")
     recon = reconstruct(vqgan, np.stack(images))
     out.mkdir(parents=True, exist_ok=True)
     for path, img in zip(paths, recon):

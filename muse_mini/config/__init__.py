@@ -1,6 +1,7 @@
 """Configuration: frozen dataclasses for every component, named presets and recipes.
 
-- :mod:`muse_mini.config.schema`: the dataclasses and the checks on their values.
+- :mod:`muse_mini.config.checks`: the checks on field values, each naming its field.
+- :mod:`muse_mini.config.schema`: the dataclasses, one per component.
 - :mod:`muse_mini.config.overrides`: ``"section.field=value"`` overrides, configs from JSON.
 - :mod:`muse_mini.config.presets`: ``toy``, ``cc3m``, ``paper-3b``; the ``quick``,
   ``full`` and ``smoke`` recipes.

@@ -1,4 +1,5 @@
-"""The config dataclasses, one per component, and the checks on their values.
+# long: one frozen dataclass per component, kept together so the whole config reads as one table.
+"""The config dataclasses, one per component.
 
 Every dataclass is frozen and checks its sizes in ``__post_init__``, so a bad
 value (``base.depth=-1``, heads that do not divide the width, a seed beyond 64
@@ -10,32 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 
-# jax.random.key takes a signed 64-bit seed.
-SEED_RANGE = (-(2 ** 63), 2 ** 63)
-
-
-def _int(where: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _number(where: str, value, low: float = 0.0, high: float = math.inf, *, low_open: bool = False) -> None:
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value > low if low_open else value >= low) and value <= high)
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{where}: expected a finite number {bound}"
-                         f"{'' if high == math.inf else f' and <= {high}'}, got {value!r}")
-
-
-def check_seed(where: str, value) -> None:
-    """Raise unless ``value`` is an integer seed that ``jax.random.key`` accepts (signed 64 bits)."""
-    low, high = SEED_RANGE
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
-        raise ValueError(f"{where}: expected an integer seed in [-2**63, 2**63), got {value!r}")
+from muse_mini.config.checks import SEED_RANGE, check_int, check_number, check_seed  # noqa: F401 (SEED_RANGE re-exported)
 
 
 @dataclass(frozen=True)
@@ -53,8 +31,8 @@ class TextConfig:
     max_length: int = 24
 
     def __post_init__(self):
-        _int("text.width", self.width)
-        _int("text.max_length", self.max_length)
+        check_int("text.width", self.width)
+        check_int("text.max_length", self.max_length)
 
 
 @dataclass(frozen=True)
@@ -94,15 +72,15 @@ class VQGANConfig:
             raise ValueError(f"VQGANConfig.encoder: expected 'full' or 'local', got {self.encoder!r}")
         for name in ("image_size", "base_channels", "num_res_blocks", "codebook_size", "code_dim",
                      "disc_channels", "disc_layers", "decoder_channels", "decoder_res_blocks"):
-            _int(f"VQGANConfig.{name}", getattr(self, name))
+            check_int(f"VQGANConfig.{name}", getattr(self, name))
         for name in ("adversarial_start", "restart_every", "train_crop"):
-            _int(f"VQGANConfig.{name}", getattr(self, name), minimum=0)
+            check_int(f"VQGANConfig.{name}", getattr(self, name), minimum=0)
         for name in ("commitment_weight", "perceptual_weight", "adversarial_weight", "l1_weight"):
-            _number(f"VQGANConfig.{name}", getattr(self, name))
+            check_number(f"VQGANConfig.{name}", getattr(self, name))
         if not self.channel_mult:
             raise ValueError("VQGANConfig.channel_mult: expected at least one channel multiplier, got ()")
         for m in self.channel_mult:
-            _int("VQGANConfig.channel_mult", m)
+            check_int("VQGANConfig.channel_mult", m)
         if self.image_size % self.downsample:
             raise ValueError(f"VQGANConfig.image_size: expected a multiple of the downsampling factor "
                              f"{self.downsample} (2 ** (len(channel_mult) - 1)), got {self.image_size}")
@@ -151,11 +129,11 @@ class TransformerConfig:
             raise ValueError(f"{type(self).__name__}.pos_init: expected one of {POSITION_INITS}, got {self.pos_init!r}")
         where = type(self).__name__
         for name in ("depth", "width", "mlp_dim", "num_heads"):
-            _int(f"{where}.{name}", getattr(self, name))
+            check_int(f"{where}.{name}", getattr(self, name))
         if self.width % self.num_heads:
             raise ValueError(f"{where}.num_heads: expected a divisor of width {self.width}, got {self.num_heads}")
-        _number(f"{where}.dropout", self.dropout, high=1.0)
-        _number(f"{where}.cond_drop", self.cond_drop, high=1.0)
+        check_number(f"{where}.dropout", self.dropout, high=1.0)
+        check_number(f"{where}.cond_drop", self.cond_drop, high=1.0)
 
 
 LOWRES_INPUTS = ("tokens", "pixels")  # how super-res embeds the low-res tokens (muse_mini.models.superres)
@@ -184,7 +162,7 @@ class SuperResConfig(TransformerConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _int("SuperResConfig.lowres_depth", self.lowres_depth)
+        check_int("SuperResConfig.lowres_depth", self.lowres_depth)
         if self.lowres_input not in LOWRES_INPUTS:
             raise ValueError(f"superres.lowres_input: expected one of {LOWRES_INPUTS}, got {self.lowres_input!r}")
         if self.lowres_margin < 0 or (self.lowres_margin and self.lowres_input != "pixels"):
@@ -215,15 +193,15 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
-            _int(f"TrainConfig.{name}", getattr(self, name))
-        _int("TrainConfig.keep_every", self.keep_every, minimum=0)
-        _int("TrainConfig.warmup_steps", self.warmup_steps, minimum=0)
-        _number("TrainConfig.lr", self.lr, low=0.0, low_open=True)
-        _number("TrainConfig.weight_decay", self.weight_decay)
+            check_int(f"TrainConfig.{name}", getattr(self, name))
+        check_int("TrainConfig.keep_every", self.keep_every, minimum=0)
+        check_int("TrainConfig.warmup_steps", self.warmup_steps, minimum=0)
+        check_number("TrainConfig.lr", self.lr, low=0.0, low_open=True)
+        check_number("TrainConfig.weight_decay", self.weight_decay)
         for name in ("b1", "b2"):
-            _number(f"TrainConfig.{name}", getattr(self, name), high=1.0)
+            check_number(f"TrainConfig.{name}", getattr(self, name), high=1.0)
         if self.clip_norm is not None:
-            _number("TrainConfig.clip_norm", self.clip_norm, low=0.0, low_open=True)
+            check_number("TrainConfig.clip_norm", self.clip_norm, low=0.0, low_open=True)
         check_seed("TrainConfig.seed", self.seed)
 
 
@@ -300,12 +278,12 @@ class DataConfig:
         if self.on_error not in ("skip", "raise"):
             raise ValueError(f"data.on_error: expected 'skip' or 'raise', got {self.on_error!r}")
         for name in ("shuffle_shards", "rows_per_shard"):
-            _int(f"data.{name}", getattr(self, name))
+            check_int(f"data.{name}", getattr(self, name))
         for name in ("cache_max", "text_cache_max", "workers"):
-            _int(f"data.{name}", getattr(self, name), minimum=0)
-        _int("data.num_examples", self.num_examples, minimum=0)
+            check_int(f"data.{name}", getattr(self, name), minimum=0)
+        check_int("data.num_examples", self.num_examples, minimum=0)
         check_seed("data.seed", self.seed)
-        _number("data.paraphrase_prob", self.paraphrase_prob, high=1.0)
+        check_number("data.paraphrase_prob", self.paraphrase_prob, high=1.0)
 
         if self.feed == "shards" and not self.tokens:
             raise ValueError("data.tokens: data.feed=shards streams pre-tokenised shards; set data.tokens=DIR "
@@ -339,8 +317,8 @@ class DecoderConfig:
     res_blocks: int = 4
 
     def __post_init__(self):
-        _int("decoder.channels", self.channels)
-        _int("decoder.res_blocks", self.res_blocks)
+        check_int("decoder.channels", self.channels)
+        check_int("decoder.res_blocks", self.res_blocks)
 
 
 MESH_AXES = ("data", "fsdp", "tensor")

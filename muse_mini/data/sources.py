@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from muse_mini.data import shapes
+from muse_mini.hub import HUB_PROBE_TIMEOUT_S, hub_offline
 
 # Bump when the generator's output changes, so stale on-disk caches are not reused.
 SHAPES_DATA_VERSION = 1
@@ -87,9 +88,51 @@ def shapes_dataset(n: int, *, split: str = "train", seed: int = 0, resolution: i
 # --------------------------------------------------------------------------
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+LOCAL_SOURCES = ("a webdataset directory or .tar shards, a .parquet file or a directory of them, "
+                 "an imagefolder directory with metadata.jsonl or metadata.csv, or a save_to_disk directory")
+
+
+def _not_found(source, why: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"data.source {str(source)!r} is neither an existing local file or directory nor a reachable "
+        f"Hugging Face hub dataset ({why}); local sources are {LOCAL_SOURCES}; "
+        "a hub name needs network (unset HF_HUB_OFFLINE)")
+
+
+def _load_hub(source: str, split: str, kwargs: dict) -> datasets.Dataset:
+    """A hub dataset, or a one-line FileNotFoundError within seconds.
+
+    ``load_dataset`` alone retries an unreachable hub for half a minute and ends
+    in a long ``ConnectionError``, which is what a typo in a local path gets.
+    Offline, ``datasets`` reads only its cache; online, a short ``dataset_info``
+    probe asks the hub first.
+    """
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub import HfApi
+
+    failures = (ConnectionError, DatasetNotFoundError, FileNotFoundError)
+    if hub_offline():
+        if not datasets.config.HF_HUB_OFFLINE:  # set after import: datasets would still go online
+            raise _not_found(source, "HF_HUB_OFFLINE is set") from None
+        try:
+            return datasets.load_dataset(source, split=split, **kwargs)  # the cache only: no network
+        except failures:
+            raise _not_found(source, "HF_HUB_OFFLINE is set and it is not in the datasets cache") from None
+    try:
+        HfApi().dataset_info(source, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as e:  # no network, no such repository, HTTP error: the hub cannot serve it
+        raise _not_found(source, f"the hub answered {type(e).__name__}") from None
+    try:
+        return datasets.load_dataset(source, split=split, **kwargs)
+    except failures as e:
+        raise _not_found(source, f"loading it failed with {type(e).__name__}") from None
 
 
 def _load_source(source, split: str, cache_dir) -> datasets.Dataset:
+    if source is None or (isinstance(source, str) and not source.strip()):
+        # Path("") is the current directory: the paper presets' empty source would read it.
+        raise ValueError(f"data.source: the preset has no training data; set data.source=PATH ({LOCAL_SOURCES}, "
+                         "or a Hugging Face hub dataset name); see docs/real_data.md")
     path = Path(source)
     kwargs = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
     if path.is_file():
@@ -115,9 +158,8 @@ def _load_source(source, split: str, cache_dir) -> datasets.Dataset:
         path.parent != Path(".") and path.parent.is_dir())  # e.g. "runs/typo"
     if not looks_local and _HUB_NAME.fullmatch(source):
         # Only reached for a name that is not a local path: this touches the network.
-        return datasets.load_dataset(source, split=split, **kwargs)
-    raise FileNotFoundError(f"source {str(source)!r} is neither an existing file or "
-                            "directory nor a Hugging Face hub dataset name")
+        return _load_hub(source, split, kwargs)
+    raise _not_found(source, "no such path" if looks_local else "not a hub name either")
 
 
 def resize_center_crop(img: Image.Image, image_size: int, center_crop: bool = True) -> Image.Image:

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from muse_mini.hub import HUB_PROBE_TIMEOUT_S, hub_offline
+
 # VGG16 `features` up to relu5_3: conv widths, "M" = 2×2 max-pool.
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 # Indices in torchvision's `features` Sequential of the five tapped ReLUs.
@@ -141,23 +143,62 @@ def load_state_dict(tensors: dict[str, np.ndarray]) -> LPIPS:
     return eqx.tree_at(lambda m: m.lin, lpips, lin)
 
 
+PAPER_WEIGHTS = ("timm/vgg16.tv_in1k", "model.safetensors")  # the default of VQGANConfig.perceptual_weights
+
+def _is_hub_name(source: str) -> bool:
+    return "/" in source and not source.endswith((".safetensors", ".npz")) and not os.path.isabs(source)
+
+
+def _weights_missing(source: str, why: str) -> FileNotFoundError:
+    repo = source if _is_hub_name(source) else PAPER_WEIGHTS[0]
+    file = PAPER_WEIGHTS[1]
+    return FileNotFoundError(
+        f"tokenizer.perceptual_weights: cannot get the perceptual weights (VGG16) from {source!r} "
+        f"({why}); it needs {file} of the hub repository {repo}: on a machine with network run "
+        f"`hf download {repo} {file}` (older huggingface_hub: `huggingface-cli download {repo} {file}`, "
+        f"or huggingface_hub.hf_hub_download({repo!r}, {file!r})), then set "
+        f"tokenizer.perceptual_weights=/path/to/{file}; or set tokenizer.perceptual=none to train without it")
+
+
+def _download(repo: str) -> str:
+    """``model.safetensors`` of ``repo``: from the local cache, else the hub, failing in seconds.
+
+    ``hf_hub_download`` alone retries an unreachable hub for about 25 s and says
+    nothing of the config key; offline it must not try at all.
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+
+    file = PAPER_WEIGHTS[1]
+    try:
+        return hf_hub_download(repo, file, local_files_only=True)
+    except Exception:  # not cached (or a broken cache entry): the hub has to serve it
+        pass
+    if hub_offline():
+        raise _weights_missing(repo, "HF_HUB_OFFLINE is set and they are not in the hub cache") from None
+    try:
+        HfApi().model_info(repo, timeout=HUB_PROBE_TIMEOUT_S)
+        return hf_hub_download(repo, file)
+    except Exception as e:  # no network, no such repository or file, HTTP error
+        raise _weights_missing(repo, f"the hub answered {type(e).__name__}") from None
+
+
 def load_lpips(source: str, *, lin_path: str | None = None) -> LPIPS:
     """Build an :class:`LPIPS` with pretrained VGG16 weights.
 
     ``source`` is a local ``.safetensors`` file, or a hub repository name such as
-    ``timm/vgg16.tv_in1k`` (downloads ``model.safetensors``; needs network).
+    ``timm/vgg16.tv_in1k`` (``model.safetensors`` from the hub cache, else
+    downloaded; needs network). Weights that cannot be had raise one
+    FileNotFoundError naming ``tokenizer.perceptual_weights`` and how to get them.
     ``lin_path`` optionally adds LPIPS lin weights from a safetensors/npz file.
     """
     from safetensors.numpy import load_file
 
     if os.path.exists(source):
         path = source
-    elif "/" in source and not source.endswith((".safetensors", ".npz")):
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(source, "model.safetensors")
+    elif _is_hub_name(source):
+        path = _download(source)
     else:
-        raise FileNotFoundError(f"perceptual weights: no file {source!r}")
+        raise _weights_missing(source, "no such file")
     tensors = dict(load_file(path))
     if lin_path is not None:
         tensors.update(load_file(lin_path) if lin_path.endswith(".safetensors") else dict(np.load(lin_path)))

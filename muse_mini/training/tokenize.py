@@ -91,6 +91,24 @@ def _check_resume(out: Path, meta: dict) -> None:
         path.write_text(json.dumps(meta, indent=2))
 
 
+def _encode_chunk(images, captions, tok, hr, encode, encode_hr, factor: int, lowres_pixels: bool,
+                  encoder) -> dict[str, np.ndarray]:
+    """One chunk's shard fields: low-res ids (and pixels), high-res ids, captions, text embeddings."""
+    lowres = downsample(images, factor) if factor > 1 else images
+    ids = encode(lowres)
+    fields = {"tokens": ids.reshape(len(ids), -1).astype(_id_dtype(tok.quantizer.codebook_size)),
+              "captions": np.array(captions, dtype=np.str_)}
+    if encode_hr is not None:
+        hr_ids = encode_hr(images)
+        fields["hr_tokens"] = hr_ids.reshape(len(ids), -1).astype(_id_dtype(hr.quantizer.codebook_size))
+    if lowres_pixels:
+        fields["lowres_images"] = decode_tokens(tok, ids)
+    if encoder is not None:
+        text, mask = encoder.encode(captions)
+        fields["text"], fields["text_mask"] = text.astype(np.float16), mask
+    return fields
+
+
 def tokenize_dataset(cfg: MuseConfig, out, *, tokenizer_run, highres_tokenizer_run=None,
                      chunk: int = 256, progress: bool = True) -> dict:
     """Write ``cfg.data.source`` as token shards under ``out``; returns the manifest.
@@ -133,18 +151,8 @@ def tokenize_dataset(cfg: MuseConfig, out, *, tokenizer_run, highres_tokenizer_r
                 bar.update(len(pairs))
                 if not len(images):
                     continue
-                lowres = downsample(images, factor) if factor > 1 else images
-                ids = encode(lowres)
-                fields = {"tokens": ids.reshape(len(ids), -1).astype(_id_dtype(tok.quantizer.codebook_size)),
-                          "captions": np.array(captions, dtype=np.str_)}
-                if encode_hr is not None:
-                    hr_ids = encode_hr(images)
-                    fields["hr_tokens"] = hr_ids.reshape(len(ids), -1).astype(_id_dtype(hr.quantizer.codebook_size))
-                if meta["lowres_pixels"]:
-                    fields["lowres_images"] = decode_tokens(tok, ids)
-                if encoder is not None:
-                    text, mask = encoder.encode(captions)
-                    fields["text"], fields["text_mask"] = text.astype(np.float16), mask
+                fields = _encode_chunk(images, captions, tok, hr, encode, encode_hr, factor,
+                                       meta["lowres_pixels"], encoder)
                 for k, v in fields.items():
                     parts.setdefault(k, []).append(v)
             if parts:

@@ -331,12 +331,10 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
                 f"but the config asks for {_encoder_fields(vcfg)}; only decoder_* may differ"
             )
         vqgan = grow_decoder(old, vcfg, key=jax.random.fold_in(init_key(tcfg.seed), 1))
+    done = stage_complete(run_dir)  # then train() just loads the final state
+    lpips = None if done else build_perceptual(vcfg)  # missing weights fail before the init
     state = init_tokenizer_state(vcfg, tcfg, init_key(tcfg.seed), vqgan=vqgan, finetune=finetune)
-    if stage_complete(run_dir):  # train() just loads the final state
-        batch_fn = lpips = None
-    else:
-        lpips = build_perceptual(vcfg)
-        batch_fn = stage_batches(cfg, stage, mesh)
+    batch_fn = None if done else stage_batches(cfg, stage, mesh)
 
     step_fn = make_tokenizer_step(vcfg, tcfg, finetune=finetune, lpips=lpips)
     state = train(

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from muse_mini.hub import hub_offline
 from muse_mini.models.layers import count_params
 from muse_mini.models.text import bert, t5
 from muse_mini.models.text.weights import SafetensorsWeights, TextEncoderError
@@ -107,7 +108,7 @@ def text_encoder_config(name_or_path: str | Path):
         return BUILTIN_CONFIGS[name]()
     if Path(name).is_dir():
         return AutoConfig.from_pretrained(name)
-    if _hub_offline():
+    if hub_offline():
         raise TextEncoderError(f"{name!r} is neither a local directory nor a built-in config, and HF_HUB_OFFLINE=1")
     return AutoConfig.from_pretrained(name)  # fetches config.json only
 
@@ -306,13 +307,8 @@ def minilm_dir() -> Path:
     return directory
 
 
-def _hub_offline() -> bool:
-    flags = (os.environ.get(v, "").upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(flag in {"1", "ON", "YES", "TRUE"} for flag in flags)
-
-
 def _download(repo_id: str) -> Path:
-    if _hub_offline():
+    if hub_offline():
         raise TextEncoderError(
             f"{repo_id!r} is not a local directory and HF_HUB_OFFLINE=1 forbids downloading it. "
             "Pass a directory holding config.json, model.safetensors and tokenizer files, or use 'minilm'."
