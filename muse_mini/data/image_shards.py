@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from muse_mini.data import shapes
-from muse_mini.data.sources import _load_source, resize_center_crop
+from muse_mini.data.sources import load_source, resize_center_crop
 from muse_mini.data.stream import ShardedOrder
 from muse_mini.data.webdataset import (
     CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, Shard, expand_shards, looks_like_webdataset,
@@ -172,7 +172,7 @@ def open_image_shards(data_cfg, *, rows_per_shard: int | None = None):
         return ShapesImages(data_cfg, rows_per_shard=rows_per_shard)
     if looks_like_webdataset(source):
         return WebDatasetImages(source, on_error=data_cfg.on_error)
-    ds = _load_source(source, "train", None)
+    ds = load_source(source, "train", None)
     return ArrowImages(ds, image_column=data_cfg.image_column, caption_column=data_cfg.caption_column,
                        rows_per_shard=rows_per_shard, source=str(source))
 

@@ -128,7 +128,9 @@ def _load_hub(source: str, split: str, kwargs: dict) -> datasets.Dataset:
         raise _not_found(source, f"loading it failed with {type(e).__name__}") from None
 
 
-def _load_source(source, split: str, cache_dir) -> datasets.Dataset:
+def load_source(source, split: str, cache_dir) -> datasets.Dataset:
+    """``source`` as a memory-mapped Arrow ``Dataset``: a parquet file or folder, an imagefolder,
+    a ``save_to_disk`` folder, or a hub name (downloaded to the ``datasets`` cache, never into memory)."""
     if source is None or (isinstance(source, str) and not source.strip()):
         # Path("") is the current directory: the paper presets' empty source would read it.
         raise ValueError(f"data.source: the preset has no training data; set data.source=PATH ({LOCAL_SOURCES}, "
@@ -212,7 +214,7 @@ def load_image_text_dataset(source, *, image_column: str = "image",
     """
     if not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    ds = _load_source(source, split, cache_dir)
+    ds = load_source(source, split, cache_dir)
     for role, column in (("image_column", image_column), ("caption_column", caption_column)):
         if column not in ds.column_names:
             raise ValueError(f"{role} {column!r} not found in {str(source)!r}; "
