@@ -1,24 +1,19 @@
-"""Whether the Hugging Face hub may be reached: the one offline switch every loader obeys.
+"""Whether the Hugging Face hub may be reached: one offline check that every loader shares.
 
 ``huggingface_hub``, ``datasets`` and ``transformers`` each read their offline
-flags once, at import; this reads them now, so a flag set later (a notebook
-cell, a test) is still seen, and the text encoder, the perceptual weights and
-the data sources agree on it.
+flags once, at import. This reads them now, so a flag set later (a notebook
+cell, a test) is still seen. ``HF_HUB_OFFLINE`` applies to every loader; each
+library adds its own flag, and the value it read at import.
 """
 
 from __future__ import annotations
 
 import os
 
-OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 HUB_PROBE_TIMEOUT_S = 5.0  # a reachable hub answers in well under a second
 
 
-def hub_offline() -> bool:
-    """True when any of :data:`OFFLINE_FLAGS` is set, now or when ``huggingface_hub`` was imported."""
-    flags = (os.environ.get(name, "").strip().upper() for name in OFFLINE_FLAGS)
-    if any(flag in ("1", "ON", "YES", "TRUE") for flag in flags):
-        return True
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+def hub_offline(*library_flags: str, read_at_import: bool = False) -> bool:
+    """True when ``HF_HUB_OFFLINE`` or one of ``library_flags`` is set now, or ``read_at_import`` is."""
+    flags = (os.environ.get(name, "").strip().upper() for name in ("HF_HUB_OFFLINE", *library_flags))
+    return read_at_import or any(flag in ("1", "ON", "YES", "TRUE") for flag in flags)

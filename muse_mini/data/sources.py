@@ -111,7 +111,7 @@ def _load_hub(source: str, split: str, kwargs: dict) -> datasets.Dataset:
     from huggingface_hub import HfApi
 
     failures = (ConnectionError, DatasetNotFoundError, FileNotFoundError)
-    if hub_offline():
+    if hub_offline("HF_DATASETS_OFFLINE", read_at_import=bool(datasets.config.HF_HUB_OFFLINE)):
         if not datasets.config.HF_HUB_OFFLINE:  # set after import: datasets would still go online
             raise _not_found(source, "HF_HUB_OFFLINE is set") from None
         try:

@@ -173,7 +173,9 @@ def _download(repo: str) -> str:
         return hf_hub_download(repo, file, local_files_only=True)
     except Exception:  # not cached (or a broken cache entry): the hub has to serve it
         pass
-    if hub_offline():
+    from huggingface_hub import constants
+
+    if hub_offline(read_at_import=bool(constants.HF_HUB_OFFLINE)):
         raise _weights_missing(repo, "HF_HUB_OFFLINE is set and they are not in the hub cache") from None
     try:
         HfApi().model_info(repo, timeout=HUB_PROBE_TIMEOUT_S)

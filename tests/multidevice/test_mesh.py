@@ -72,7 +72,11 @@ def test_sharded_train_step_equals_single_device():
                                  flat(eqx.filter(many, eqx.is_inexact_array))[0], strict=True):
         # Attention is invariant to a key bias (it adds q·b to every key's score), so
         # its gradient is rounding noise, which Adafactor's normalised update amplifies.
-        noise_only = "k_bias" in jax.tree_util.keystr(path)
+        # An embedding row's gradient is a scatter-add whose order differs across shards;
+        # for a token seen once or twice the same normalisation lifts that rounding to
+        # ~2e-6 on some CPUs (AMD EPYC here), so the tables get the looser bound too.
+        name = jax.tree_util.keystr(path)
+        noise_only = "k_bias" in name or "token_embed" in name
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 if noise_only else 1e-6,
                                    err_msg=jax.tree_util.keystr(path))
     # The weights really are split: fc1 (layers, embed, mlp) = (2, 64, 128) over fsdp × tensor.

@@ -108,7 +108,7 @@ def text_encoder_config(name_or_path: str | Path):
         return BUILTIN_CONFIGS[name]()
     if Path(name).is_dir():
         return AutoConfig.from_pretrained(name)
-    if hub_offline():
+    if hub_offline("TRANSFORMERS_OFFLINE"):
         raise TextEncoderError(f"{name!r} is neither a local directory nor a built-in config, and HF_HUB_OFFLINE=1")
     return AutoConfig.from_pretrained(name)  # fetches config.json only
 
@@ -308,7 +308,7 @@ def minilm_dir() -> Path:
 
 
 def _download(repo_id: str) -> Path:
-    if hub_offline():
+    if hub_offline("TRANSFORMERS_OFFLINE"):
         raise TextEncoderError(
             f"{repo_id!r} is not a local directory and HF_HUB_OFFLINE=1 forbids downloading it. "
             "Pass a directory holding config.json, model.safetensors and tokenizer files, or use 'minilm'."
