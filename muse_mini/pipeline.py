@@ -34,9 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from muse_mini.config import MuseConfig, SamplerConfig
-from muse_mini.decoding.guidance import GuidedLogits, negative_prompt_context, unconditional_context
-from muse_mini.decoding.sampler import Trajectory, run_decode
-from muse_mini.decoding.spec import DecodeSpec, sampler_scalars
+from muse_mini.decoding.guidance import negative_prompt_context, unconditional_context
+from muse_mini.decoding.guided import (  # noqa: F401 (decode_guided, encode_context: re-exported)
+    EncodedModel, decode_guided, decode_with_sampler, encode_context,
+)
+from muse_mini.decoding.sampler import Trajectory
+from muse_mini.editing import EditResult, edit, inpaint, outpaint
 from muse_mini.models.codec import decode_token_batch
 from muse_mini.models.superres import lowres_condition
 from muse_mini.models.text.cache import EmbeddingCache
@@ -54,45 +57,6 @@ STAGE_DIRS = {
     "decoder": "decoder",
 }
 PAD_STEP = 32  # see padded_batch
-
-
-class EncodedModel(eqx.Module):
-    """``model_fn(tokens_BxN, cond)`` over conditions the model encoded once (``encode_condition``)."""
-
-    model: Any
-
-    def __call__(self, tokens_BxN, cond):
-        return jax.vmap(lambda tokens_N, c: self.model.logits(tokens_N, c))(tokens_BxN, cond)
-
-
-def encode_context(model, context):
-    """Encode a batch of raw contexts once: ``(text, mask)`` or ``(lowres, text, mask)``."""
-    return jax.vmap(lambda *ctx: model.encode_condition(*ctx))(*context)
-
-
-@eqx.filter_jit
-def decode_guided(model, context, uncond, key, spec: DecodeSpec, guidance, temperature, choice_temperature):
-    """One compiled decoding, start to finish, with guidance (§2.7) wrapped around the model.
-
-    The condition and the unconditional context are encoded once, before the
-    loop; each step runs only the masked-token transformer on them.
-    """
-    batch = jax.tree.leaves(context)[0].shape[0]
-    logits_fn = GuidedLogits(EncodedModel(model), encode_context(model, context), encode_context(model, uncond),
-                             guidance, spec.guidance_schedule, spec.steps)
-    tokens = jnp.full((batch, model.seq_len), spec.mask_id, jnp.int32)
-    return run_decode(logits_fn, tokens, jnp.ones((batch, model.seq_len), bool), key=key, spec=spec,
-                      temperature=temperature, choice_temperature=choice_temperature)
-
-
-def decode_with_sampler(model, context, uncond, key, sampler: SamplerConfig) -> Trajectory:
-    """Check ``sampler`` once on the host (clear errors), then run the compiled decoding.
-
-    Its static half becomes a :class:`DecodeSpec` (the compiled loop's shape);
-    guidance and temperatures are traced, so changing them does not recompile.
-    """
-    spec = DecodeSpec.from_sampler(sampler, model.mask_id)  # mask_id == vocabulary size
-    return decode_guided(model, context, uncond, key, spec, *sampler_scalars(sampler))
 
 
 @eqx.filter_jit
@@ -135,7 +99,7 @@ class Pipeline:
                 if model is not None:
                     setattr(self, name, place(model, state_shardings(model, self.mesh)))
 
-    def _on_mesh(self, tree):
+    def on_mesh(self, tree):
         """Batch-leading arrays split over the mesh's batch axes (no-op without a mesh)."""
         if self.mesh is None:
             return tree
@@ -237,7 +201,7 @@ class Pipeline:
             uncond = negative_prompt_context(context, neg_text[0], neg_mask[0])
         else:
             uncond = unconditional_context(context)
-        context, uncond = self._on_mesh((context, uncond))
+        context, uncond = self.on_mesh((context, uncond))
         key_base, key_sr = jax.random.split(jax.random.key(seed))
         base_traj = decode_with_sampler(self.base, context, uncond, key_base, sampler)
         base_images = np.asarray(_decode_images(self.tokenizer, base_traj.tokens_BxN))
@@ -245,7 +209,7 @@ class Pipeline:
         result = Generation(base_images[:batch], [p for p in prompts for _ in range(num_per_prompt)],
                             base_images[:batch], first(base_traj))
         if stage == "superres":
-            lowres = lowres_condition(self.superres, base_traj.tokens_BxN, images=self._on_mesh(base_images))
+            lowres = lowres_condition(self.superres, base_traj.tokens_BxN, images=self.on_mesh(base_images))
             sr_context = (lowres, *context)
             sr_traj = decode_with_sampler(self.superres, sr_context, unconditional_context(sr_context), key_sr,
                                           superres_sampler or self.cfg.superres_sampler)
@@ -274,6 +238,55 @@ class Pipeline:
         return stage, dataclasses.replace(self.cfg.sampler, **overrides)
 
     __call__ = generate
+
+    def inpaint(self, image, mask, prompt, *, seed: int = 0, stage: str | None = None,
+                negative_prompt: str | None = None, superres_sampler: SamplerConfig | None = None,
+                reduce: str = "any", **sampler_overrides) -> EditResult:
+        """Regenerate the masked part of ``image`` under ``prompt`` (§3.3.1); the rest keeps its tokens.
+
+        ``image``: a path, PIL image or uint8 array (or a list or batch of them) at the base
+        or the super-res size. ``mask``: True, or white in a PNG, where to regenerate; a token
+        is regenerated when any pixel of its patch is (``reduce="all"``: every pixel). At the
+        super-res size the edit is multi-scale: the base model inpaints the decimated image's
+        tokens, then super-res inpaints the high-res tokens conditioned on them. Sampler
+        options are :meth:`generate`'s.
+        """
+        stage, sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler, sampler_overrides)
+        return inpaint(self, image, mask, prompt, stage=stage, sampler=sampler, reduce=reduce,
+                       superres_sampler=superres_sampler or self.cfg.superres_sampler,
+                       negative_prompt=negative_prompt, seed=seed)
+
+    def outpaint(self, image, prompt, *, extend: str | None = None, by: int | None = None, keep=None,
+                 seed: int = 0, stage: str | None = None, negative_prompt: str | None = None,
+                 superres_sampler: SamplerConfig | None = None, **sampler_overrides) -> EditResult:
+        """Generate around ``image`` (§3.3.1): past its frame, or outside a kept region inside it.
+
+        ``extend`` (``"left"``, ``"right"``, ``"up"``, ``"down"``) with ``by`` pixels (of the
+        input's size) grows the frame, in overlapping windows of the model's size; the output
+        is ``by`` pixels wider or taller. ``keep`` (a mask, True or white = keep) instead
+        regenerates everything else in the frame.
+        """
+        stage, sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler, sampler_overrides)
+        return outpaint(self, image, prompt, stage=stage, sampler=sampler, keep=keep, extend=extend, by=by,
+                        superres_sampler=superres_sampler or self.cfg.superres_sampler,
+                        negative_prompt=negative_prompt, seed=seed)
+
+    def edit(self, image, prompt, *, iterations: int = 100, resample_fraction: float = 0.08,
+             guidance: float = 4.0, top_k: int | None = 3, temperature: float = 1.0, seed: int = 0,
+             stage: str | None = None, negative_prompt: str | None = None,
+             superres_sampler: SamplerConfig | None = None) -> EditResult:
+        """Mask-free editing (§3.3.2): move ``image`` towards ``prompt`` with no mask.
+
+        Each of ``iterations`` steps masks a random ``resample_fraction`` of the base tokens
+        and resamples them under the prompt (top-k, constant guidance): the paper's 100
+        iterations of 8%, top-k 3, guidance 4. The result keeps every iteration
+        (``EditResult.iteration_images(i)``), so one can stop at 50 or 75 (Figure 12). With
+        super-res, the final base tokens are translated to high resolution.
+        """
+        stage, _ = self._check_options(1, seed, stage, negative_prompt, superres_sampler, {})
+        return edit(self, image, prompt, stage=stage, iterations=iterations, resample_fraction=resample_fraction,
+                    guidance=guidance, top_k=top_k, temperature=temperature, negative_prompt=negative_prompt,
+                    superres_sampler=superres_sampler or self.cfg.superres_sampler, seed=seed)
 
 
 def _input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:

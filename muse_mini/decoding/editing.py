@@ -30,7 +30,10 @@ def inpaint_state(tokens_BxN, region_mask_BxN, mask_id: int):
     """``(tokens, mask)`` for :func:`~muse_mini.decoding.sampler.decode`: regenerate ``region_mask``.
 
     Positions outside the region keep their tokens and are never re-masked.
+    One ``(N,)`` mask (what :func:`pixel_mask_to_token_mask` gives for one
+    ``H×W`` mask) is shared by every example of the batch.
     """
+    region_mask_BxN = _batch_mask(tokens_BxN, region_mask_BxN)
     sampler_lib.check_tokens(tokens_BxN, region_mask_BxN)
     state = sampler_lib.init_state(tokens_BxN, region_mask_BxN, mask_id)
     return state.tokens_BxN, state.mask_BxN
@@ -42,8 +45,16 @@ def outpaint_state(tokens_BxN, keep_mask_BxN, mask_id: int):
     To extend an image, place its tokens in a larger token map and keep only
     those positions (the rest of ``tokens`` may hold anything).
     """
+    keep_mask_BxN = _batch_mask(tokens_BxN, keep_mask_BxN)
     sampler_lib.check_tokens(tokens_BxN, keep_mask_BxN)
     return inpaint_state(tokens_BxN, ~jnp.asarray(keep_mask_BxN), mask_id)
+
+
+def _batch_mask(tokens_BxN, mask):
+    """A ``(N,)`` mask broadcast over the batch of ``tokens_BxN``; other shapes are left to the checks."""
+    if jnp.ndim(mask) == 1 and jnp.ndim(tokens_BxN) == 2 and jnp.shape(mask)[0] == jnp.shape(tokens_BxN)[1]:
+        return jnp.broadcast_to(jnp.asarray(mask), jnp.shape(tokens_BxN))
+    return mask
 
 
 def pixel_mask_to_token_mask(mask_HxW, grid: int, *, image_size: int | None = None, reduce="any"):

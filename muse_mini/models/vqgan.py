@@ -327,6 +327,11 @@ class VQGAN(eqx.Module):
         self.image_size = cfg.image_size  # the training size; any multiple of f also works
         self.downsample = cfg.downsample
 
+    @property
+    def grid(self) -> int:
+        """Tokens per side at the training size: ``image_size // downsample``."""
+        return self.image_size // self.downsample
+
     def _check(self, img_HxWx3: Array) -> None:
         h, w = img_HxWx3.shape[:2] if img_HxWx3.ndim == 3 else (0, 0)
         if img_HxWx3.ndim != 3 or img_HxWx3.shape[-1] != 3 or h % self.downsample or w % self.downsample:

@@ -1,0 +1,118 @@
+"""``muse-mini edit``: inpaint, outpaint or edit an image without a mask, with a trained pipeline (§3.3).
+
+``--mode`` defaults to ``inpaint`` when ``--mask`` is given, ``outpaint`` with
+``--extend``, and ``mask-free`` otherwise. The mask is a PNG whose white pixels
+are regenerated (for ``outpaint`` without ``--extend``: everything white is
+regenerated around the black region it keeps). The output has the input's
+size, or is ``--by`` pixels wider or taller with ``--extend``; with super-res
+(the default when the pipeline has it) it is at the high-res size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from muse_mini.config import check_seed
+
+MODES = ("inpaint", "outpaint", "mask-free")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("edit", help="inpaint, outpaint or mask-free edit an image with a trained pipeline (§3.3)")
+    p.add_argument("--run", required=True, help="pipeline directory, e.g. runs/demo")
+    p.add_argument("--image", required=True, help="input image (PNG/JPEG) at the base or super-res size")
+    p.add_argument("--prompt", required=True, help="what the edited image should show")
+    p.add_argument("--out", required=True, help="output image file, e.g. edited.png")
+    p.add_argument("--mask", default=None, help="PNG of the image's size; white = regenerate")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="inpaint (needs --mask), outpaint (--extend/--by, or --mask), mask-free (no mask)")
+    p.add_argument("--extend", choices=["left", "right", "up", "down"], default=None,
+                   help="outpaint past this edge of the frame")
+    p.add_argument("--by", type=int, default=None, help="pixels to extend by (of the input's size)")
+    p.add_argument("--iterations", type=int, default=100, help="mask-free editing iterations (§3.3.2; default 100)")
+    p.add_argument("--resample-fraction", type=float, default=0.08,
+                   help="mask-free: fraction of tokens resampled per iteration (default 0.08)")
+    p.add_argument("--top-k", type=int, default=None, help="sample each token from its k likeliest codes "
+                   "(mask-free default 3; inpaint/outpaint default: the run's)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance (mask-free default 4.0, constant; others: the run's, rising)")
+    p.add_argument("--steps", type=int, default=None, help="inpaint/outpaint decoding steps (default: the run's)")
+    p.add_argument("--negative-prompt", default=None, help="text to steer away from (§2.7)")
+    p.add_argument("--stage", choices=["base", "superres"], default=None,
+                   help="base: the base model's size; superres (default when trained): high-res")
+    p.set_defaults(func=run)
+
+
+def _mode(args) -> str:
+    mode = args.mode or ("inpaint" if args.mask else "outpaint" if args.extend else "mask-free")
+    if mode == "inpaint" and not args.mask:
+        raise ValueError("--mask: --mode inpaint needs a mask PNG (white = regenerate)")
+    if mode == "outpaint":
+        if args.extend and args.mask:
+            raise ValueError("--mask, --extend: outpaint either past the frame (--extend, --by) or around a "
+                             "kept region (--mask), not both")
+        if not args.extend and not args.mask:
+            raise ValueError("--extend: --mode outpaint needs --extend DIRECTION --by PIXELS (or a --mask)")
+    if args.extend and mode != "outpaint":
+        raise ValueError(f"--extend: only --mode outpaint extends the frame, got --mode {mode}")
+    if (args.extend is None) != (args.by is None):
+        raise ValueError("--by: --extend DIRECTION and --by PIXELS go together")
+    if args.by is not None and args.by < 1:
+        raise ValueError(f"--by: expected a positive number of pixels, got {args.by}")
+    if mode == "mask-free" and args.mask:
+        raise ValueError("--mask: --mode mask-free takes no mask")
+    if args.iterations < 1:
+        raise ValueError(f"--iterations: expected an integer >= 1, got {args.iterations}")
+    if not 0 < args.resample_fraction <= 1:
+        raise ValueError(f"--resample-fraction: expected a fraction in (0, 1], got {args.resample_fraction}")
+    return mode
+
+
+def _check_out(path) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--out: {out} is a directory; expected an image file path such as {out / 'edited.png'}")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--out: expected a file ending in one of {IMAGE_SUFFIXES}, got {out.name!r}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"--out: {out.parent} is a file, not a directory")
+    return out
+
+
+def run(args) -> None:
+    mode = _mode(args)
+    check_seed("--seed", args.seed)
+    out = _check_out(args.out)
+    for flag in ("image", "mask"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"--{flag}: no such file {path}")
+    from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
+
+    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
+    common = {"seed": args.seed, "stage": args.stage, "negative_prompt": args.negative_prompt}
+    sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance, "top_k": args.top_k}.items()
+               if v is not None}
+    if mode == "inpaint":
+        result = pipe.inpaint(args.image, args.mask, args.prompt, **common, **sampler)
+    elif mode == "outpaint" and args.extend:
+        result = pipe.outpaint(args.image, args.prompt, extend=args.extend, by=args.by, **common, **sampler)
+    elif mode == "outpaint":
+        import numpy as np
+
+        with Image.open(args.mask) as m:
+            keep = ~(np.asarray(m.convert("L")) > 127)
+        result = pipe.outpaint(args.image, args.prompt, keep=keep, **common, **sampler)
+    else:
+        result = pipe.edit(args.image, args.prompt, iterations=args.iterations,
+                           resample_fraction=args.resample_fraction,
+                           guidance=4.0 if args.guidance is None else args.guidance,
+                           top_k=3 if args.top_k is None else args.top_k, **common)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(result.images[0]).save(out)
+    h, w = result.images.shape[1:3]
+    print(f"{mode}: wrote {out} ({w}×{h})")

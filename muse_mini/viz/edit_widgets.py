@@ -1,0 +1,133 @@
+"""Notebook widgets for editing (Muse §3.3): paint a mask over token cells, step through an edit.
+
+:class:`MaskPainter` is a grid of toggle buttons, one per token of the base
+grid, over the image: a token is what the model regenerates, so a mask drawn in
+cells is exactly what inpainting will use. :class:`EditViewer` is an iteration
+slider over a mask-free edit (Figure 12): the images of every iteration are
+decoded once, so sliding only indexes them.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import numpy as np
+
+from muse_mini.models.codec import decode_tokens
+from muse_mini.viz.widgets import PngFigure, figure_to_png
+
+CELL_PX = 28
+
+
+def _cell_colour(image_HxWx3: np.ndarray, grid: int, row: int, col: int) -> str:
+    patch = image_HxWx3.shape[0] // grid
+    mean = image_HxWx3[row * patch:(row + 1) * patch, col * patch:(col + 1) * patch].reshape(-1, 3).mean(0)
+    return "#%02x%02x%02x" % tuple(int(v) for v in mean)
+
+
+class MaskPainter:
+    """A ``grid × grid`` board of toggles coloured like ``image``; a pressed cell is regenerated.
+
+    ``painter.token_mask`` is the (grid, grid) bool selection and
+    ``painter.mask`` the same at the image's pixels, ready for
+    :meth:`muse_mini.Pipeline.inpaint`. ``select(rows, cols)`` presses cells from code.
+    """
+
+    def __init__(self, image_HxWx3, grid: int):
+        image = np.asarray(image_HxWx3)
+        if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[0] % grid:
+            raise ValueError(f"image: expected a square (S, S, 3) image with S a multiple of grid {grid}, "
+                             f"got {image.shape}")
+        self.image, self.grid = image, grid
+        layout = widgets.Layout(width=f"{CELL_PX}px", height=f"{CELL_PX}px", padding="0", margin="0")
+        self.cells = [[widgets.ToggleButton(value=False, layout=layout, tooltip=f"token ({r}, {c})")
+                       for c in range(grid)] for r in range(grid)]
+        for r, row in enumerate(self.cells):
+            for c, cell in enumerate(row):
+                cell.style.button_color = _cell_colour(image, grid, r, c)
+                cell.observe(lambda change, cell=cell, r=r, c=c: self._restyle(cell, r, c), names="value")
+        self.clear = widgets.Button(description="clear")
+        self.clear.on_click(lambda _: self.select([], []))
+        board = widgets.GridBox([cell for row in self.cells for cell in row], layout=widgets.Layout(
+            grid_template_columns=f"repeat({grid}, {CELL_PX}px)", grid_gap="1px"))
+        self.widget = widgets.VBox([board, self.clear])
+
+    def _restyle(self, cell, r: int, c: int) -> None:
+        cell.style.button_color = "#ff4fa3" if cell.value else _cell_colour(self.image, self.grid, r, c)
+
+    def select(self, rows, cols) -> None:
+        """Press exactly the cells ``(rows[i], cols[i])``; every other cell is released."""
+        chosen = set(zip((int(r) for r in rows), (int(c) for c in cols)))
+        for r, row in enumerate(self.cells):
+            for c, cell in enumerate(row):
+                cell.value = (r, c) in chosen
+
+    @property
+    def token_mask(self) -> np.ndarray:
+        return np.array([[cell.value for cell in row] for row in self.cells], bool)
+
+    @property
+    def mask(self) -> np.ndarray:
+        patch = self.image.shape[0] // self.grid
+        return np.kron(self.token_mask, np.ones((patch, patch), bool))
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def render_iteration(images_IxHxWx3, resampled_IxN, i: int, *, title: str = "") -> PngFigure:
+    """The image after iteration ``i`` (0 = the input) and the tokens resampled so far."""
+    fig = PngFigure(figsize=(5.2, 2.8))
+    ax_img, ax_mask = fig.subplots(1, 2)
+    ax_img.imshow(images_IxHxWx3[i], interpolation="nearest")
+    ax_img.set_title(f"{title} iteration {i}".strip(), fontsize=9)
+    grid = int(round(np.sqrt(resampled_IxN.shape[-1])))
+    touched = resampled_IxN[:i].any(axis=0) if i else np.zeros(resampled_IxN.shape[-1], bool)
+    ax_mask.imshow(touched.reshape(grid, grid), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    ax_mask.set_title(f"resampled so far: {touched.mean():.0%}", fontsize=9)
+    for ax in (ax_img, ax_mask):
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+class EditViewer:
+    """An iteration slider over a mask-free edit (:meth:`muse_mini.Pipeline.edit`).
+
+    ``images_IxHxWx3`` holds the input (iteration 0) and the image after each
+    iteration; ``resampled_IxN`` the tokens each iteration resampled.
+    """
+
+    def __init__(self, images_IxHxWx3, resampled_IxN, *, title: str = ""):
+        self.images = np.asarray(images_IxHxWx3)
+        self.resampled = np.asarray(resampled_IxN)
+        if len(self.images) != len(self.resampled) + 1:
+            raise ValueError(f"images: expected the input plus one image per iteration "
+                             f"({len(self.resampled) + 1}), got {len(self.images)}")
+        self.title = title
+        last = len(self.resampled)
+        self.slider = widgets.IntSlider(description="iteration", min=0, max=last, value=last)
+        self.image = widgets.Image(format="png")
+        self._cache: dict[int, bytes] = {}
+        self.slider.observe(lambda change: self.show(change["new"]), names="value")
+        self.widget = widgets.VBox([self.slider, self.image])
+        self.show(last)
+
+    @classmethod
+    def from_result(cls, result, index: int = 0, *, title: str = "") -> "EditViewer":
+        """Decode every iteration of ``result`` (an :class:`~muse_mini.editing.EditResult` of ``edit``) once."""
+        traj = result.base_trajectory
+        tokens = np.concatenate([np.asarray(result.initial_tokens)[index][None], np.asarray(traj.tokens_BxIxN[index])])
+        images = decode_tokens(result.tokenizer, tokens)  # one batch: the input and every iteration
+        return cls(images, np.asarray(traj.resampled_BxIxN[index]), title=title or result.prompts[index])
+
+    def show(self, i: int) -> None:
+        if not 0 <= i <= len(self.resampled):
+            raise ValueError(f"iteration: expected an integer in [0, {len(self.resampled)}], got {i}")
+        if i not in self._cache:
+            self._cache[i] = figure_to_png(render_iteration(self.images, self.resampled, i, title=self.title))
+        self.iteration = i
+        self.frame = self.images[i]
+        self.image.value = self._cache[i]
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)

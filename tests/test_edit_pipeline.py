@@ -1,0 +1,259 @@
+"""Editing through the pipeline (§3.3): invariants on a smoke-trained pipeline, bad inputs, the CLI, widgets.
+
+The smoke models are barely trained, so these tests check what must hold
+whatever the weights: kept tokens keep their ids, outputs have the promised
+sizes, every error names its argument. ``scripts/eval_editing.py`` measures
+how well trained models edit.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from muse_mini.cli import main
+from muse_mini.data import shapes
+from muse_mini.decoding.editing import inpaint_state, pixel_mask_to_token_mask
+from muse_mini.editing import window_starts
+from muse_mini.models.codec import encode_images, reconstruct
+from muse_mini.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe(smoke_runs):
+    return Pipeline.from_run(smoke_runs / "smoke")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A two-object relation scene at 64×64 and its 32×32 decimation, and a box mask over object 0."""
+    images, _, scenes = shapes.generate(1, seed=123, split="train", kinds=("relation",))
+    x0, y0, x1, y1 = scenes[0].objects[0].box
+    mask = np.zeros((64, 64), bool)
+    mask[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
+    return images[0], shapes.downsample(images[0]), mask, mask.reshape(32, 2, 32, 2).any(axis=(1, 3))
+
+
+def _tokens(vqgan, image):
+    return encode_images(vqgan, image[None]).reshape(1, -1)
+
+
+def test_inpaint_keeps_every_token_outside_the_mask(pipe, scene):
+    _, low, _, low_mask = scene
+    result = pipe.inpaint(low, low_mask, "a green circle left of a red square", seed=1)
+    assert result.images.shape == (1, 64, 64, 3) and result.base_images.shape == (1, 32, 32, 3)
+    token_mask = np.asarray(pixel_mask_to_token_mask(low_mask, pipe.tokenizer.grid))
+    np.testing.assert_array_equal(result.token_mask[0], token_mask)
+    before, after = _tokens(pipe.tokenizer, low)[0], np.asarray(result.base_trajectory.tokens_BxN)[0]
+    assert 0 < token_mask.sum() < token_mask.size
+    np.testing.assert_array_equal(after[~token_mask], before[~token_mask])
+    assert (np.asarray(result.base_trajectory.tokens_BxN) < pipe.base.mask_id).all()  # everything decided
+
+
+def test_multiscale_inpaint_keeps_tokens_outside_the_mask_at_both_sizes(pipe, scene):
+    high, low, mask, low_mask = scene
+    result = pipe.inpaint(high, mask, "a green circle left of a red square", seed=2)
+    assert result.images.shape == (1, 64, 64, 3)
+    low_tokens = np.asarray(pixel_mask_to_token_mask(low_mask, pipe.tokenizer.grid))
+    kept = _tokens(pipe.tokenizer, low)[0][~low_tokens]
+    np.testing.assert_array_equal(np.asarray(result.base_trajectory.tokens_BxN)[0][~low_tokens], kept)
+    hr_mask = np.asarray(pixel_mask_to_token_mask(mask, pipe.highres_tokenizer.grid))
+    hr_before = _tokens(pipe.highres_tokenizer, high)[0]
+    hr_after = np.asarray(result.superres_trajectory.tokens_BxN)[0]
+    np.testing.assert_array_equal(hr_after[~hr_mask], hr_before[~hr_mask])
+    assert (result.superres_trajectory.initial_mask_BxN[0] == hr_mask).all()
+
+
+def test_one_mask_and_image_are_shared_by_a_batch_of_prompts(pipe, scene):
+    _, low, _, low_mask = scene
+    result = pipe.inpaint(low, low_mask, ["a red circle", "a blue square", "a green diamond"], stage="base")
+    assert result.images.shape == (3, 32, 32, 3) and result.prompts[1] == "a blue square"
+    # and the token-level pieces fit: one (N,) token mask serves a (B, N) batch
+    tokens = np.zeros((3, 64), np.int32)
+    _, state_mask = inpaint_state(tokens, pixel_mask_to_token_mask(low_mask, 8), mask_id=pipe.base.mask_id)
+    assert state_mask.shape == (3, 64)
+
+
+@pytest.mark.parametrize("extend, by, shape", [("right", 16, (1, 32, 48, 3)), ("left", 6, (1, 32, 38, 3)),
+                                               ("down", 40, (1, 72, 32, 3)), ("up", 4, (1, 36, 32, 3))])
+def test_outpaint_past_the_frame_grows_it_by_exactly_by_pixels(pipe, scene, extend, by, shape):
+    _, low, _, _ = scene
+    result = pipe.outpaint(low, "a red circle left of a blue square", extend=extend, by=by, stage="base")
+    assert result.images.shape == shape
+    # the input's tokens are where the first window found them, unchanged
+    grid, by_tokens = pipe.tokenizer.grid, -(-by // 4)
+    first = np.asarray(result.base_trajectory[0].tokens_BxN).reshape(grid, grid)
+    original = _tokens(pipe.tokenizer, low).reshape(grid, grid)
+    start = window_starts(grid + by_tokens, grid, extend in ("right", "down"))[0]
+    origin = 0 if extend in ("right", "down") else by_tokens
+    overlap = slice(max(start, origin), min(start, origin) + grid)
+    window = (slice(None), slice(overlap.start - start, overlap.stop - start))
+    source = (slice(None), slice(overlap.start - origin, overlap.stop - origin))
+    if extend in ("up", "down"):
+        window, source = window[::-1], source[::-1]
+    np.testing.assert_array_equal(first[window], original[source])
+
+
+def test_outpaint_through_superres_and_inside_the_frame(pipe, scene):
+    high, low, mask, low_mask = scene
+    wide = pipe.outpaint(low, "a red circle left of a blue square", extend="right", by=16)
+    assert wide.images.shape == (1, 64, 96, 3) and wide.base_images.shape == (1, 32, 48, 3)
+    framed = pipe.outpaint(high, "a red circle", keep=~mask, seed=3)
+    assert framed.images.shape == (1, 64, 64, 3)
+    low_tokens = np.asarray(pixel_mask_to_token_mask(low_mask, pipe.tokenizer.grid))
+    np.testing.assert_array_equal(framed.token_mask[0], low_tokens)
+
+
+@pytest.mark.parametrize("start_total", [(8, 8), (8, 9), (8, 12), (8, 13), (8, 40), (16, 23)])
+def test_windows_cover_the_canvas_and_overlap_by_half(start_total):
+    window, total = start_total
+    for toward_end in (True, False):
+        starts = window_starts(total, window, toward_end, cover_all=True)
+        covered = np.zeros(total, bool)
+        for s in starts:
+            assert 0 <= s <= total - window
+            covered[s:s + window] = True
+        assert covered.all()
+        ordered = starts if toward_end else starts[::-1]
+        assert all(b - a <= window // 2 for a, b in zip(ordered, ordered[1:]))
+
+
+def test_mask_free_edit_keeps_every_iteration_and_resamples_8_percent(pipe, scene):
+    _, low, _, _ = scene
+    result = pipe.edit(low, "a blue circle left of a red square", iterations=6, seed=4)
+    traj = result.base_trajectory
+    assert traj.tokens_BxIxN.shape == (1, 6, 64) and result.images.shape == (1, 64, 64, 3)
+    assert (np.asarray(traj.resampled_BxIxN).sum(-1) == round(0.08 * 64)).all()
+    tokens = np.concatenate([result.initial_tokens[:, None], np.asarray(traj.tokens_BxIxN)], axis=1)
+    changed = tokens[:, 1:] != tokens[:, :-1]
+    assert not (changed & ~np.asarray(traj.resampled_BxIxN)).any()  # only resampled tokens move
+    np.testing.assert_array_equal(result.initial_tokens, _tokens(pipe.tokenizer, low))
+    np.testing.assert_array_equal(result.iteration_images(0), reconstruct(pipe.tokenizer, low[None]))
+    assert result.iteration_images(6).shape == (1, 32, 32, 3)
+    np.testing.assert_array_equal(result.iteration_images(6), result.base_images)
+    with pytest.raises(ValueError, match=r"iteration: expected an integer in \[0, 6\]"):
+        result.iteration_images(7)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, im, m: p.inpaint(np.zeros((48, 48, 3), np.uint8), m, "x"), r"image: expected 32×32 or 64×64"),
+    (lambda p, im, m: p.inpaint(im.astype(np.float32), m, "x"), r"image: expected uint8"),
+    (lambda p, im, m: p.inpaint(im, np.ones((64, 64), bool), "x"), r"mask: its 64×64 pixels do not match"),
+    (lambda p, im, m: p.inpaint(im, np.zeros((32, 32), bool), "x"), r"mask: no pixel is marked"),
+    (lambda p, im, m: p.inpaint(im, np.ones((32, 32), bool), "x"), r"mask: covers every token"),
+    (lambda p, im, m: p.inpaint(im, m.astype(np.float32), "x"), r"mask: expected a boolean"),
+    (lambda p, im, m: p.inpaint(im, m, ""), r"prompt: expected a non-empty string"),
+    (lambda p, im, m: p.inpaint([im, im], [m, m, m], "x"), r"image, mask, prompt: expected equal counts"),
+    (lambda p, im, m: p.edit(im, "x", iterations=0), r"iterations: expected an integer >= 1"),
+    (lambda p, im, m: p.edit(im, "x", resample_fraction=1.5), r"resample_fraction: expected a fraction in \(0, 1\]"),
+    (lambda p, im, m: p.edit(im, "x", resample_fraction=0), r"resample_fraction"),
+    (lambda p, im, m: p.outpaint(im, "x", extend="sideways", by=8), r"extend: expected one of"),
+    (lambda p, im, m: p.outpaint(im, "x", extend="left", by=0), r"by: expected a positive number"),
+    (lambda p, im, m: p.outpaint(im, "x"), r"keep, extend: give keep="),
+    (lambda p, im, m: p.inpaint("no/such.png", m, "x"), r"image: no image file"),
+])
+def test_bad_inputs_name_the_argument(pipe, scene, call, message):
+    _, low, _, low_mask = scene
+    with pytest.raises(ValueError, match=message):
+        call(pipe, low, low_mask)
+
+
+def test_cli_edit_inpaint_outpaint_and_mask_free(smoke_runs, scene, tmp_path, capsys):
+    high, low, mask, low_mask = scene
+    run = str(smoke_runs / "smoke")
+    Image.fromarray(low).save(tmp_path / "in.png")
+    Image.fromarray(high).save(tmp_path / "in64.png")
+    Image.fromarray((low_mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask64.png")
+    base = ["edit", "--run", run, "--prompt", "a red circle left of a blue square"]
+    cases = [(["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--stage", "base"], (32, 32)),
+             (["--image", str(tmp_path / "in64.png"), "--mask", str(tmp_path / "mask64.png")], (64, 64)),
+             (["--image", str(tmp_path / "in.png"), "--extend", "right", "--by", "8", "--stage", "base"], (32, 40)),
+             (["--image", str(tmp_path / "in.png"), "--mode", "outpaint", "--mask", str(tmp_path / "mask.png")],
+              (64, 64)),
+             (["--image", str(tmp_path / "in.png"), "--iterations", "3", "--seed", "5"], (64, 64))]
+    for i, (args, hw) in enumerate(cases):
+        out = tmp_path / "out" / f"{i}.png"
+        assert main([*base, *args, "--out", str(out)]) == 0, capsys.readouterr().err
+        assert np.asarray(Image.open(out)).shape == (*hw, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "inpaint"], "--mask: --mode inpaint needs a mask"),
+    (["--mode", "outpaint"], "--extend: --mode outpaint needs"),
+    (["--extend", "left"], "--by: --extend DIRECTION and --by PIXELS go together"),
+    (["--iterations", "0"], "--iterations: expected an integer >= 1"),
+    (["--seed", str(2**70)], "--seed: expected an integer seed"),
+    (["--out-dir"], None),
+])
+def test_cli_edit_rejects_bad_flags_before_loading(tmp_path, capsys, args, message):
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "in.png")
+    argv = ["edit", "--run", str(tmp_path / "none"), "--image", str(tmp_path / "in.png"), "--prompt", "x"]
+    if message is None:  # --out is a directory, or has no image suffix
+        (tmp_path / "d").mkdir()
+        for out, expected in ((tmp_path / "d", "--out: .* is a directory"), (tmp_path / "x.txt", "--out: expected a file")):
+            assert main([*argv, "--out", str(out)]) == 2
+            assert __import__("re").search(expected, capsys.readouterr().err)
+        return
+    assert main([*argv, "--out", str(tmp_path / "o.png"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_mask_painter_and_edit_viewer(pipe, scene):
+    from muse_mini.viz.edit_widgets import EditViewer, MaskPainter
+
+    _, low, _, _ = scene
+    painter = MaskPainter(low, pipe.tokenizer.grid)
+    painter.select([1, 2], [3, 3])
+    assert painter.token_mask.sum() == 2 and painter.mask.shape == (32, 32)
+    np.testing.assert_array_equal(pixel_mask_to_token_mask(painter.mask, 8).reshape(8, 8), painter.token_mask)
+    result = pipe.inpaint(low, painter.mask, "a red circle", stage="base")
+    np.testing.assert_array_equal(result.token_mask[0].reshape(8, 8), painter.token_mask)
+
+    edit = pipe.edit(low, "a blue circle", iterations=4, stage="base")
+    viewer = EditViewer.from_result(edit)
+    assert viewer.slider.max == 4 and viewer.iteration == 4
+    np.testing.assert_array_equal(viewer.frame, edit.base_images[0])
+    viewer.slider.value = 0
+    assert viewer.iteration == 0 and viewer.image.value[:4] == b"\x89PNG"
+
+
+def test_every_editing_case_is_solvable_and_unsolved():
+    """The perfect edit (the scene redrawn as the prompt says) is accepted and stays in place; the input is not."""
+    from muse_mini.data.captions import parse_caption
+    from muse_mini.data.evaluator import evaluate, find_objects
+    from muse_mini.editing.shapes_tasks import (
+        MARGIN, inpaint_cases, mask_free_cases, outpaint_cases, psnr_outside, stays_in_place,
+    )
+
+    for i, case in enumerate(inpaint_cases(16, 1000)):
+        objects = shapes.sample_scene(1000, "train", i, kinds=("relation",)).objects
+        req = parse_caption(case.prompt)
+        redrawn = [shapes.ShapeObject(c, s, o.cx, o.cy, o.size) for (c, s), o in zip(req.pairs, objects)]
+        assert evaluate(shapes.render(redrawn), case.prompt).ok and not evaluate(case.image, case.prompt).ok
+        x0, y0, x1, y1 = objects[i % 2].box
+        assert case.mask.sum() == (min(64, y1 + MARGIN) - max(0, y0 - MARGIN)) * (min(64, x1 + MARGIN) - max(0, x0 - MARGIN))
+    cases = mask_free_cases(16, 1000)
+    recoloured = []
+    for case in cases:
+        req = parse_caption(case.prompt)
+        o = case.original
+        recoloured.append(shapes.render([shapes.ShapeObject(req.colour, o.shape, o.cx, o.cy, o.size)]))
+        assert not evaluate(case.image, case.prompt).ok
+    in_place, same_size = stays_in_place(recoloured, cases)
+    assert in_place.all() and same_size.all()
+    assert all(evaluate(im, c.prompt).ok for im, c in zip(recoloured, cases))
+    for case in outpaint_cases(16, 1000):
+        req = parse_caption(case.prompt)
+        assert case.image[:, 32:].min() == 255 and case.mask[:, 32:].all() and not case.mask[:, :32].any()
+        (left,) = find_objects(case.image)
+        right = shapes.ShapeObject(req.other_colour, req.other_shape, 52, min(57, max(7, round(left.cy))), 12)
+        image = case.image.copy()
+        image[:, 32:] = shapes.render([right])[:, 32:]
+        assert evaluate(image, case.prompt).ok, case.prompt
+    a = np.zeros((1, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    keep = np.ones((1, 4, 4), bool)
+    keep[0, 0, 0] = False
+    assert psnr_outside(a, b, keep)[0] > 100 and psnr_outside(a, b, ~keep)[0] < 1
