@@ -257,3 +257,18 @@ def test_every_editing_case_is_solvable_and_unsolved():
     keep = np.ones((1, 4, 4), bool)
     keep[0, 0, 0] = False
     assert psnr_outside(a, b, keep)[0] > 100 and psnr_outside(a, b, ~keep)[0] < 1
+
+
+def test_the_editing_tasks_run_and_kept_tokens_are_always_kept(pipe):
+    """scripts/eval_editing.py's measurement at smoke size: every figure present, preservation exact."""
+    from muse_mini.editing.shapes_tasks import run_tasks
+
+    report = run_tasks(pipe, n=4, iterations=4, seed=0)
+    assert set(report) == {"base", "superres"}
+    for stage, tasks in report.items():
+        assert set(tasks) == {"inpaint", "mask_free", "outpaint"}
+        assert tasks["inpaint"]["tokens_kept"] == 1.0  # §3.3.1: the sampler never re-masks a given token
+        for figures in tasks.values():
+            assert all(0.0 <= v <= 1.0 for k, v in figures.items() if not k.startswith("psnr"))
+            assert "text_to_image" in figures
+    assert {"accepted_at_1", "all_three_at_2"} <= set(report["base"]["mask_free"])

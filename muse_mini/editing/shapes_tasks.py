@@ -160,6 +160,13 @@ def _preservation(pipe, result, cases: list[Case], stage: str) -> dict:
             "psnr_outside_reconstruction": float(recon.mean())}
 
 
+def _mask_free_figures(images, cases: list[Case]) -> dict:
+    ok = accepted(images, [c.prompt for c in cases])
+    in_place, same_size = stays_in_place(images, cases)
+    return {"accepted": float(ok.mean()), "in_place": float(in_place.mean()), "same_size": float(same_size.mean()),
+            "all_three": float((ok & in_place & same_size).mean())}
+
+
 def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterations: int = 100) -> dict:
     """Every task's figures for one sampling ``seed``, per stage (``base`` and, when trained, ``superres``).
 
@@ -186,10 +193,11 @@ def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterat
             figures = {"accepted": float(accepted(out, prompts).mean()),
                        "text_to_image": float(accepted(_stage_images(reference, name), prompts).mean())}
             if task == "mask_free":
-                in_place, same_size = stays_in_place(out, cases)
-                ok = accepted(out, prompts)
-                figures.update(in_place=float(in_place.mean()), same_size=float(same_size.mean()),
-                               all_three=float((ok & in_place & same_size).mean()))
+                figures.update(_mask_free_figures(out, cases))
+                if name == "base":  # Figure 12 stops early too: the walk at a quarter and half of its length
+                    for i in sorted({iterations // 4, iterations // 2} - {0, iterations}):
+                        early = _mask_free_figures(result.iteration_images(i), cases)
+                        figures.update({f"{k}_at_{i}": v for k, v in early.items()})
             if task == "inpaint":
                 figures.update(_preservation(pipe, result, cases, name))
             report[name][task] = figures
