@@ -169,8 +169,10 @@ def test_cli_edit_inpaint_outpaint_and_mask_free(smoke_runs, scene, tmp_path, ca
              (["--image", str(tmp_path / "in64.png"), "--mask", str(tmp_path / "mask64.png")], (64, 64)),
              (["--image", str(tmp_path / "in.png"), "--extend", "right", "--by", "8", "--stage", "base"], (32, 40)),
              (["--image", str(tmp_path / "in.png"), "--mode", "outpaint", "--mask", str(tmp_path / "mask.png")],
-              (64, 64)),
-             (["--image", str(tmp_path / "in.png"), "--iterations", "3", "--seed", "5"], (64, 64))]
+              (32, 32)),  # the output keeps the input's size
+             (["--image", str(tmp_path / "in.png"), "--iterations", "3", "--seed", "5"], (32, 32)),
+             (["--image", str(tmp_path / "in64.png"), "--iterations", "3", "--seed", "5"], (64, 64)),
+             (["--image", str(tmp_path / "in.png"), "--extend", "right", "--by", "8"], (64, 80))]
     for i, (args, hw) in enumerate(cases):
         out = tmp_path / "out" / f"{i}.png"
         assert main([*base, *args, "--out", str(out)]) == 0, capsys.readouterr().err

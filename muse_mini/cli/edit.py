@@ -4,8 +4,9 @@
 ``--extend``, and ``mask-free`` otherwise. The mask is a PNG whose white pixels
 are regenerated (for ``outpaint`` without ``--extend``: everything white is
 regenerated around the black region it keeps). The output has the input's
-size, or is ``--by`` pixels wider or taller with ``--extend``; with super-res
-(the default when the pipeline has it) it is at the high-res size.
+size: a base-size input is edited by the base model, a high-res one through
+super-res. With ``--extend`` it is ``--by`` pixels wider or taller, at the
+high-res size when the pipeline has super-res (or ``--stage base``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="inpaint/outpaint decoding steps (default: the run's)")
     p.add_argument("--negative-prompt", default=None, help="text to steer away from (§2.7)")
     p.add_argument("--stage", choices=["base", "superres"], default=None,
-                   help="base: the base model's size; superres (default when trained): high-res")
+                   help="base: the base model's size; superres: high-res (default: the input's size)")
     p.set_defaults(func=run)
 
 
@@ -94,7 +95,11 @@ def run(args) -> None:
     from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
 
     pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
-    common = {"seed": args.seed, "stage": args.stage, "negative_prompt": args.negative_prompt}
+    stage = args.stage
+    if stage is None and not args.extend:  # the output keeps the input's size
+        with Image.open(args.image) as img:
+            stage = "base" if img.size == (pipe.tokenizer.image_size,) * 2 else None
+    common = {"seed": args.seed, "stage": stage, "negative_prompt": args.negative_prompt}
     sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance, "top_k": args.top_k}.items()
                if v is not None}
     if mode == "inpaint":
