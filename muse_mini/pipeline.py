@@ -34,14 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from muse_mini.config import MuseConfig, SamplerConfig
-from muse_mini.decoding.guidance import negative_prompt_context, unconditional_context
-from muse_mini.decoding.guided import (  # noqa: F401 (decode_guided, encode_context: re-exported)
-    EncodedModel, decode_guided, decode_with_sampler, encode_context,
+from muse_mini.decoding.guided import (  # noqa: F401 (decode_guided: re-exported for the benchmarks)
+    decode_guided, decode_with_sampler, guided_contexts, superres_pass,
 )
 from muse_mini.decoding.sampler import Trajectory
 from muse_mini.editing import EditResult, edit, inpaint, outpaint
 from muse_mini.models.codec import decode_token_batch
-from muse_mini.models.superres import lowres_condition
 from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
 from muse_mini.parallel.mesh import mesh_size
@@ -169,6 +167,11 @@ class Pipeline:
         text, mask = self.text_encoder.encode(list(prompts))
         return jnp.asarray(text, jnp.float32), jnp.asarray(mask, bool)
 
+    def guidance_contexts(self, context, negative_prompt: str | None = None):
+        """``(context, uncond)`` on the mesh: ℓu sees ``negative_prompt`` (§2.7), or no text."""
+        negative = None if negative_prompt is None else self.encode([negative_prompt])
+        return self.on_mesh(guided_contexts(context, negative))
+
     def generate(
         self,
         prompts,
@@ -195,13 +198,7 @@ class Pipeline:
         text, mask = self.encode(prompts)
         # Pad with copies of the last row: few batch shapes, few compilations.
         rows = np.minimum(np.arange(self._padded(batch)) // num_per_prompt, len(prompts) - 1)
-        context = (text[rows], mask[rows])
-        if negative_prompt is not None:
-            neg_text, neg_mask = self.encode([negative_prompt])
-            uncond = negative_prompt_context(context, neg_text[0], neg_mask[0])
-        else:
-            uncond = unconditional_context(context)
-        context, uncond = self.on_mesh((context, uncond))
+        context, uncond = self.guidance_contexts((text[rows], mask[rows]), negative_prompt)
         key_base, key_sr = jax.random.split(jax.random.key(seed))
         base_traj = decode_with_sampler(self.base, context, uncond, key_base, sampler)
         base_images = np.asarray(_decode_images(self.tokenizer, base_traj.tokens_BxN))
@@ -209,10 +206,8 @@ class Pipeline:
         result = Generation(base_images[:batch], [p for p in prompts for _ in range(num_per_prompt)],
                             base_images[:batch], first(base_traj))
         if stage == "superres":
-            lowres = lowres_condition(self.superres, base_traj.tokens_BxN, images=self.on_mesh(base_images))
-            sr_context = (lowres, *context)
-            sr_traj = decode_with_sampler(self.superres, sr_context, unconditional_context(sr_context), key_sr,
-                                          superres_sampler or self.cfg.superres_sampler)
+            sr_traj = superres_pass(self.superres, base_traj.tokens_BxN, context, key_sr,
+                                    superres_sampler or self.cfg.superres_sampler, images=self.on_mesh(base_images))
             result.superres_trajectory = first(sr_traj)
             result.images = np.asarray(_decode_images(self.highres_tokenizer, sr_traj.tokens_BxN))[:batch]
         return result

@@ -6,6 +6,8 @@ sizes, every error names its argument. ``scripts/eval_editing.py`` measures
 how well trained models edit.
 """
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -144,7 +146,7 @@ def test_mask_free_edit_keeps_every_iteration_and_resamples_8_percent(pipe, scen
     (lambda p, im, m: p.inpaint(im, m, ""), r"prompt: expected a non-empty string"),
     (lambda p, im, m: p.inpaint([im, im], [m, m, m], "x"), r"image, mask, prompt: expected equal counts"),
     (lambda p, im, m: p.edit(im, "x", iterations=0), r"iterations: expected an integer >= 1"),
-    (lambda p, im, m: p.edit(im, "x", resample_fraction=1.5), r"resample_fraction: expected a fraction in \(0, 1\]"),
+    (lambda p, im, m: p.edit(im, "x", resample_fraction=1.5), r"resample_fraction: expected a value in \(0, 1\]"),
     (lambda p, im, m: p.edit(im, "x", resample_fraction=0), r"resample_fraction"),
     (lambda p, im, m: p.outpaint(im, "x", extend="sideways", by=8), r"extend: expected one of"),
     (lambda p, im, m: p.outpaint(im, "x", extend="left", by=0), r"by: expected a positive number"),
@@ -185,6 +187,7 @@ def test_cli_edit_inpaint_outpaint_and_mask_free(smoke_runs, scene, tmp_path, ca
     (["--extend", "left"], "--by: --extend DIRECTION and --by PIXELS go together"),
     (["--iterations", "0"], "--iterations: expected an integer >= 1"),
     (["--seed", str(2**70)], "--seed: expected an integer seed"),
+    (["--image", __file__], "is not a readable image"),
     (["--out-dir"], None),
 ])
 def test_cli_edit_rejects_bad_flags_before_loading(tmp_path, capsys, args, message):
@@ -194,7 +197,7 @@ def test_cli_edit_rejects_bad_flags_before_loading(tmp_path, capsys, args, messa
         (tmp_path / "d").mkdir()
         for out, expected in ((tmp_path / "d", "--out: .* is a directory"), (tmp_path / "x.txt", "--out: expected a file")):
             assert main([*argv, "--out", str(out)]) == 2
-            assert __import__("re").search(expected, capsys.readouterr().err)
+            assert re.search(expected, capsys.readouterr().err)
         return
     assert main([*argv, "--out", str(tmp_path / "o.png"), *args]) == 2
     assert message in capsys.readouterr().err

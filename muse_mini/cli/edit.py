@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from muse_mini.config import check_seed
 
@@ -92,13 +92,18 @@ def run(args) -> None:
         path = getattr(args, flag)
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"--{flag}: no such file {path}")
+    try:
+        with Image.open(args.image) as img:
+            side = img.size[0]
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"--image: {args.image} is not a readable image ({type(e).__name__})") from None
+    from muse_mini.editing.inputs import as_masks
     from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
 
     pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
     stage = args.stage
     if stage is None and not args.extend:  # the output keeps the input's size
-        with Image.open(args.image) as img:
-            stage = "base" if img.size == (pipe.tokenizer.image_size,) * 2 else None
+        stage = "base" if side == pipe.tokenizer.image_size else None
     common = {"seed": args.seed, "stage": stage, "negative_prompt": args.negative_prompt}
     sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance, "top_k": args.top_k}.items()
                if v is not None}
@@ -106,11 +111,8 @@ def run(args) -> None:
         result = pipe.inpaint(args.image, args.mask, args.prompt, **common, **sampler)
     elif mode == "outpaint" and args.extend:
         result = pipe.outpaint(args.image, args.prompt, extend=args.extend, by=args.by, **common, **sampler)
-    elif mode == "outpaint":
-        import numpy as np
-
-        with Image.open(args.mask) as m:
-            keep = ~(np.asarray(m.convert("L")) > 127)
+    elif mode == "outpaint":  # --mask marks what to regenerate, as for inpaint; outpaint keeps the rest
+        keep = ~as_masks(args.mask, side)[0]
         result = pipe.outpaint(args.image, args.prompt, keep=keep, **common, **sampler)
     else:
         result = pipe.edit(args.image, args.prompt, iterations=args.iterations,

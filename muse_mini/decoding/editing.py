@@ -94,6 +94,15 @@ class EditTrajectory(eqx.Module):
     tokens_BxN: jax.Array
 
 
+def check_walk(iterations, resample_fraction, temperature=1.0) -> None:
+    """The host-side checks of :func:`mask_free_edit`'s settings, each naming its argument."""
+    sampler_lib.check_steps(iterations, "iterations")
+    sampler_lib.check_real("temperature", temperature, low=0.0, strict=True)
+    sampler_lib.check_real("resample_fraction", resample_fraction, low=0.0, strict=True)
+    if float(resample_fraction) > 1:
+        raise ValueError(f"resample_fraction: expected a value in (0, 1], got {resample_fraction!r}")
+
+
 def mask_free_edit(
     logits_fn,
     tokens_BxN,
@@ -112,11 +121,7 @@ def mask_free_edit(
     their distribution, and resamples them with ``top_k`` and ``temperature``
     (the same sampling as :func:`muse_mini.decoding.sampler.decode`).
     """
-    sampler_lib.check_steps(iterations, "iterations")
-    sampler_lib.check_real("temperature", temperature, low=0.0, strict=True)
-    sampler_lib.check_real("resample_fraction", resample_fraction, low=0.0, strict=True)
-    if float(resample_fraction) > 1:
-        raise ValueError(f"resample_fraction: expected a value in (0, 1], got {resample_fraction!r}")
+    check_walk(iterations, resample_fraction, temperature)
     sampler_lib.check_tokens(tokens_BxN)
     sampler_lib.check_key(key)
     V = sampler_lib.logits_width(logits_fn, tokens_BxN)

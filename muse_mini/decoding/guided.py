@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 from muse_mini.config import SamplerConfig
 from muse_mini.decoding.editing import EditTrajectory, mask_free_edit
-from muse_mini.decoding.guidance import GuidedLogits
+from muse_mini.decoding.guidance import GuidedLogits, negative_prompt_context, unconditional_context
 from muse_mini.decoding.sampler import Trajectory, check_tokens, run_decode
 from muse_mini.decoding.spec import DecodeSpec, sampler_scalars
+from muse_mini.models.superres import lowres_condition
 
 
 class EncodedModel(eqx.Module):
@@ -100,3 +101,25 @@ def edit_with_guidance(model, context, uncond, tokens_BxN, key, *, iterations: i
     return _edit_guided(model, context, uncond, jnp.asarray(tokens_BxN, jnp.int32), key,
                         jnp.asarray(guidance, jnp.float32), jnp.asarray(temperature, jnp.float32),
                         iterations=iterations, resample_fraction=float(resample_fraction), top_k=top_k)
+
+
+def guided_contexts(context, negative=None):
+    """``(context, uncond)`` for guidance (§2.7): ℓu sees the encoded ``negative`` prompt
+    (``(text, mask)``, its first row shared by the batch), or no text at all."""
+    if negative is None:
+        return context, unconditional_context(context)
+    return context, negative_prompt_context(context, negative[0][0], negative[1][0])
+
+
+def superres_pass(superres, base_tokens_BxM, context, key, sampler: SamplerConfig, *, images=None, tokenizer=None,
+                  tokens_BxN=None, mask_BxN=None) -> Trajectory:
+    """Super-res (§2.4) conditioned on low-res tokens: every high-res token generated, or only
+    ``mask_BxN`` of ``tokens_BxN`` (multi-scale inpainting, §3.3.1).
+
+    ``images`` (the low-res tokens decoded) or ``tokenizer`` serve a model that reads pixels;
+    a model that reads token ids needs neither, and nothing is decoded for it.
+    """
+    lowres = lowres_condition(superres, base_tokens_BxM, tokenizer=tokenizer, images=images)
+    sr_context = (lowres, *context)
+    return decode_with_sampler(superres, sr_context, unconditional_context(sr_context), key, sampler,
+                               tokens_BxN=tokens_BxN, mask_BxN=mask_BxN)

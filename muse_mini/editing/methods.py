@@ -28,14 +28,11 @@ import jax
 import numpy as np
 
 from muse_mini.data.shapes import downsample
-from muse_mini.decoding.editing import EditTrajectory, pixel_mask_to_token_mask
-from muse_mini.decoding.guidance import negative_prompt_context, unconditional_context
-from muse_mini.decoding.guided import decode_with_sampler, edit_with_guidance
-from muse_mini.decoding.sampler import Trajectory
-from muse_mini.decoding.spec import check_real
+from muse_mini.decoding.editing import EditTrajectory, check_walk, pixel_mask_to_token_mask
+from muse_mini.decoding.guided import decode_with_sampler, edit_with_guidance, superres_pass
+from muse_mini.decoding.spec import check_real, check_top_k
 from muse_mini.editing.inputs import as_images, as_masks, as_prompts, broadcast, repeat_to
 from muse_mini.models.codec import decode_tokens, encode_images
-from muse_mini.models.superres import lowres_condition
 
 
 @dataclasses.dataclass
@@ -72,14 +69,7 @@ class EditResult:
 
 def contexts(pipe, prompts: list[str], negative_prompt: str | None):
     """The encoded prompts and the unconditional (or negative-prompt) context, on the pipeline's mesh."""
-    text, mask = pipe.encode(prompts)
-    context = (text, mask)
-    if negative_prompt is not None:
-        neg_text, neg_mask = pipe.encode([negative_prompt])
-        uncond = negative_prompt_context(context, neg_text[0], neg_mask[0])
-    else:
-        uncond = unconditional_context(context)
-    return pipe.on_mesh((context, uncond))
+    return pipe.guidance_contexts(pipe.encode(prompts), negative_prompt)
 
 
 def image_sizes(pipe) -> tuple[int, ...]:
@@ -97,15 +87,6 @@ def to_base_size(pipe, images: np.ndarray) -> np.ndarray:
 def flat_tokens(vqgan, images: np.ndarray) -> np.ndarray:
     ids = encode_images(vqgan, images)
     return ids.reshape(len(ids), -1)
-
-
-def superres_pass(pipe, base_tokens, base_images, context, key, sampler, *, tokens_BxN=None,
-                  mask_BxN=None) -> Trajectory:
-    """Super-res conditioned on ``base_tokens``: everything generated, or only ``mask_BxN`` of ``tokens_BxN``."""
-    lowres = lowres_condition(pipe.superres, base_tokens, images=pipe.on_mesh(base_images))
-    sr_context = (lowres, *context)
-    return decode_with_sampler(pipe.superres, sr_context, unconditional_context(sr_context), key, sampler,
-                               tokens_BxN=tokens_BxN, mask_BxN=mask_BxN)
 
 
 def inpaint(pipe, image, mask, prompt, *, stage: str, sampler, superres_sampler, negative_prompt=None,
@@ -144,29 +125,25 @@ def inpaint(pipe, image, mask, prompt, *, stage: str, sampler, superres_sampler,
             hr_grid = pipe.highres_tokenizer.grid
             hr = {"tokens_BxN": flat_tokens(pipe.highres_tokenizer, images),
                   "mask_BxN": np.asarray(pixel_mask_to_token_mask(masks, hr_grid, reduce=reduce))}
-        sr = superres_pass(pipe, base.tokens_BxN, base_images, context, key_sr, superres_sampler, **hr)
+        sr = superres_pass(pipe.superres, base.tokens_BxN, context, key_sr, superres_sampler,
+                           images=pipe.on_mesh(base_images), **hr)
         result.superres_trajectory = sr
         result.images = decode_tokens(pipe.highres_tokenizer, np.asarray(sr.tokens_BxN))
     return result
 
 
-def check_edit_options(iterations, resample_fraction, top_k, guidance=4.0, temperature=1.0) -> None:
+def check_edit_options(pipe, iterations, resample_fraction, top_k, guidance, temperature) -> None:
+    """:meth:`Pipeline.edit`'s settings, checked before any image is encoded."""
+    check_walk(iterations, resample_fraction, temperature)
+    check_top_k(top_k, pipe.base.mask_id)
     check_real("guidance", guidance, low=-math.inf, strict=True)
-    check_real("temperature", temperature, low=0.0, strict=True)
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise ValueError(f"iterations: expected an integer >= 1, got {iterations!r}")
-    ok = isinstance(resample_fraction, (int, float)) and not isinstance(resample_fraction, bool)
-    if not ok or not 0 < resample_fraction <= 1:
-        raise ValueError(f"resample_fraction: expected a fraction in (0, 1], got {resample_fraction!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k: expected None or an integer >= 1, got {top_k!r}")
 
 
 def edit(pipe, image, prompt, *, stage: str, superres_sampler, iterations: int = 100,
                    resample_fraction: float = 0.08, guidance: float = 4.0, top_k: int | None = 3,
                    temperature: float = 1.0, negative_prompt=None, seed: int = 0) -> EditResult:
     """Walk each image's tokens towards its prompt (§3.3.2); see :meth:`Pipeline.edit`."""
-    check_edit_options(iterations, resample_fraction, top_k, guidance, temperature)
+    check_edit_options(pipe, iterations, resample_fraction, top_k, guidance, temperature)
     images = as_images(image, image_sizes(pipe))
     prompts = as_prompts(prompt)
     batch = broadcast({"image": images, "prompt": prompts})
@@ -183,7 +160,8 @@ def edit(pipe, image, prompt, *, stage: str, superres_sampler, iterations: int =
     result = EditResult(base_images, prompts, base_images, traj, resampled, tokenizer=pipe.tokenizer,
                         initial_tokens=tokens)
     if stage == "superres":
-        sr = superres_pass(pipe, traj.tokens_BxN, base_images, context, key_sr, superres_sampler)
+        sr = superres_pass(pipe.superres, traj.tokens_BxN, context, key_sr, superres_sampler,
+                           images=pipe.on_mesh(base_images))
         result.superres_trajectory = sr
         result.images = decode_tokens(pipe.highres_tokenizer, np.asarray(sr.tokens_BxN))
     return result

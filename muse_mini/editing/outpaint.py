@@ -16,10 +16,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from muse_mini.decoding.guided import decode_with_sampler
+from muse_mini.decoding.guided import decode_with_sampler, superres_pass
 from muse_mini.editing.inputs import as_images, as_masks, as_prompts, broadcast, repeat_to
 from muse_mini.editing.methods import (
-    EditResult, contexts, flat_tokens, image_sizes, inpaint, superres_pass, to_base_size,
+    EditResult, contexts, flat_tokens, image_sizes, inpaint, to_base_size,
 )
 from muse_mini.models.codec import decode_tokens
 
@@ -75,13 +75,12 @@ def outpaint(pipe, image, prompt, *, stage: str, sampler, superres_sampler, keep
     if (keep is None) == (extend is None):
         raise ValueError("keep, extend: give keep= (a mask of the pixels to keep, inside the frame) "
                          "or extend= with by= (grow the frame), not both or neither")
+    images = as_images(image, image_sizes(pipe))
     if keep is not None:
-        images = as_images(image, image_sizes(pipe))
         keep_masks = as_masks(keep, images.shape[1], name="keep")
         return inpaint(pipe, images, ~keep_masks, prompt, stage=stage, sampler=sampler,
                        superres_sampler=superres_sampler, negative_prompt=negative_prompt, seed=seed)
     _check_extend(extend, by)
-    images = as_images(image, image_sizes(pipe))
     prompts = as_prompts(prompt)
     batch = broadcast({"image": images, "prompt": prompts})
     images, prompts = repeat_to(images, batch), repeat_to(prompts, batch)
@@ -103,12 +102,13 @@ def outpaint(pipe, image, prompt, *, stage: str, sampler, superres_sampler, keep
     known = np.zeros(shape, bool)
     canvas[(slice(None), *place)] = flat_tokens(pipe.tokenizer, to_base_size(pipe, images)).reshape(batch, grid, grid)
     known[place] = True
+    generated = ~known  # before the windows fill it in
     context, uncond = contexts(pipe, prompts, negative_prompt)
     key_base, key_sr = jax.random.split(jax.random.key(seed))
     starts = window_starts(shape[axis], grid, toward_end)
     base_trajs = _fill_windows(pipe.base, canvas, known, starts, axis, grid, context, uncond, key_base, sampler)
     base_images = decode_tokens(pipe.tokenizer, canvas)
-    token_mask = np.broadcast_to(~_known_original(shape, place), (batch, *shape)).reshape(batch, -1)
+    token_mask = np.broadcast_to(generated, (batch, *shape)).reshape(batch, -1)
     result = EditResult(base_images, prompts, base_images, base_trajs, token_mask, tokenizer=pipe.tokenizer)
     result.base_images = result.images = _crop(base_images, -(-by // scale), axis, toward_end, low)
     if stage == "superres":
@@ -117,12 +117,6 @@ def outpaint(pipe, image, prompt, *, stage: str, sampler, superres_sampler, keep
             pipe, canvas, images if scale > 1 else None, place, axis, toward_end, context, key_sr, superres_sampler)
         result.images = _crop(hr_images, by * high // side, axis, toward_end, high)
     return result
-
-
-def _known_original(shape, place) -> np.ndarray:
-    known = np.zeros(shape, bool)
-    known[place] = True
-    return known
 
 
 def _superres_windows(pipe, canvas, highres_images, place, axis, toward_end, context, key, sampler):
@@ -145,9 +139,8 @@ def _superres_windows(pipe, canvas, highres_images, place, axis, toward_end, con
         index = [slice(None), slice(None), slice(None)]
         index[axis + 1] = slice(start, start + grid)
         low_tokens = canvas[tuple(index)].reshape(batch, -1)
-        low_images = decode_tokens(pipe.tokenizer, low_tokens)
-        return superres_pass(pipe, low_tokens, low_images, context, win_key, sampler, tokens_BxN=tokens,
-                             mask_BxN=mask)
+        return superres_pass(pipe.superres, low_tokens, context, win_key, sampler, tokenizer=pipe.tokenizer,
+                             tokens_BxN=tokens, mask_BxN=mask)
 
     starts = [s * ratio for s in window_starts(canvas.shape[axis + 1], grid, toward_end, cover_all=True)]
     trajs = _fill_windows(pipe.superres, hr_canvas, hr_known, starts, axis, hr_grid, None, None, key, sampler,

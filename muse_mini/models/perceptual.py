@@ -145,6 +145,7 @@ def load_state_dict(tensors: dict[str, np.ndarray]) -> LPIPS:
 
 PAPER_WEIGHTS = ("timm/vgg16.tv_in1k", "model.safetensors")  # the default of VQGANConfig.perceptual_weights
 
+
 def _is_hub_name(source: str) -> bool:
     return "/" in source and not source.endswith((".safetensors", ".npz")) and not os.path.isabs(source)
 
@@ -166,15 +167,13 @@ def _download(repo: str) -> str:
     ``hf_hub_download`` alone retries an unreachable hub for about 25 s and says
     nothing of the config key; offline it must not try at all.
     """
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi, constants, hf_hub_download
 
     file = PAPER_WEIGHTS[1]
     try:
         return hf_hub_download(repo, file, local_files_only=True)
     except Exception:  # not cached (or a broken cache entry): the hub has to serve it
         pass
-    from huggingface_hub import constants
-
     if hub_offline(read_at_import=bool(constants.HF_HUB_OFFLINE)):
         raise _weights_missing(repo, "HF_HUB_OFFLINE is set and they are not in the hub cache") from None
     try:
