@@ -236,33 +236,37 @@ class Pipeline:
 
     def inpaint(self, image, mask, prompt, *, seed: int = 0, stage: str | None = None,
                 negative_prompt: str | None = None, superres_sampler: SamplerConfig | None = None,
-                reduce: str = "any", **sampler_overrides) -> EditResult:
+                reduce: str = "any", paste_back: bool = False, **sampler_overrides) -> EditResult:
         """Regenerate the masked part of ``image`` under ``prompt`` (§3.3.1); the rest keeps its tokens.
 
         ``image``: a path, PIL image or uint8 array (or a list or batch of them) at the base
         or the super-res size. ``mask``: True, or white in a PNG, where to regenerate; a token
         is regenerated when any pixel of its patch is (``reduce="all"``: every pixel). At the
         super-res size the edit is multi-scale: the base model inpaints the decimated image's
-        tokens, then super-res inpaints the high-res tokens conditioned on them. Sampler
-        options are :meth:`generate`'s.
+        tokens, then super-res inpaints the high-res tokens conditioned on them.
+        ``paste_back=True`` puts the input's own pixels back outside the mask (the decoder
+        otherwise shifts them slightly near the edit). Sampler options are :meth:`generate`'s.
         """
         stage, sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler, sampler_overrides)
-        return inpaint(self, image, mask, prompt, stage=stage, sampler=sampler, reduce=reduce,
+        return inpaint(self, image, mask, prompt, stage=stage, sampler=sampler, reduce=reduce, paste_back=paste_back,
                        superres_sampler=superres_sampler or self.cfg.superres_sampler,
                        negative_prompt=negative_prompt, seed=seed)
 
     def outpaint(self, image, prompt, *, extend: str | None = None, by: int | None = None, keep=None,
                  seed: int = 0, stage: str | None = None, negative_prompt: str | None = None,
-                 superres_sampler: SamplerConfig | None = None, **sampler_overrides) -> EditResult:
+                 superres_sampler: SamplerConfig | None = None, paste_back: bool = False,
+                 **sampler_overrides) -> EditResult:
         """Generate around ``image`` (§3.3.1): past its frame, or outside a kept region inside it.
 
         ``extend`` (``"left"``, ``"right"``, ``"up"``, ``"down"``) with ``by`` pixels (of the
         input's size) grows the frame, in overlapping windows of the model's size; the output
         is ``by`` pixels wider or taller. ``keep`` (a mask, True or white = keep) instead
-        regenerates everything else in the frame.
+        regenerates everything else in the frame. ``paste_back=True`` keeps the input's own
+        pixels where it lies, as :meth:`inpaint` does.
         """
         stage, sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler, sampler_overrides)
         return outpaint(self, image, prompt, stage=stage, sampler=sampler, keep=keep, extend=extend, by=by,
+                        paste_back=paste_back,
                         superres_sampler=superres_sampler or self.cfg.superres_sampler,
                         negative_prompt=negative_prompt, seed=seed)
 

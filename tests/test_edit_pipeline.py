@@ -105,6 +105,27 @@ def test_outpaint_through_superres_and_inside_the_frame(pipe, scene):
     np.testing.assert_array_equal(framed.token_mask[0], low_tokens)
 
 
+def test_paste_back_keeps_the_input_pixels_outside_the_mask_and_nothing_else_changes(pipe, scene):
+    high, low, mask, low_mask = scene
+    prompt = "a green circle left of a red square"
+    raw = pipe.inpaint(high, mask, prompt, seed=7)
+    kept = pipe.inpaint(high, mask, prompt, seed=7, paste_back=True)
+    np.testing.assert_array_equal(kept.images[0][~mask], high[~mask])  # exact outside the mask, both sizes
+    np.testing.assert_array_equal(kept.base_images[0][~low_mask], low[~low_mask])
+    np.testing.assert_array_equal(kept.images[0][mask], raw.images[0][mask])  # the edit itself is the same
+    np.testing.assert_array_equal(kept.base_images[0][low_mask], raw.base_images[0][low_mask])
+    assert (raw.images[0][~mask] != high[~mask]).any()  # without it the decoder's output differs
+    from muse_mini.editing.shapes_tasks import Case, pasted
+    np.testing.assert_array_equal(pasted(raw.images, [Case(high, mask, prompt)]), kept.images)
+    np.testing.assert_array_equal(pasted(raw.base_images, [Case(high, mask, prompt)]), kept.base_images)
+    wide = pipe.outpaint(low, prompt, extend="left", by=8, stage="base", paste_back=True)
+    np.testing.assert_array_equal(wide.images[0][:, 8:], low)  # the input sits at the right, exactly
+    with pytest.raises(ValueError, match=r"paste_back: the image is 32×32 but the super-res output is 64×64"):
+        pipe.inpaint(low, low_mask, prompt, stage="superres", paste_back=True)
+    with pytest.raises(ValueError, match=r"paste_back: expected True or False"):
+        pipe.inpaint(low, low_mask, prompt, paste_back="yes")
+
+
 @pytest.mark.parametrize("start_total", [(8, 8), (8, 9), (8, 12), (8, 13), (8, 40), (16, 23)])
 def test_windows_cover_the_canvas_and_overlap_by_half(start_total):
     window, total = start_total
@@ -174,11 +195,15 @@ def test_cli_edit_inpaint_outpaint_and_mask_free(smoke_runs, scene, tmp_path, ca
               (32, 32)),  # the output keeps the input's size
              (["--image", str(tmp_path / "in.png"), "--iterations", "3", "--seed", "5"], (32, 32)),
              (["--image", str(tmp_path / "in64.png"), "--iterations", "3", "--seed", "5"], (64, 64)),
-             (["--image", str(tmp_path / "in.png"), "--extend", "right", "--by", "8"], (64, 80))]
+             (["--image", str(tmp_path / "in.png"), "--extend", "right", "--by", "8"], (64, 80)),
+             (["--image", str(tmp_path / "in64.png"), "--mask", str(tmp_path / "mask64.png"), "--paste-back"],
+              (64, 64))]
     for i, (args, hw) in enumerate(cases):
         out = tmp_path / "out" / f"{i}.png"
         assert main([*base, *args, "--out", str(out)]) == 0, capsys.readouterr().err
         assert np.asarray(Image.open(out)).shape == (*hw, 3)
+    pasted = np.asarray(Image.open(tmp_path / "out" / f"{len(cases) - 1}.png"))
+    np.testing.assert_array_equal(pasted[~mask], high[~mask])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -188,6 +213,7 @@ def test_cli_edit_inpaint_outpaint_and_mask_free(smoke_runs, scene, tmp_path, ca
     (["--iterations", "0"], "--iterations: expected an integer >= 1"),
     (["--seed", str(2**70)], "--seed: expected an integer seed"),
     (["--image", __file__], "is not a readable image"),
+    (["--paste-back"], "--paste-back: --mode mask-free regenerates every pixel"),
     (["--out-dir"], None),
 ])
 def test_cli_edit_rejects_bad_flags_before_loading(tmp_path, capsys, args, message):
@@ -276,4 +302,5 @@ def test_the_editing_tasks_run_and_kept_tokens_are_always_kept(pipe):
         for figures in tasks.values():
             assert all(0.0 <= v <= 1.0 for k, v in figures.items() if not k.startswith("psnr"))
             assert "text_to_image" in figures
+        assert {"accepted_paste_back"} <= set(tasks["inpaint"]) & set(tasks["outpaint"])
     assert {"accepted_at_1", "all_three_at_2"} <= set(report["base"]["mask_free"])

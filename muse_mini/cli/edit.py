@@ -45,6 +45,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--negative-prompt", default=None, help="text to steer away from (§2.7)")
     p.add_argument("--stage", choices=["base", "superres"], default=None,
                    help="base: the base model's size; superres: high-res (default: the input's size)")
+    p.add_argument("--paste-back", action="store_true",
+                   help="inpaint/outpaint: keep the input's own pixels outside the regenerated area")
     p.set_defaults(func=run)
 
 
@@ -66,6 +68,8 @@ def _mode(args) -> str:
         raise ValueError(f"--by: expected a positive number of pixels, got {args.by}")
     if mode == "mask-free" and args.mask:
         raise ValueError("--mask: --mode mask-free takes no mask")
+    if mode == "mask-free" and args.paste_back:
+        raise ValueError("--paste-back: --mode mask-free regenerates every pixel; paste back needs a mask or --extend")
     if args.iterations < 1:
         raise ValueError(f"--iterations: expected an integer >= 1, got {args.iterations}")
     if not 0 < args.resample_fraction <= 1:
@@ -107,6 +111,8 @@ def run(args) -> None:
     common = {"seed": args.seed, "stage": stage, "negative_prompt": args.negative_prompt}
     sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance, "top_k": args.top_k}.items()
                if v is not None}
+    if mode != "mask-free":
+        sampler["paste_back"] = args.paste_back
     if mode == "inpaint":
         result = pipe.inpaint(args.image, args.mask, args.prompt, **common, **sampler)
     elif mode == "outpaint" and args.extend:

@@ -89,8 +89,28 @@ def flat_tokens(vqgan, images: np.ndarray) -> np.ndarray:
     return ids.reshape(len(ids), -1)
 
 
+def paste(edited: np.ndarray, original: np.ndarray, regenerate: np.ndarray) -> np.ndarray:
+    """The edited pixels where ``regenerate`` (B×H×W) is True, the input's elsewhere.
+
+    The decoder is convolutional, so tokens that changed also move the pixels
+    of their unchanged neighbours a little; pasting the input back outside the
+    user's mask (diffusers' "overlay") keeps those pixels exactly.
+    """
+    return np.where(regenerate[..., None], edited, original).astype(np.uint8)
+
+
+def check_paste_back(pipe, paste_back, stage: str, side: int) -> None:
+    """``paste_back`` needs the input at the output's size: a base-size image has no high-res pixels."""
+    if not isinstance(paste_back, (bool, np.bool_)):
+        raise ValueError(f"paste_back: expected True or False, got {paste_back!r}")
+    if paste_back and stage == "superres" and side == pipe.tokenizer.image_size:
+        high = pipe.highres_tokenizer.image_size
+        raise ValueError(f"paste_back: the image is {side}×{side} but the super-res output is {high}×{high}; "
+                         "give the image at the output's size to paste it back")
+
+
 def inpaint(pipe, image, mask, prompt, *, stage: str, sampler, superres_sampler, negative_prompt=None,
-            seed: int = 0, reduce: str = "any") -> EditResult:
+            seed: int = 0, reduce: str = "any", paste_back: bool = False) -> EditResult:
     """Regenerate the masked part of each image under its prompt (§3.3.1); see :meth:`Pipeline.inpaint`."""
     images = as_images(image, image_sizes(pipe))
     side = images.shape[1]
@@ -112,9 +132,11 @@ def inpaint(pipe, image, mask, prompt, *, stage: str, sampler, superres_sampler,
         raise ValueError(f"mask: marks no whole token of image {int(np.flatnonzero(~token_mask.any(axis=1))[0])} "
                          f"with reduce={reduce!r}; use reduce='any' or a larger mask")
 
+    check_paste_back(pipe, paste_back, stage, side)
     context, uncond = contexts(pipe, prompts, negative_prompt)
     key_base, key_sr = jax.random.split(jax.random.key(seed))
-    tokens = flat_tokens(pipe.tokenizer, to_base_size(pipe, images))
+    low_images = to_base_size(pipe, images)
+    tokens = flat_tokens(pipe.tokenizer, low_images)
     base = decode_with_sampler(pipe.base, context, uncond, key_base, sampler, tokens_BxN=pipe.on_mesh(tokens),
                                mask_BxN=pipe.on_mesh(token_mask))
     base_images = decode_tokens(pipe.tokenizer, np.asarray(base.tokens_BxN))
@@ -129,6 +151,9 @@ def inpaint(pipe, image, mask, prompt, *, stage: str, sampler, superres_sampler,
                            images=pipe.on_mesh(base_images), **hr)
         result.superres_trajectory = sr
         result.images = decode_tokens(pipe.highres_tokenizer, np.asarray(sr.tokens_BxN))
+    if paste_back:  # after super-res, which reads the model's own base images
+        result.base_images = paste(base_images, low_images, low_masks)
+        result.images = result.base_images if stage == "base" else paste(result.images, images, masks)
     return result
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from muse_mini.decoding.guided import decode_with_sampler, superres_pass
 from muse_mini.editing.inputs import as_images, as_masks, as_prompts, broadcast, repeat_to
 from muse_mini.editing.methods import (
-    EditResult, contexts, flat_tokens, image_sizes, inpaint, to_base_size,
+    EditResult, check_paste_back, contexts, flat_tokens, image_sizes, inpaint, to_base_size,
 )
 from muse_mini.models.codec import decode_tokens
 
@@ -70,7 +70,7 @@ def _fill_windows(model, canvas, known, starts, axis: int, window: int, context,
 
 
 def outpaint(pipe, image, prompt, *, stage: str, sampler, superres_sampler, keep=None, extend=None, by=None,
-             negative_prompt=None, seed: int = 0) -> EditResult:
+             negative_prompt=None, seed: int = 0, paste_back: bool = False) -> EditResult:
     """Keep ``keep`` (in the frame) or the whole image (``extend`` by ``by`` pixels) and generate the rest."""
     if (keep is None) == (extend is None):
         raise ValueError("keep, extend: give keep= (a mask of the pixels to keep, inside the frame) "
@@ -79,8 +79,10 @@ def outpaint(pipe, image, prompt, *, stage: str, sampler, superres_sampler, keep
     if keep is not None:
         keep_masks = as_masks(keep, images.shape[1], name="keep")
         return inpaint(pipe, images, ~keep_masks, prompt, stage=stage, sampler=sampler,
-                       superres_sampler=superres_sampler, negative_prompt=negative_prompt, seed=seed)
+                       superres_sampler=superres_sampler, negative_prompt=negative_prompt, seed=seed,
+                       paste_back=paste_back)
     _check_extend(extend, by)
+    check_paste_back(pipe, paste_back, stage, images.shape[1])
     prompts = as_prompts(prompt)
     batch = broadcast({"image": images, "prompt": prompts})
     images, prompts = repeat_to(images, batch), repeat_to(prompts, batch)
@@ -116,7 +118,22 @@ def outpaint(pipe, image, prompt, *, stage: str, sampler, superres_sampler, keep
         result.superres_trajectory, hr_images = _superres_windows(
             pipe, canvas, images if scale > 1 else None, place, axis, toward_end, context, key_sr, superres_sampler)
         result.images = _crop(hr_images, by * high // side, axis, toward_end, high)
+    if paste_back:
+        result.base_images = _paste_input(result.base_images, to_base_size(pipe, images), axis, toward_end)
+        result.images = result.base_images if stage == "base" else _paste_input(result.images, images, axis,
+                                                                                 toward_end)
     return result
+
+
+def _paste_input(canvas: np.ndarray, images: np.ndarray, axis: int, toward_end: bool) -> np.ndarray:
+    """``canvas`` with the input's own pixels where the input lies (its first or last side along ``axis``)."""
+    out, side = canvas.copy(), images.shape[1]
+    index = slice(0, side) if toward_end else slice(canvas.shape[axis + 1] - side, None)
+    if axis == 0:
+        out[:, index] = images
+    else:
+        out[:, :, index] = images
+    return out
 
 
 def _superres_windows(pipe, canvas, highres_images, place, axis, toward_end, context, key, sampler):

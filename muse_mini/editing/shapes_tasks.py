@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from muse_mini.data import evaluator, shapes
+from muse_mini.editing.methods import paste
 from muse_mini.models.codec import encode_images, reconstruct
 from muse_mini.data.captions import COLOURS, SHAPES, TRAIN_PAIRS, Requirements, canonical_caption, parse_caption
 
@@ -137,6 +138,17 @@ def token_region_pixels(token_mask_BxN, side: int) -> np.ndarray:
     return np.kron(cells, np.ones((1, patch, patch), bool)).astype(bool)
 
 
+def pasted(images, cases: list[Case]) -> np.ndarray:
+    """What ``paste_back=True`` returns: the input's pixels outside each case's mask, at the images' size."""
+    originals, masks = np.stack([c.image for c in cases]), np.stack([c.mask for c in cases])
+    factor = originals.shape[1] // images.shape[1]
+    if factor > 1:
+        side = images.shape[1]
+        originals = shapes.downsample(originals, factor)
+        masks = masks.reshape(len(cases), side, factor, side, factor).any(axis=(2, 4))
+    return paste(images, originals, masks)
+
+
 def _stage_images(result, stage: str) -> np.ndarray:
     return result.base_images if stage == "base" else result.images
 
@@ -198,6 +210,8 @@ def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterat
                     for i in sorted({iterations // 4, iterations // 2} - {0, iterations}):
                         early = _mask_free_figures(result.iteration_images(i), cases)
                         figures.update({f"{k}_at_{i}": v for k, v in early.items()})
+            else:
+                figures["accepted_paste_back"] = float(accepted(pasted(out, cases), prompts).mean())
             if task == "inpaint":
                 figures.update(_preservation(pipe, result, cases, name))
             report[name][task] = figures
