@@ -29,6 +29,7 @@ from muse_mini import viz
 from muse_mini.config import RECIPES, get_recipe  # RECIPES: re-exported for old callers
 from muse_mini.data.evaluator import caption_accuracy
 from muse_mini.data.shapes import canonical_prompts, downsample, generate
+from muse_mini.decoding.spec import DECODING_VERSION
 from muse_mini.models.codec import reconstruct
 from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
@@ -40,7 +41,6 @@ from muse_mini.training.superres import train_superres
 from muse_mini.training.tokenizer import train_tokenizer
 
 # Bumped when the same sampler settings start to sample differently.
-DECODING_VERSION = 2
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
 SAMPLES_PER_PROMPT = 4
 

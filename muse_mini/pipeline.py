@@ -133,7 +133,7 @@ class Pipeline:
             first = "base" if stage_complete(dirs["tokenizer"]) else "tokenizer"
             raise FileNotFoundError(f"run_dir: {dirs[first]} holds no finished {first} run; "
                                     "train the pipeline first (make demo, or muse-mini train-base)")
-        tokenizer_dir, where = _input_run(dirs["base"], "tokenizer_run", dirs["tokenizer"])
+        tokenizer_dir, where = input_run(dirs["base"], "tokenizer_run", dirs["tokenizer"])
         if not stage_complete(tokenizer_dir):
             raise FileNotFoundError(f"run_dir: {tokenizer_dir}{where} holds no finished tokenizer run; "
                                     "train the pipeline first (make demo, or muse-mini train-tokenizer)")
@@ -141,7 +141,7 @@ class Pipeline:
         highres_tokenizer = superres = None
         missing = f"{dirs['superres']} holds no finished super-res run"
         if stage_complete(dirs["superres"]):
-            highres_dir, where = _input_run(dirs["superres"], "highres_tokenizer_run", dirs["highres_tokenizer"])
+            highres_dir, where = input_run(dirs["superres"], "highres_tokenizer_run", dirs["highres_tokenizer"])
             missing = f"{highres_dir}{where} holds no finished high-res tokenizer run"
             if stage_complete(highres_dir):
                 missing = None
@@ -288,7 +288,7 @@ class Pipeline:
                     superres_sampler=superres_sampler or self.cfg.superres_sampler, seed=seed)
 
 
-def _input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:
+def input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:
     """The input run a stage recorded under ``key`` in its ``config.json`` (else ``default``),
     and for errors where that path came from.
 

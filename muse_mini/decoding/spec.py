@@ -23,6 +23,9 @@ import numpy as np
 from muse_mini.decoding import masking
 
 GUIDANCE_SCHEDULES = ("constant", "linear")
+# Bumped when the same settings start to sample differently (2: MaskGIT's
+# choice-noise anneal), so stored evaluations of older samples are redone.
+DECODING_VERSION = 2
 
 
 def _is_traced(value) -> bool:
