@@ -168,3 +168,31 @@ def test_inception_fid_is_an_extra_with_clear_offline_errors(tmp_path, monkeypat
     code = ("import sys, muse_mini.evaluation.report, muse_mini.evaluation.inception, muse_mini.cli; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    from muse_mini.evaluation.claims import pareto_front
+
+    rng = np.random.default_rng(3)
+    points = [{"accuracy": float(a), "shapes_fid": float(f)} for a, f in rng.uniform(size=(40, 2))]
+    front = pareto_front(points)
+    for i, p in enumerate(points):
+        beaten = any(q["accuracy"] >= p["accuracy"] and q["shapes_fid"] <= p["shapes_fid"] and q is not p
+                     for q in points)
+        assert (i in front) == (not beaten)
+    fids = [points[i]["shapes_fid"] for i in front]
+    accs = [points[i]["accuracy"] for i in front]
+    assert fids == sorted(fids) and accs == sorted(accs)  # along the front, more accuracy costs FID
+
+
+def test_diversity_is_compared_at_accuracies_both_schedules_reach():
+    from muse_mini.evaluation.claims import diversity_at_equal_accuracy
+
+    rows = [{"schedule": "constant", "accuracy": a, "diversity": 1 - a} for a in (0.2, 0.4, 0.6)]
+    rows += [{"schedule": "linear", "accuracy": a, "diversity": 2 - a} for a in (0.3, 0.5, 0.7)]
+    table = diversity_at_equal_accuracy(rows)
+    assert table[0]["accuracy"] == pytest.approx(0.3) and table[-1]["accuracy"] == pytest.approx(0.6)
+    for row in table:
+        assert row["linear"] - row["constant"] == pytest.approx(1.0)
+    assert diversity_at_equal_accuracy([r for r in rows if r["accuracy"] < 0.35] +
+                                       [{"schedule": "linear", "accuracy": 0.9, "diversity": 0}]) == []

@@ -86,6 +86,7 @@ def run_evaluate(args) -> None:
                           progress=not args.no_progress, **overrides)
     for stage, splits in report["stages"].items():
         for split, f in splits.items():
-            fid = "n/a" if f["shapes_fid"] is None else f"{f['shapes_fid']:.2f} (real floor {f['shapes_fid_real_floor']:.2f})"
+            fid = "n/a" if f["shapes_fid"] is None else (
+                f"{f['shapes_fid']:.2f} (real floor {f['shapes_fid_real_floor']:.2f})")
             print(f"{stage:27} {split:8} accuracy {f['accuracy']:.1%} of {f['n_images']}  Shapes-FID {fid}")
     print(f"wrote {out / 'report.json'}")

@@ -57,7 +57,8 @@ def plot_fid(report: dict):
 
 def plot_report(report: dict, images: dict, prompts, out_dir: Path) -> list[Path]:
     """Write accuracy.png, shapes_fid.png and samples_<stage>.png under ``out_dir``."""
-    written = [save(plot_accuracy(report), out_dir / "accuracy.png"), save(plot_fid(report), out_dir / "shapes_fid.png")]
+    written = [save(plot_accuracy(report), out_dir / "accuracy.png"),
+               save(plot_fid(report), out_dir / "shapes_fid.png")]
     split = next(iter(prompts.captions))
     for stage, by_split in images.items():
         shown = by_split[split][0][:16]
