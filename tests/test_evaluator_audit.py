@@ -75,3 +75,22 @@ def test_the_simple_judge_measures_what_was_drawn():
         assert [(o["colour"], o["shape"]) for o in found] == [(o.colour, o.shape) for o in drawn]
         for f, d in zip(found, drawn):
             np.testing.assert_allclose([f["cx"], f["cy"], f["size"]], [d.cx, d.cy, d.size], atol=tolerance)
+
+
+def test_the_audit_script_writes_its_table_and_figures(smoke_runs, tmp_path, monkeypatch):
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "audit_evaluator.py"
+    out = tmp_path / "audit"
+    monkeypatch.setattr(sys, "argv", [str(script), str(smoke_runs / "smoke"), "--samples", "3", "--out", str(out)])
+    runpy.run_path(str(script), run_name="__main__")
+    report = json.loads((out / "audit.json").read_text())
+    for stage in ("base", "superres"):
+        table = report[stage]["all"]
+        assert table["n"] == 12  # 3 prompts per split x 2 splits x with and without guidance
+        assert table["both_accept"] + table["only_evaluator"] == pytest.approx(table["evaluator_accepts"])
+        assert table["both_accept"] + table["only_simple"] == pytest.approx(table["simple_accepts"])
+        assert (out / f"disagreements_{stage}.png").exists() == (report[stage]["disagreements"] > 0)
