@@ -36,7 +36,7 @@ def summarise(reports: list[dict]) -> dict:
     return out
 
 
-def example_figure(pipe, path: Path, case_seed: int, iterations: int) -> None:
+def example_figure(pipe, path: Path, case_seed: int, iterations: int, guidance: float = 4.0) -> None:
     """Four cases per task: the input (masked area tinted), the edit, and its prompt."""
     rows, titles = [], []
     for task, cases in (("inpaint", inpaint_cases(4, case_seed)), ("mask-free", mask_free_cases(4, case_seed)),
@@ -48,7 +48,7 @@ def example_figure(pipe, path: Path, case_seed: int, iterations: int) -> None:
         elif task == "outpaint":
             result = pipe.outpaint(images, prompts, keep=~masks, seed=0)
         else:
-            result = pipe.edit(images, prompts, iterations=iterations, seed=0)
+            result = pipe.edit(images, prompts, iterations=iterations, seed=0, guidance=guidance)
         shown = images.copy()
         if task != "mask-free":
             shown[masks] = (0.5 * shown[masks] + 0.5 * np.array([255, 80, 160])).astype(np.uint8)
@@ -68,13 +68,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds")
     parser.add_argument("--case-seed", type=int, default=1000, help="Shapes seed of the cases (training: 0)")
     parser.add_argument("--iterations", type=int, default=100, help="mask-free iterations (default 100)")
+    parser.add_argument("--mask-free-guidance", type=float, default=4.0,
+                        help="the mask-free walk's constant guidance (default 4, the paper's)")
     parser.add_argument("--out", default=None, help="JSON report (default RUN/samples/editing.json)")
     parser.add_argument("--figure", default=None, help="PNG of examples (default RUN/samples/editing.png)")
     args = parser.parse_args()
     pipe = Pipeline.from_run(args.run)
     start, reports = time.perf_counter(), []
     for seed in args.seeds:
-        reports.append(run_tasks(pipe, n=args.n, case_seed=args.case_seed, seed=seed, iterations=args.iterations))
+        reports.append(run_tasks(pipe, n=args.n, case_seed=args.case_seed, seed=seed, iterations=args.iterations,
+                                 mask_free_guidance=args.mask_free_guidance))
         print(f"seed {seed}: {json.dumps(reports[-1])}", flush=True)
     summary = summarise(reports)
     out = Path(args.out or Path(args.run) / "samples" / "editing.json")
@@ -86,7 +89,8 @@ def main() -> None:
         for task, figures in tasks.items():
             shown = ", ".join(f"{k} {v['mean']:.3f}±{v['std']:.3f}" for k, v in figures.items())
             print(f"{stage:8} {task:9} {shown}")
-    example_figure(pipe, Path(args.figure or out.with_suffix(".png")), args.case_seed, args.iterations)
+    example_figure(pipe, Path(args.figure or out.with_suffix(".png")), args.case_seed, args.iterations,
+                   args.mask_free_guidance)
     print(f"wrote {out}")
 
 

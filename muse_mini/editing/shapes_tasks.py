@@ -179,11 +179,13 @@ def _mask_free_figures(images, cases: list[Case]) -> dict:
             "all_three": float((ok & in_place & same_size).mean())}
 
 
-def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterations: int = 100) -> dict:
+def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterations: int = 100,
+              mask_free_guidance: float = 4.0) -> dict:
     """Every task's figures for one sampling ``seed``, per stage (``base`` and, when trained, ``superres``).
 
     Each figure comes with ``text_to_image``: the same model generating the
     same prompts from nothing, the reference the edit should at least match.
+    ``mask_free_guidance``: the walk's constant guidance (the paper's 4 by default).
     """
     stages = ("base", "superres") if pipe.has_superres else ("base",)
     stage = stages[-1]
@@ -198,7 +200,8 @@ def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterat
         elif task == "outpaint":
             result = pipe.outpaint(images, prompts, keep=np.stack([~c.mask for c in cases]), stage=stage, seed=seed)
         else:
-            result = pipe.edit(images, prompts, iterations=iterations, stage=stage, seed=seed)
+            result = pipe.edit(images, prompts, iterations=iterations, stage=stage, seed=seed,
+                               guidance=mask_free_guidance)
         reference = pipe.generate(prompts, seed=seed, stage=stage)
         for name in stages:
             out = _stage_images(result, name)
