@@ -30,12 +30,12 @@ from scipy import ndimage
 PALETTE = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (240, 200, 30), "purple": (150, 60, 200), "orange": (245, 130, 30)}
 NUMBERS = {"two": 2, "three": 3, "four": 4}
-_NOUN = r"(red|green|blue|yellow|purple|orange) (circle|square|triangle|diamond)"
-_FORMS = {
-    "single": re.compile(rf"an? (small|large) {_NOUN}$"),
-    "placed": re.compile(rf"an? {_NOUN} in the (top left|top right|bottom left|bottom right|center)$"),
-    "count": re.compile(rf"(two|three|four) {_NOUN}s$"),
-    "relation": re.compile(rf"an? {_NOUN} (left of|right of|above|below) an? {_NOUN}$"),
+NOUN = rf"({'|'.join(PALETTE)}) (circle|square|triangle|diamond)"  # a colour–shape pair, as two groups
+CAPTION_FORMS = {  # each kind's canonical caption, its fields as groups
+    "single": re.compile(rf"an? (small|large) {NOUN}$"),
+    "placed": re.compile(rf"an? {NOUN} in the (top left|top right|bottom left|bottom right|center)$"),
+    "count": re.compile(rf"(two|three|four) {NOUN}s$"),
+    "relation": re.compile(rf"an? {NOUN} (left of|right of|above|below) an? {NOUN}$"),
 }
 
 
@@ -85,7 +85,7 @@ def _shape(fill: float, aspect: float, widest: float) -> str:
 
 
 def parse(caption: str) -> tuple[str, tuple]:
-    for kind, form in _FORMS.items():
+    for kind, form in CAPTION_FORMS.items():
         m = form.match(caption)
         if m:
             return kind, m.groups()

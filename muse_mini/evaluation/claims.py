@@ -26,28 +26,23 @@ import numpy as np
 from muse_mini.data import shapes
 from muse_mini.data.evaluator import caption_accuracy
 from muse_mini.evaluation.features import embed
-from muse_mini.evaluation.fid import default_net, shapes_stats
-from muse_mini.evaluation.frechet import feature_stats, frechet_distance
+from muse_mini.evaluation.fid import default_net, reference_stats, shapes_fid, shapes_stats
 from muse_mini.evaluation.report import diversity
 from muse_mini.models.codec import reconstruct
+from muse_mini.models.images import psnr
 from muse_mini.viz.figures import bicubic_upsample
 
 
-def _judge(images, captions, reference_stats, net=None) -> dict:
-    """Caption accuracy and Shapes-FID of one set of images."""
+def _judge(images, captions, reference, net=None) -> dict:
+    """Caption accuracy and Shapes-FID (against ``reference``, a :class:`FeatureStats`) of one set of images."""
     return {"accuracy": caption_accuracy(images, captions)["accuracy"],
-            "shapes_fid": frechet_distance(shapes_stats(images, net), reference_stats)}
-
-
-def _reference(scenes_64, side: int, net=None):
-    images = scenes_64 if side == shapes.CANVAS else shapes.downsample(scenes_64, shapes.CANVAS // side)
-    return shapes_stats(images, net)
+            "shapes_fid": shapes_fid(images, reference, net)}
 
 
 def guidance_temperature_sweep(pipe, captions, scenes_64, *, guidances=(0.0, 1.0, 2.0, 4.0, 8.0),
                                temperatures=(0.5, 1.0, 1.5), seed: int = 0, net=None) -> list[dict]:
     """(guidance, temperature, accuracy, Shapes-FID) of base images at every pair of settings (Figure 8)."""
-    reference = _reference(scenes_64, pipe.tokenizer.image_size, net)
+    reference = reference_stats(scenes_64, pipe.tokenizer.image_size, net)
     points = []
     for guidance in guidances:
         for temperature in temperatures:
@@ -101,7 +96,7 @@ def diversity_at_equal_accuracy(rows: list[dict]) -> list[dict]:
 
 def steps_sweep(pipe, captions, scenes_64, *, steps=(1, 2, 4, 8, 12, 24), seed: int = 0, net=None) -> list[dict]:
     """Accuracy and Shapes-FID of base images by decoding steps, and at one token per step (§2.8, Figure 5)."""
-    reference = _reference(scenes_64, pipe.tokenizer.image_size, net)
+    reference = reference_stats(scenes_64, pipe.tokenizer.image_size, net)
     one_per_token = pipe.tokenizer.grid ** 2
     rows = []
     for n in (*steps, one_per_token):
@@ -115,17 +110,12 @@ def superres_against_bicubic(pipe, captions, scenes_64, *, seed: int = 0, net=No
     """64 px images from the super-res stage against bicubic upsampling of the same base images (Table 1)."""
     if not pipe.has_superres:
         raise ValueError("pipe: super-res against bicubic needs a pipeline with a trained super-res stage")
-    reference = _reference(scenes_64, shapes.CANVAS, net)
+    reference = reference_stats(scenes_64, shapes.CANVAS, net)
     gen = pipe.generate(captions, seed=seed)
     factor = gen.images.shape[1] // gen.base_images.shape[1]
     return {"superres": _judge(gen.images, captions, reference, net),
             "bicubic": _judge(bicubic_upsample(gen.base_images, factor), captions, reference, net),
             "base_32px": caption_accuracy(gen.base_images, captions)["accuracy"]}
-
-
-def _psnr(a, b) -> float:
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
 
 
 def decoder_against_tokenizer(finetuned, plain, scenes_64, *, net=None) -> dict:
@@ -134,8 +124,7 @@ def decoder_against_tokenizer(finetuned, plain, scenes_64, *, net=None) -> dict:
     out = {}
     for name, vqgan in (("finetuned_decoder", finetuned), ("tokenizer_decoder", plain)):
         recon = reconstruct(vqgan, scenes_64)
-        out[name] = {"psnr": _psnr(recon, scenes_64),
-                     "shapes_fid": frechet_distance(feature_stats(embed(net or default_net(), recon)[0]), reference)}
+        out[name] = {"psnr": psnr(recon, scenes_64), "shapes_fid": shapes_fid(recon, reference, net)}
     return out
 
 

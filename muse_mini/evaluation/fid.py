@@ -28,21 +28,25 @@ def shapes_stats(images, net: ShapesFeatureNet | None = None) -> FeatureStats:
     return feature_stats(embed(net or default_net(), images)[0])
 
 
+def reference_stats(reference, side: int, net: ShapesFeatureNet | None = None) -> FeatureStats:
+    """The Gaussian of reference images judged at ``side`` px: 64 px ones are block-averaged to 32 px
+    for 32 px images, as the base model's training images were."""
+    reference = np.asarray(reference)
+    if reference.shape[1] != side:
+        from muse_mini.data.shapes import downsample
+
+        if reference.shape[1] < side:
+            raise ValueError(f"reference: {reference.shape[1]} px images cannot judge {side} px ones")
+        reference = downsample(reference, reference.shape[1] // side)
+    return shapes_stats(reference, net)
+
+
 def shapes_fid(images, reference, net: ShapesFeatureNet | None = None) -> float:
     """Shapes-FID of ``images`` against ``reference`` (images or their :class:`FeatureStats`).
 
-    Both sets are judged at the resolution of ``images``: reference images at
-    64 px are block-averaged to 32 px when ``images`` are 32 px, as the base
-    model's training images were.
+    Both sets are judged at the resolution of ``images`` (:func:`reference_stats`).
     """
     images = np.asarray(images)
     if not isinstance(reference, FeatureStats):
-        reference = np.asarray(reference)
-        if reference.ndim == 4 and reference.shape[1] != images.shape[1]:
-            from muse_mini.data.shapes import downsample
-
-            if reference.shape[1] < images.shape[1]:
-                raise ValueError(f"reference: {reference.shape[1]} px images cannot judge {images.shape[1]} px ones")
-            reference = downsample(reference, reference.shape[1] // images.shape[1])
-        reference = shapes_stats(reference, net)
+        reference = reference_stats(reference, images.shape[1], net)
     return frechet_distance(shapes_stats(images, net), reference)
