@@ -182,6 +182,33 @@ def test_rejects_blank_and_noise_images(res):
     assert not E.evaluate(grey, "two green squares").ok
 
 
+def _cut(shape, box, res):
+    """A large green ``shape`` at the centre with ``box = (x0, y0, x1, y1)`` painted white (64 px coords)."""
+    img = S.render([S.ShapeObject("green", shape, 32.0, 32.0, 30)], resolution=64).copy()
+    x0, y0, x1, y1 = box
+    img[y0:y1, x0:x1] = 255
+    return img if res == 64 else S.downsample(img[None])[0]
+
+
+@pytest.mark.parametrize("res", [64, 32])
+@pytest.mark.parametrize("shape, box, flaw", [
+    ("square", (28, 17, 36, 25), "notched"),  # an "M": a bite out of the top edge
+    ("circle", (29, 29, 35, 35), "holed"),  # a ring
+    ("square", (17, 28, 25, 36), "notched"),  # a bite out of the left edge
+], ids=["notched-square", "holed-disc", "bitten-square"])
+def test_rejects_shapes_that_are_not_flat_filled(res, shape, box, flaw):
+    # Soft IoU alone accepted these (issue 21's audit): a bite or a hole costs
+    # no more IoU than blur, but no blurred render breaks a row or column of ink.
+    result = E.evaluate(_cut(shape, box, res), f"a large green {shape}")
+    assert not result.ok
+    (obj,) = result.objects_found
+    assert obj.shape == "unknown" and flaw in obj.flaw and shape in obj.flaw
+    assert f"unknown ({obj.flaw})" in " ".join(result.reasons)
+    # a 2 px nick is within tolerance: the spec's shapes, not a pixel-perfect render
+    nick = (31, 17, 33, 19) if flaw == "notched" else (31, 31, 32, 32)
+    assert E.evaluate(_cut(shape, nick, res), f"a large green {shape}").ok
+
+
 @pytest.mark.parametrize("res", [64, 32])
 def test_speckles_are_ignored_and_strictness(res):
     circle = S.ShapeObject("green", "circle", 44.0, 44.0, 20)

@@ -1,0 +1,125 @@
+"""Fit a Shapes shape to one object's soft ink, and check that it is flat-filled.
+
+Steps 3 and 4 of :mod:`muse_mini.data.evaluator` (spec ``docs/shapes.md``,
+"The evaluator"): analysis by synthesis scores each shape, drawn as the
+renderer draws it, against the ink by soft IoU; the row-and-column runs of
+the ink then catch the notches and holes that IoU cannot tell from blur.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy import ndimage
+
+from muse_mini.data import captions as C, shapes as S
+
+MIN_SHAPE_IOU = 0.5  # soft IoU below which a blob matches no shape
+MAX_CONCAVITY = 0.05  # ink missing from rows' and columns' spans, as a fraction of the ink (see flat_fill)
+MAX_HOLE_64 = 2.0  # enclosed missing ink, px at 64×64 (a 32×32 pixel counts 4)
+BLUR_SIGMAS = (0.0, 0.7)  # template blurs tried, px at the evaluated resolution
+
+
+@functools.lru_cache(maxsize=None)
+def _shape_stats(shape: str, size: int) -> tuple[int, float, float]:
+    """Pixel area and mass centroid (relative to the box corner) of a drawn shape."""
+    m = S.shape_mask(shape, size)
+    ys, xs = np.nonzero(m)
+    return int(m.sum()), float(xs.mean() + 0.5), float(ys.mean() + 0.5)
+
+
+_PAD = 2  # template border (pixels at the evaluated resolution) for blur spill
+
+
+@functools.lru_cache(maxsize=None)
+def _soft_template(shape: str, size: int, phase_x: int, phase_y: int, factor: int,
+                   sigma: float) -> np.ndarray:
+    """``shape`` drawn at 64×64 in a box whose corner sits ``phase`` px into a
+    ``factor``-block, 2×2-block averaged when ``factor == 2``, optionally
+    Gaussian-blurred, with a ``_PAD`` border; the frame's top-left pixel is
+    the block holding the box corner, minus the border."""
+    h64 = -(-(phase_y + size) // factor) * factor
+    w64 = -(-(phase_x + size) // factor) * factor
+    canvas = np.zeros((h64, w64))
+    canvas[phase_y:phase_y + size, phase_x:phase_x + size] = S.shape_mask(shape, size)
+    t = canvas.reshape(h64 // factor, factor, w64 // factor, factor).mean(axis=(1, 3))
+    t = np.pad(t, _PAD)
+    if sigma:
+        t = ndimage.gaussian_filter(t, sigma, mode="constant")
+    t.flags.writeable = False
+    return t
+
+
+def fit_shape(alpha_hxw: np.ndarray, origin: tuple[int, int], factor: int):
+    """Analysis by synthesis (the evaluator's step 3): the shape, size and box that best explain
+    the soft ink map ``alpha_hxw`` of one object, whose top-left pixel is
+    ``origin = (row, col)`` of the evaluated image.
+
+    Size comes from the ink mass (blur and block averaging conserve it), the
+    box position from the mass centroid; every candidate is drawn as the
+    renderer would, optionally blurred (``BLUR_SIGMAS``, since generated
+    images are soft), and scored by the soft IoU ``sum(min) / sum(max)``.
+
+    Returns ``(shape, iou, cx, cy, size)`` in 64×64 coordinates.
+    """
+    h, w = alpha_hxw.shape
+    r0, c0 = origin
+    mass = alpha_hxw.sum()
+    ys, xs = np.mgrid[0:h, 0:w]
+    mx = (((xs + 0.5) * alpha_hxw).sum() / mass + c0) * factor  # 64×64 coords
+    my = (((ys + 0.5) * alpha_hxw).sum() / mass + r0) * factor
+    area64 = mass * factor ** 2
+    candidates, stack = [], []
+    for shape in C.SHAPES:
+        # the two sizes whose drawn area brackets the measured ink mass
+        side = np.sqrt(area64 / (_shape_stats(shape, 32)[0] / 32 ** 2))
+        for size in {int(np.floor(side)), int(np.ceil(side))}:
+            if not 2 <= size <= S.CANVAS:
+                continue
+            _, ox, oy = _shape_stats(shape, size)
+            x0, y0 = int(round(mx - ox)), int(round(my - oy))  # box corner, 64×64 coords
+            for sigma in BLUR_SIGMAS:
+                candidates.append((shape, size, x0, y0))
+                stack.append(_placed_template(shape, size, x0, y0, sigma, origin, (h, w), factor))
+    if not candidates:
+        return "unknown", 0.0, mx, my, float(np.sqrt(area64))
+    t_Kxhxw = np.stack(stack)
+    iou_K = (np.minimum(alpha_hxw, t_Kxhxw).sum(axis=(1, 2))
+             / np.maximum(alpha_hxw, t_Kxhxw).sum(axis=(1, 2)))
+    k = int(np.argmax(iou_K))
+    shape, size, x0, y0 = candidates[k]
+    named = shape if iou_K[k] >= MIN_SHAPE_IOU else "unknown"
+    return named, float(iou_K[k]), x0 + size / 2, y0 + size / 2, float(size)
+
+
+def _placed_template(shape, size, x0, y0, sigma, origin, window, factor) -> np.ndarray:
+    """:func:`_soft_template` with its box corner at ``(x0, y0)`` (64×64 coords),
+    pasted into the ``window = (h, w)`` whose top-left pixel is ``origin``, clipped."""
+    (r0, c0), (h, w) = origin, window
+    ty, tx = y0 // factor - _PAD - r0, x0 // factor - _PAD - c0  # in the window
+    t = _soft_template(shape, size, x0 % factor, y0 % factor, factor, sigma)
+    canvas = np.zeros((h, w))
+    a0, b0 = max(ty, 0), max(tx, 0)
+    a1, b1 = min(ty + t.shape[0], h), min(tx + t.shape[1], w)
+    if a1 > a0 and b1 > b0:
+        canvas[a0:a1, b0:b1] = t[a0 - ty:a1 - ty, b0 - tx:b1 - tx]
+    return canvas
+
+
+def flat_fill(alpha_hxw: np.ndarray, min_alpha: float) -> tuple[float, float]:
+    """``(concavity, holes)`` of one object's ink (the evaluator's step 4).
+
+    Every Shapes shape is convex and flat-filled, so each row and column of a
+    rendered object's ink is one unbroken run, however it is blurred, noised
+    or block-averaged. ``concavity`` is the ink missing from those runs' spans
+    (notches, bites, pinched sides, holes) as a fraction of the ink area;
+    ``holes`` is the part of it enclosed by ink, in pixels of ``alpha_hxw``. Each missing pixel
+    counts by how far it falls below ``min_alpha``.
+    """
+    ink = alpha_hxw >= min_alpha
+    rows = np.maximum.accumulate(ink, 1) & np.maximum.accumulate(ink[:, ::-1], 1)[:, ::-1]
+    cols = np.maximum.accumulate(ink, 0) & np.maximum.accumulate(ink[::-1], 0)[::-1]
+    missing = np.where(~ink, np.clip(1.0 - alpha_hxw / min_alpha, 0.0, 1.0), 0.0)
+    holes = float(missing[ndimage.binary_fill_holes(ink) & ~ink].sum())
+    return float(missing[rows | cols].sum() / max(ink.sum(), 1)), holes
