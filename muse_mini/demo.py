@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from muse_mini import viz
-from muse_mini.config import RECIPES, get_recipe  # RECIPES: re-exported for old callers
-from muse_mini.data.evaluator import caption_accuracy
+from muse_mini.config import RECIPES, get_recipe, seed_overrides  # RECIPES: re-exported for old callers
+from muse_mini.data.evaluator import EVALUATOR_VERSION, caption_accuracy
 from muse_mini.data.shapes import canonical_prompts, downsample, generate
 from muse_mini.decoding.spec import DECODING_VERSION
 from muse_mini.models.codec import reconstruct
@@ -117,10 +117,11 @@ def _evaluation_key(pipe, out: Path) -> dict:
 
     JSON-normalised (tuples become lists), so it compares equal to a stored copy.
     ``decoding`` names the sampler's behaviour, so a change of what the same
-    settings sample (the MaskGIT anneal, version 2) re-evaluates.
+    settings sample (the MaskGIT anneal, version 2) re-evaluates, as does a change of the
+    evaluator's verdicts (``EVALUATOR_VERSION``).
     """
     return json.loads(json.dumps({
-        "decoding": DECODING_VERSION,
+        "decoding": DECODING_VERSION, "evaluator": EVALUATOR_VERSION,
         "runs": {sub: json.loads((out / sub / DONE_FILE).read_text())
                  for sub in ("base", "superres", "decoder") if (out / sub / DONE_FILE).is_file()},
         "sampler": dataclasses.asdict(pipe.cfg.sampler),
@@ -148,8 +149,13 @@ def format_accuracy(label: str, results: dict) -> str:
 
 
 def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = True,
-             evaluate: bool = True, overrides=()) -> dict:
-    """Run (or finish, or just re-render) every toy stage; returns the timings."""
+             evaluate: bool = True, overrides=(), seed: int | None = None) -> dict:
+    """Run (or finish, or just re-render) every toy stage; returns the timings.
+
+    ``seed`` trains every stage with that seed (:func:`muse_mini.config.seed_overrides`),
+    before ``overrides``; None keeps the recipe's seeds.
+    """
+    overrides = [*(seed_overrides(seed) if seed is not None else ()), *overrides]
     cfg = get_recipe(recipe, overrides)  # checks the name
     out = Path(out or RECIPES[recipe].out)
     out.mkdir(parents=True, exist_ok=True)

@@ -85,3 +85,17 @@ def test_demo_accepts_the_recipes_as_spelled():
         assert parser.parse_args(["demo", "--recipe", recipe]).recipe == recipe
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--recipe", "slow"])
+
+
+def test_demo_seed_sets_every_stages_training_seed_and_bad_seeds_are_named(capsys, monkeypatch, tmp_path):
+    import muse_mini.cli.demo as demo_cli
+    from muse_mini.config import TRAIN_SECTIONS, get_recipe, seed_overrides
+
+    _fails(capsys, ["demo", "--seed", str(2 ** 70), "--out", str(tmp_path / "d")], "--seed")
+    seen = {}
+    monkeypatch.setattr(demo_cli, "run_demo", lambda recipe, out, **kw: seen.update(kw, recipe=recipe))
+    assert main(["demo", "--recipe", "quick", "--seed", "7", "--out", str(tmp_path / "d"), "base.depth=3"]) in (0, None)
+    assert seen["seed"] == 7 and seen["overrides"] == ["base.depth=3"]
+    cfg = get_recipe("quick", [*seed_overrides(7), "base_train.seed=1"])  # later overrides win
+    assert {s: getattr(cfg, s).seed for s in TRAIN_SECTIONS} == {**dict.fromkeys(TRAIN_SECTIONS, 7), "base_train": 1}
+    assert cfg.data == get_recipe("quick").data  # the same Shapes world on every seed

@@ -16,7 +16,7 @@ paths, from Python or the command line::
 
 from muse_mini.config.overrides import apply_overrides, from_dict, load_config
 from muse_mini.config.presets import (
-    PRESETS, RECIPES, SMOKE_OVERRIDES, T5_XXL, Recipe, get_preset, get_recipe,
+    PRESETS, RECIPES, SMOKE_OVERRIDES, T5_XXL, TRAIN_SECTIONS, Recipe, get_preset, get_recipe, seed_overrides,
 )
 from muse_mini.config.schema import (
     DATA_FEEDS, DATA_RUNTIME_FIELDS, LOWRES_INPUTS, MESH_AXES, POSITION_INITS, SEED_RANGE, TOKENIZER_STAGES, DataConfig, DecoderConfig, MeshConfig, MuseConfig,
@@ -28,5 +28,6 @@ __all__ = [
     "DATA_FEEDS", "DATA_RUNTIME_FIELDS", "DataConfig", "DecoderConfig", "LOWRES_INPUTS", "MESH_AXES", "MeshConfig", "MuseConfig", "POSITION_INITS", "PRESETS", "RECIPES",
     "Recipe", "SEED_RANGE", "SMOKE_OVERRIDES", "SamplerConfig", "SuperResConfig", "T5_XXL", "TOKENIZER_STAGES",
     "TextConfig", "TrainConfig", "TransformerConfig", "VQGANConfig", "apply_overrides", "check_seed",
-    "from_dict", "get_preset", "get_recipe", "load_config", "tokenizer_stage_config",
+    "TRAIN_SECTIONS", "from_dict", "get_preset", "get_recipe", "load_config", "seed_overrides",
+    "tokenizer_stage_config",
 ]

@@ -208,6 +208,19 @@ RECIPES = {
 }
 
 
+# Every stage's TrainConfig: a training seed sets them all (init, masking, batch order).
+TRAIN_SECTIONS = ("tokenizer_train", "highres_tokenizer_train", "base_train", "superres_train", "decoder_train")
+
+
+def seed_overrides(seed: int) -> tuple[str, ...]:
+    """Overrides that train every stage with ``seed``: one training seed of a recipe.
+
+    The Shapes data (``data.seed``) stay the same, so seeds differ only in how
+    the models learn, which is the spread a recipe's figures must survive (issue 21).
+    """
+    return tuple(f"{section}.seed={seed}" for section in TRAIN_SECTIONS)
+
+
 def get_recipe(name: str, overrides: typing.Sequence[str] = ()) -> MuseConfig:
     """The named recipe's config, with further ``overrides`` applied after the recipe's own."""
     if name not in RECIPES:

@@ -54,6 +54,9 @@ from scipy import ndimage
 from muse_mini.data import captions as C, shapes as S
 from muse_mini.data.shape_fit import MAX_CONCAVITY, MAX_HOLE_64, MIN_SHAPE_IOU, fit_shape, flat_fill  # noqa: F401
 
+# Bumped when the same image can get another verdict, so stored accuracies are recomputed:
+# 2 = the audit's exact size ranges and relations, 3 = the flat-fill check (issue 21).
+EVALUATOR_VERSION = 3
 MIN_ALPHA = 0.5  # a pixel is "ink" when it is at least half palette colour
 MAX_COLOUR_RESIDUAL = 90.0  # RGB distance (0..255) off the white-to-colour line
 MIN_AREA_64 = 40  # px at 64×64; the smallest object (16 px triangle) has ~136

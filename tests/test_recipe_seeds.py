@@ -1,0 +1,49 @@
+"""scripts/recipe_seeds.py: a recipe's accuracy over training seeds, as mean, spread and range."""
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "recipe_seeds.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("recipe_seeds", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(root: Path, seed: int, base: float, superres: float, seconds: float) -> Path:
+    run = root / f"quick-seed{seed}"
+    (run / "samples").mkdir(parents=True)
+    results = {"base": {"train": {"accuracy": base}, "holdout": {"accuracy": base / 2}},
+               "superres": {"train": {"accuracy": superres}, "holdout": {"accuracy": superres / 2}}}
+    (run / "samples" / "accuracy.json").write_text(json.dumps({"key": {}, "results": results}))
+    (run / "timings.json").write_text(json.dumps({"training_total": seconds}))
+    return run
+
+
+def test_summary_matches_statistics_and_the_table_shows_every_seed(script, tmp_path):
+    values = {0: (0.62, 0.60, 1200.0), 1: (0.55, 0.50, 1500.0), 2: (0.70, 0.66, 1320.0)}
+    per_seed = {s: script.seed_row(_run(tmp_path, s, *v)) for s, v in values.items()}
+    summary = script.summarise(per_seed)
+    base = [v[0] for v in values.values()]
+    assert summary["base/train"]["mean"] == pytest.approx(statistics.fmean(base))
+    assert summary["base/train"]["std"] == pytest.approx(statistics.stdev(base))
+    assert (summary["base/train"]["min"], summary["base/train"]["max"]) == (0.55, 0.70)
+    assert summary["superres/holdout"]["mean"] == pytest.approx(statistics.fmean(v[1] / 2 for v in values.values()))
+    assert summary["training_minutes"]["max"] == pytest.approx(25.0)
+    text = script.table(per_seed, summary)
+    for seed in values:
+        assert f"| {seed} | " in text
+    assert "| mean | 62.3% |" in text and "| min | 55.0% |" in text
+
+
+def test_a_single_seed_has_no_spread(script, tmp_path):
+    per_seed = {3: script.seed_row(_run(tmp_path, 3, 0.5, 0.4, 600.0))}
+    assert script.summarise(per_seed)["base/train"]["std"] == 0.0
