@@ -33,7 +33,7 @@ from muse_mini.data.captions import parse_caption
 from muse_mini.data.evaluator import caption_accuracy
 from muse_mini.decoding.spec import DECODING_VERSION
 from muse_mini.evaluation.features import embed
-from muse_mini.evaluation.fid import default_net, shapes_stats
+from muse_mini.evaluation.fid import default_net, reference_stats
 from muse_mini.evaluation.frechet import feature_stats, frechet_distance
 from muse_mini.evaluation.plots import plot_report
 from muse_mini.models.codec import decode_tokens
@@ -79,16 +79,10 @@ def evaluation_prompts(samples: int, prompts_file=None) -> Prompts:
     return Prompts({k: v for k, v in by_split.items() if v}, {k: None for k, v in by_split.items() if v})
 
 
-def _reference_images(split: str, side: int) -> np.ndarray:
-    """Real scenes of ``split`` at ``side`` px: ``REFERENCE_SCENES`` of them, from the evaluation seed."""
-    images, _, _ = shapes.generate(REFERENCE_SCENES, seed=EVAL_SEED, split=split)
-    return images if side == shapes.CANVAS else shapes.downsample(images, shapes.CANVAS // side)
-
-
-def _floor_images(split: str, n: int, side: int) -> np.ndarray:
-    """``n`` real scenes from another seed: the Shapes-FID that sampling alone gives at this set size."""
-    images, _, _ = shapes.generate(n, seed=EVAL_SEED + 1, split=split)
-    return images if side == shapes.CANVAS else shapes.downsample(images, shapes.CANVAS // side)
+def _real_stats(split: str, n: int, seed: int, side: int, net):
+    """Feature statistics of ``n`` real scenes of ``split`` from ``seed``, judged at ``side`` px."""
+    images, _, _ = shapes.generate(n, seed=seed, split=split)
+    return reference_stats(images, side, net)
 
 
 def object_count(caption: str) -> int:
@@ -171,9 +165,10 @@ def _stage_figures(images_SxN, captions, split, net) -> dict:
     features = embed(net, flat)[0]
     fid = floor = None
     if len(flat) >= 2:  # a Gaussian needs two samples
-        reference = shapes_stats(_reference_images(split, side), net)
+        reference = _real_stats(split, REFERENCE_SCENES, EVAL_SEED, side, net)
         fid = frechet_distance(feature_stats(features), reference)
-        floor = frechet_distance(shapes_stats(_floor_images(split, len(flat), side), net), reference)
+        # real scenes of another seed: the Shapes-FID that sampling alone gives at this set size
+        floor = frechet_distance(_real_stats(split, len(flat), EVAL_SEED + 1, side, net), reference)
     figures = {
         "accuracy": accuracy["accuracy"], "n_images": accuracy["n_images"], "n_prompts": accuracy["n_prompts"],
         "per_kind": {k: v for k, v in accuracy["per_kind"].items() if v["n_images"]},
