@@ -162,11 +162,14 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     (out / "config.json").write_text(cfg.to_json())
     timings: dict = {}
     start = time.perf_counter()
+    finished = {sub for sub in TRAINED_STAGES if (out / sub / DONE_FILE).is_file()}
+    stored = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
 
     _log(f"recipe {recipe!r} → {out}")
     _timed(timings, "shapes", lambda: render_shapes(out))
     _timed(timings, "text", lambda: render_text(cfg, out))
     train_stages(cfg, out, timings, start, progress=progress)
+    keep_trained_times(timings, stored, finished)
     pipe = Pipeline.from_run(out)
     render_samples(pipe, out)
     if evaluate and cfg.data.source != "shapes":
@@ -176,6 +179,24 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     _log(f"done in {time.perf_counter() - start:.0f}s; outputs under {out}")
     return timings
+
+
+TRAINED_STAGES = ("tokenizer-base", "base", "tokenizer-highres", "superres", "decoder")  # run subdirectories
+
+
+def keep_trained_times(timings: dict, stored: dict, finished: set) -> None:
+    """Put back the stored training times of stages that were finished before this call.
+
+    A resumed run skips them in seconds; without this its ``timings.json``
+    would lose the minutes they trained in. The totals are kept too when
+    every stage this call ran was already finished.
+    """
+    for sub in finished & stored.keys():
+        timings[sub] = stored[sub]
+    if finished >= {sub for sub in TRAINED_STAGES if sub in timings}:
+        for total in ("text_to_image_total", "training_total"):
+            if total in stored:
+                timings[total] = stored[total]
 
 
 def train_stages(cfg, out: Path, timings: dict, start: float, *, progress: bool) -> None:

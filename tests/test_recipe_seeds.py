@@ -47,3 +47,21 @@ def test_summary_matches_statistics_and_the_table_shows_every_seed(script, tmp_p
 def test_a_single_seed_has_no_spread(script, tmp_path):
     per_seed = {3: script.seed_row(_run(tmp_path, 3, 0.5, 0.4, 600.0))}
     assert script.summarise(per_seed)["base/train"]["std"] == 0.0
+
+
+def test_a_resumed_demo_keeps_the_times_its_finished_stages_trained_in():
+    from muse_mini.demo import keep_trained_times
+
+    stored = {"tokenizer-base": 170.0, "base": 900.0, "text_to_image_total": 1070.0, "tokenizer-highres": 60.0,
+              "superres": 400.0, "training_total": 1530.0, "eval_base": 6.0}
+    # everything was finished: the seconds-long skips give way to the stored times and totals
+    resumed = {"shapes": 1.0, "tokenizer-base": 0.2, "base": 0.3, "text_to_image_total": 2.0,
+               "tokenizer-highres": 0.1, "superres": 0.2, "training_total": 3.0, "eval_base": 7.0}
+    keep_trained_times(resumed, stored, set(stored) - {"text_to_image_total", "training_total", "eval_base"})
+    assert resumed == {**stored, "shapes": 1.0, "eval_base": 7.0}
+    # super-res trained in this call: its own time and this call's totals stay
+    partial = {"tokenizer-base": 0.2, "base": 0.3, "text_to_image_total": 2.0, "tokenizer-highres": 0.1,
+               "superres": 410.0, "training_total": 415.0}
+    keep_trained_times(partial, stored, {"tokenizer-base", "base", "tokenizer-highres"})
+    assert partial == {"tokenizer-base": 170.0, "base": 900.0, "text_to_image_total": 2.0,
+                       "tokenizer-highres": 60.0, "superres": 410.0, "training_total": 415.0}
