@@ -182,21 +182,27 @@ def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = 
 
 
 TRAINED_STAGES = ("tokenizer-base", "base", "tokenizer-highres", "superres", "decoder")  # run subdirectories
+TEXT_TO_IMAGE_STAGES = TRAINED_STAGES[:2]  # what text_to_image_total covers
 
 
 def keep_trained_times(timings: dict, stored: dict, finished: set) -> None:
     """Put back the stored training times of stages that were finished before this call.
 
     A resumed run skips them in seconds; without this its ``timings.json``
-    would lose the minutes they trained in. The totals are kept too when
-    every stage this call ran was already finished.
+    would lose the minutes they trained in. When every stage this call ran was
+    already finished the stored totals are kept; otherwise each total swaps the
+    seconds spent skipping a finished stage for the time it trained in.
     """
-    for sub in finished & stored.keys():
+    kept = finished & stored.keys()
+    skipped = {sub: timings.get(sub, 0.0) for sub in kept}
+    for sub in kept:
         timings[sub] = stored[sub]
-    if finished >= {sub for sub in TRAINED_STAGES if sub in timings}:
-        for total in ("text_to_image_total", "training_total"):
-            if total in stored:
-                timings[total] = stored[total]
+    everything_finished = finished >= {sub for sub in TRAINED_STAGES if sub in timings}
+    for total, subs in (("text_to_image_total", TEXT_TO_IMAGE_STAGES), ("training_total", TRAINED_STAGES)):
+        if everything_finished and total in stored:
+            timings[total] = stored[total]
+        elif total in timings:
+            timings[total] = round(timings[total] + sum(stored[s] - skipped[s] for s in subs if s in kept), 1)
 
 
 def train_stages(cfg, out: Path, timings: dict, start: float, *, progress: bool) -> None:

@@ -59,9 +59,16 @@ def test_a_resumed_demo_keeps_the_times_its_finished_stages_trained_in():
                "tokenizer-highres": 0.1, "superres": 0.2, "training_total": 3.0, "eval_base": 7.0}
     keep_trained_times(resumed, stored, set(stored) - {"text_to_image_total", "training_total", "eval_base"})
     assert resumed == {**stored, "shapes": 1.0, "eval_base": 7.0}
-    # super-res trained in this call: its own time and this call's totals stay
+    # super-res trained in this call: its own time stays, and each total swaps the
+    # skips for the stored times of the stages it covers
     partial = {"tokenizer-base": 0.2, "base": 0.3, "text_to_image_total": 2.0, "tokenizer-highres": 0.1,
                "superres": 410.0, "training_total": 415.0}
     keep_trained_times(partial, stored, {"tokenizer-base", "base", "tokenizer-highres"})
-    assert partial == {"tokenizer-base": 170.0, "base": 900.0, "text_to_image_total": 2.0,
-                       "tokenizer-highres": 60.0, "superres": 410.0, "training_total": 415.0}
+    assert partial == {"tokenizer-base": 170.0, "base": 900.0, "text_to_image_total": 1071.5,
+                       "tokenizer-highres": 60.0, "superres": 410.0, "training_total": 1544.4}
+    # only the base stage retrained (a recipe change): the text-to-image total keeps the tokenizer's time
+    retrained = {"tokenizer-base": 0.2, "base": 1300.0, "text_to_image_total": 1301.0, "tokenizer-highres": 0.1,
+                 "superres": 0.2, "training_total": 1302.0}
+    keep_trained_times(retrained, stored, {"tokenizer-base", "tokenizer-highres", "superres"})
+    assert retrained["text_to_image_total"] == 1301.0 - 0.2 + 170.0
+    assert retrained["training_total"] == round(1302.0 - 0.5 + 630.0, 1)
