@@ -59,6 +59,7 @@ def test_overrides_are_typed_and_nested():
     ("basedepth", "section.field=value"),
     ("data.kinds=single,colour", "data.kinds: kinds must be a non-empty subset"),
     ("base.pos_init=sinusoidal", "TransformerConfig.pos_init: expected one of ('normal', 'sincos')"),
+    ("superres.attention=flash", "SuperResConfig.attention: expected one of ('xla', 'cudnn')"),
 ])
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -119,6 +119,30 @@ def test_attention_goes_through_dot_product_attention(model, example, monkeypatc
     assert calls == [False, True]  # self-attention, then masked cross-attention (scan traces once)
 
 
+def test_attention_kernel_is_passed_through_and_checked(model, example, monkeypatch):
+    kernels = []
+    original = jax.nn.dot_product_attention
+
+    def spy(*args, **kwargs):
+        kernels.append(kwargs.get("implementation"))
+        return original(*args, **{**kwargs, "implementation": None})
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    jax.eval_shape(lambda: model(*example))
+    assert kernels == ["xla", "xla"]
+    # the cuDNN kernel reaches both attentions of every layer (faked here: there is no GPU)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    cudnn = reconfigure(model, attention="cudnn", dtype="bfloat16")
+    kernels.clear()
+    jax.eval_shape(lambda: cudnn(*example))
+    assert kernels == ["cudnn", "cudnn"]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"TransformerConfig.attention: expected one of \('xla', 'cudnn'\)"):
+        dataclasses.replace(CFG, attention="flash")
+    with pytest.raises(ValueError, match=r"attention='cudnn': needs an NVIDIA GPU backend \(this one is 'cpu'\)"):
+        make(dataclasses.replace(CFG, attention="cudnn", dtype="bfloat16"))
+
+
 def _jaxpr(depth):
     abstract = eqx.filter_eval_shape(make, dataclasses.replace(CFG, depth=depth))
     params, static = eqx.partition(abstract, lambda x: isinstance(x, jax.ShapeDtypeStruct))

@@ -98,6 +98,7 @@ class VQGANConfig:
 
 
 POSITION_INITS = ("normal", "sincos")  # how the learned position table starts (muse_mini.models.transformer)
+ATTENTION_KERNELS = ("xla", "cudnn")  # jax.nn.dot_product_attention implementations
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ class TransformerConfig:
     (``jax.checkpoint``), trading compute for memory at large sizes. On
     XLA:CPU it is also faster: without it the layer scan stacks every
     layer's saved activations into ``depth``-long buffers, and those copies
-    cost more than recomputing the forward pass.
+    cost more than recomputing the forward pass. ``attention`` picks the
+    kernel behind :func:`jax.nn.dot_product_attention`: ``"xla"`` runs
+    anywhere, ``"cudnn"`` is the fused (flash) kernel on NVIDIA GPUs, for
+    bfloat16/float16 compute; the numbers are the same up to rounding.
     """
 
     depth: int = 48
@@ -123,10 +127,14 @@ class TransformerConfig:
     dtype: str = "float32"
     remat: bool = False
     pos_init: str = "normal"  # or "sincos": how the learned 2D position table starts (muse_mini.models.transformer)
+    attention: str = "xla"  # or "cudnn": the fused GPU kernel (see above)
 
     def __post_init__(self):
         if self.pos_init not in POSITION_INITS:
             raise ValueError(f"{type(self).__name__}.pos_init: expected one of {POSITION_INITS}, got {self.pos_init!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ValueError(f"{type(self).__name__}.attention: expected one of {ATTENTION_KERNELS}, "
+                             f"got {self.attention!r}")
         where = type(self).__name__
         for name in ("depth", "width", "mlp_dim", "num_heads"):
             check_int(f"{where}.{name}", getattr(self, name))

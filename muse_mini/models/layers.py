@@ -219,8 +219,9 @@ class Attention(Named):
     v_bias: Float[Array, "heads kv"]
     o_bias: Float[Array, " embed"]
     num_heads: int = eqx.field(static=True)
+    kernel: str = eqx.field(static=True)  # jax.nn.dot_product_attention's implementation
 
-    def __init__(self, width: int, num_heads: int, *, key):
+    def __init__(self, width: int, num_heads: int, *, key, kernel: str = "xla"):
         if width % num_heads:
             raise ValueError(f"attention: width {width} is not divisible by num_heads {num_heads}")
         head_dim = width // num_heads
@@ -232,6 +233,7 @@ class Attention(Named):
         self.q_bias, self.k_bias, self.v_bias = zeros, zeros, zeros
         self.o_bias = jnp.zeros((width,), jnp.float32)
         self.num_heads = num_heads
+        self.kernel = kernel
 
     def __call__(self, x_TxD, context_SxD, mask_S: Bool[Array, " S"] | None = None):
         """One example (``T×D``, ``S×D``, ``S``) or a batch with a leading axis."""
@@ -247,7 +249,8 @@ class Attention(Named):
         v_SxHxK = project(context_SxD, self.v_proj, self.v_bias)
         # A key mask broadcast over heads and queries: (..., 1, 1, S) → (..., heads, T, S).
         mask = None if mask_S is None else mask_S[..., None, None, :]
-        out_TxHxK = jax.nn.dot_product_attention(q_TxHxK, k_SxHxK, v_SxHxK, mask=mask)
+        out_TxHxK = jax.nn.dot_product_attention(q_TxHxK, k_SxHxK, v_SxHxK, mask=mask,
+                                                  implementation=self.kernel)
         h, k, d = self.o_proj.shape
         out_xHK = out_TxHxK.reshape(*out_TxHxK.shape[:-2], h * k)
         return _flat_matmul(out_xHK, self.o_proj.reshape(h * k, d).astype(dt)) + self.o_bias.astype(dt)
@@ -333,12 +336,13 @@ class Block(eqx.Module):
     mlp: MLP
     dropout: float = eqx.field(static=True)
 
-    def __init__(self, width: int, mlp_dim: int, num_heads: int, *, cross: bool, dropout: float = 0.0, key):
+    def __init__(self, width: int, mlp_dim: int, num_heads: int, *, cross: bool, dropout: float = 0.0, key,
+                 kernel: str = "xla"):
         k_self, k_cross, k_mlp = jax.random.split(key, 3)
         self.self_norm = LayerNorm(width)
-        self.self_attn = Attention(width, num_heads, key=k_self)
+        self.self_attn = Attention(width, num_heads, key=k_self, kernel=kernel)
         self.cross_norm = LayerNorm(width) if cross else None
-        self.cross_attn = Attention(width, num_heads, key=k_cross) if cross else None
+        self.cross_attn = Attention(width, num_heads, key=k_cross, kernel=kernel) if cross else None
         self.mlp_norm = LayerNorm(width)
         self.mlp = MLP(width, mlp_dim, key=k_mlp)
         self.dropout = dropout
@@ -367,10 +371,10 @@ class BlockStack(eqx.Module):
 
     def __init__(
         self, depth: int, width: int, mlp_dim: int, num_heads: int, *,
-        cross: bool, dropout: float = 0.0, remat: bool = False, key,
+        cross: bool, dropout: float = 0.0, remat: bool = False, key, kernel: str = "xla",
     ):
         def make(k):
-            return Block(width, mlp_dim, num_heads, cross=cross, dropout=dropout, key=k)
+            return Block(width, mlp_dim, num_heads, cross=cross, dropout=dropout, key=k, kernel=kernel)
 
         self.blocks = eqx.filter_vmap(make)(jax.random.split(key, depth))
         self.depth = depth

@@ -91,7 +91,7 @@ class SuperResTransformer(TokenPredictor):
         self.lowres_pos = LearnedPositions(lowres_seq_len, cfg.width, key=k_pos)
         self.lowres_encoder = BlockStack(
             cfg.lowres_depth, cfg.width, cfg.mlp_dim, cfg.num_heads, cross=False,
-            dropout=cfg.dropout, remat=cfg.remat, key=k_enc,
+            dropout=cfg.dropout, remat=cfg.remat, key=k_enc, kernel=cfg.attention,
         )
         # Pre-LN blocks leave the residual stream un-normalised; normalise it
         # before every high-res layer attends to it.

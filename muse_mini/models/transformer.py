@@ -57,6 +57,18 @@ class OutputHead(eqx.Module):
         return self.out(self.norm(jax.nn.gelu(self.dense(x_NxD))))
 
 
+def check_attention_kernel(cfg: TransformerConfig) -> None:
+    """A clear error now, not a deep XLA one at the first call: cuDNN's fused attention
+    runs only on NVIDIA GPUs and only in 16-bit compute."""
+    if cfg.attention != "cudnn":
+        return
+    backend = jax.default_backend()
+    if backend != "gpu" or cfg.dtype not in ("bfloat16", "float16"):
+        raise ValueError(
+            f"{type(cfg).__name__}.attention='cudnn': needs an NVIDIA GPU backend (this one is {backend!r}) "
+            f"and bfloat16 or float16 compute (dtype is {cfg.dtype!r}); use attention='xla'")
+
+
 class MaskedTokenTransformer(eqx.Module):
     """Masked image tokens in, codebook logits out, cross-attending to a context.
 
@@ -76,12 +88,13 @@ class MaskedTokenTransformer(eqx.Module):
 
     def __init__(self, cfg: TransformerConfig, *, vocab_size: int, seq_len: int, key):
         compute_dtype(cfg.dtype)
+        check_attention_kernel(cfg)
         k_tok, k_pos, k_blocks, k_head = jax.random.split(key, 4)
         self.token_embed = Embedding(vocab_size + 1, cfg.width, key=k_tok)
         self.pos_embed = LearnedPositions(seq_len, cfg.width, key=k_pos, init=cfg.pos_init)
         self.blocks = BlockStack(
             cfg.depth, cfg.width, cfg.mlp_dim, cfg.num_heads, cross=True,
-            dropout=cfg.dropout, remat=cfg.remat, key=k_blocks,
+            dropout=cfg.dropout, remat=cfg.remat, key=k_blocks, kernel=cfg.attention,
         )
         self.norm = LayerNorm(cfg.width)
         self.head = OutputHead(cfg.width, vocab_size, key=k_head)
