@@ -76,6 +76,7 @@ PEAK_BF16 = (
     ("h100 pcie", 756e12),
     ("h100 nvl", 835e12),
     ("h100", 989e12),  # SXM
+    ("h200 nvl", 835e12),
     ("h200", 989e12),
     ("a100", 312e12),
     ("v5 lite", 197e12),  # TPU v5e reports itself as "TPU v5 lite"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Wheels that gpu_report.py's aMUSEd rows need on a GPU machine that cannot reach a package index:
-# diffusers and the one requirement of it such an image tends to lack. Run here (with network),
+# diffusers (the version checked here: AmusedPipeline is deprecated upstream) and the one
+# requirement of it such an image tends to lack. Run here (with network),
 # then carry .whl to the GPU machine and install it there with the command docs/gpu.md gives.
 #
 #   bash benchmarks/device_wheels.sh            # into .whl/ (git-ignored)
@@ -11,5 +12,5 @@ py=${2:-3.12}
 mkdir -p "$dest"
 # Pure-Python wheels: one file serves every platform.
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
-  -d "$dest" "diffusers>=0.30" "importlib_metadata>=6"
+  -d "$dest" "diffusers==0.42.1" "importlib_metadata==10.2.0"
 ls -1 "$dest"

@@ -82,14 +82,15 @@ def program_bytes(compiled) -> int | None:
     return stats.get("peak_estimate_bytes")
 
 
-def median_ms(run, repeats: int) -> tuple[float, float, float]:
-    jax.block_until_ready(run())  # warm-up
+def median_ms(run, repeats: int) -> tuple[float, float, float, tuple]:
+    """Median, min and max milliseconds of ``run()`` after one warm-up call, and the output's shape."""
+    shape = jax.block_until_ready(run()).shape  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(run())
         times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times), min(times), max(times)
+    return statistics.median(times), min(times), max(times), tuple(shape)
 
 
 def text_to_pixels(base, vqgan, context, uncond, key, spec, scalars):
@@ -136,30 +137,46 @@ def latency_row(cfg, models, *, batch: int, steps: int, guidance: float, repeats
                 (base_spec, sr_spec), (scalars, scalars))
         run, compiled = compile_call(cascade_pixels, *args)
         size = cfg.highres_tokenizer.image_size
-    ms, lo, hi = median_ms(run, repeats)
+    ms, lo, hi, shape = median_ms(run, repeats)
     return {"ms": ms, "ms_min": lo, "ms_max": hi, "ms_per_image": ms / batch, "image_size": size,
-            "program_bytes": program_bytes(compiled), "output_shape": list(jax.eval_shape(run).shape)}
+            "program_bytes": program_bytes(compiled), "output_shape": list(shape)}
+
+
+def in_compute_dtype(model, dtype: str):
+    """The transformer's float weights stored in its compute dtype, cast once for inference: the
+    fp32 masters are a training need, and reading them at every decoding step would cost bandwidth."""
+    if dtype == "float32":
+        return model
+    dt = jnp.dtype(dtype)
+    return jax.tree.map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, model)
 
 
 def build_models(cfg, *, superres: bool) -> dict:
     """Random-weight models for the latency rows (latency does not depend on the values)."""
     key = jax.random.key(0)
-    models = {"base": build_base(cfg, key), "vq_lo": VQGAN(tokenizer_stage_config(cfg, "base"), key=key)}
+    models = {"base": in_compute_dtype(build_base(cfg, key), cfg.base.dtype),
+              "vq_lo": VQGAN(tokenizer_stage_config(cfg, "base"), key=key)}
     if superres:
-        models["superres"] = build_superres(cfg, key)
+        models["superres"] = in_compute_dtype(build_superres(cfg, key), cfg.superres.dtype)
         models["vq_hi"] = VQGAN(tokenizer_stage_config(cfg, "decoder" if cfg.decoder.enabled else "highres"), key=key)
     return models
 
 
 def our_latency(args, name: str, plan: list[dict], budget: Budget, *, superres: bool) -> list[dict]:
     """The latency rows of preset ``name``; each ``plan`` entry gives batch, steps and sr_steps."""
-    cfg = get_preset(name, args.overrides)
-    models = build_models(cfg, superres=superres)
+    try:
+        cfg = get_preset(name, args.overrides)
+        models = build_models(cfg, superres=superres)
+    except Exception as err:  # e.g. out of memory: the other sections still run
+        return [{"what": "latency", "model": f"muse_mini {name}", **p, "status": _failed(err)} for p in plan]
     params = {k: count_params(m) for k, m in models.items()}
     rows = []
     for p in plan:
         row = {"what": "latency", "model": f"muse_mini {name}", "params": params, **p,
-               "guidance_muse": args.guidance, "dtype": cfg.base.dtype, "attention": cfg.base.attention}
+               "guidance_muse": args.guidance, "dtype": cfg.base.dtype, "weights": cfg.base.dtype,
+               "attention": cfg.base.attention}
+        if superres:
+            row["superres_attention"] = cfg.superres.attention
         rows.append(_guarded(row, budget, lambda p=p: latency_row(
             cfg, models, batch=p["batch"], steps=p["steps"], guidance=args.guidance,
             repeats=args.repeats, sr_steps=p.get("sr_steps"))))
@@ -173,7 +190,11 @@ def _guarded(row: dict, budget: Budget, measure) -> dict:
     try:
         return {**row, **measure(), "status": "ok"}
     except Exception as err:  # one row's failure (an OOM) must not lose the others
-        return {**row, "status": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+        return {**row, "status": _failed(err)}
+
+
+def _failed(err: Exception) -> str:
+    return f"failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
 
 
 def amused_latency_rows(args, plan: list[dict], budget: Budget) -> list[dict]:
@@ -181,7 +202,13 @@ def amused_latency_rows(args, plan: list[dict], budget: Budget) -> list[dict]:
     why = amused_latency.unavailable()
     if why:
         return [{"what": "latency", "model": f"aMUSEd {size}", **p, "status": f"skipped: {why}"} for p in plan]
-    pipe, facts = amused_latency.build(size)
+    if not budget.left():
+        return [{"what": "latency", "model": f"aMUSEd {size}", **p, "status": "skipped: --time-budget spent"}
+                for p in plan]
+    try:
+        pipe, facts = amused_latency.build(size)
+    except Exception as err:  # diffusers' lazy imports fail late, as RuntimeError
+        return [{"what": "latency", "model": f"aMUSEd {size}", **p, "status": _failed(err)} for p in plan]
     rows = []
     for p in plan:
         row = {"what": "latency", "model": f"aMUSEd {size}", **p, "guidance_diffusers": args.guidance + 1, **facts}
@@ -193,8 +220,8 @@ def amused_latency_rows(args, plan: list[dict], budget: Budget) -> list[dict]:
 def training_rows(args, name: str, budget: Budget) -> list[dict]:
     """Train-step throughput and MFU (``bench_train.py``) for each batch, with and without remat."""
     rows = []
-    for remat in (True, False):
-        for batch in args.train_batches:
+    for batch in args.train_batches:  # one MFU figure per remat setting as early as possible
+        for remat in (True, False):
             row = {"what": "train", "model": f"muse_mini {name} base", "batch": batch, "remat": remat}
             rows.append(_guarded(row, budget, lambda b=batch, r=remat: train_row(args, name, b, r)))
     return rows
@@ -292,7 +319,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=None, help="steps per timed repeat (5)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats, median reported (5)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the chip's bf16 peak (default: datasheet)")
-    parser.add_argument("--time-budget", type=float, default=420.0, help="seconds; later rows are skipped")
+    parser.add_argument("--time-budget", type=float, default=360.0,
+                        help="seconds; rows that would start later are skipped (default 360)")
     parser.add_argument("--no-amused", action="store_true", help="skip the diffusers comparison")
     parser.add_argument("--quick", action="store_true", help="toy sizes, few repeats: the CPU smoke test")
     parser.add_argument("--json", type=Path, default=None)
@@ -302,6 +330,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, value in (QUICK if args.quick else FULL).items():  # what was not given
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.guidance <= 0:
+        parser.error(f"--guidance: expected > 0, so that both sides run both guidance passes, got {args.guidance}")
     for name in ("batches", "steps", "train_batches", "superres_steps", "cascade_steps", "train_steps", "repeats"):
         values = getattr(args, name)
         if any(v < 1 for v in (values if isinstance(values, list) else [values])):
@@ -309,39 +339,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def run(args) -> dict:
+def run(args, save=lambda report: None) -> dict:
+    """Every section, the issue's goal rows first; ``save(report)`` after each one (a partial report)."""
     cpu = jax.default_backend() == "cpu"
-    preset = args.preset or ("toy" if cpu else "cc3m")
-    large = args.large_preset or (None if cpu else "paper-3b")
+    preset = args.preset or ("toy" if cpu or args.quick else "cc3m")
+    large = args.large_preset or (None if cpu or args.quick else "paper-3b")
     budget = Budget(args.time_budget)
     plan = latency_plan(args)
-    rows = our_latency(args, preset, plan, budget, superres=False)
-    rows += our_latency(args, preset, [{"batch": b, "steps": args.cascade_steps, "sr_steps": args.superres_steps}
-                                       for b in args.batches], budget, superres=True)
-    if large:
-        rows += [{**r, "large": True} for r in our_latency(args, large, [{"batch": 1, "steps": 24}], budget,
-                                                            superres=False)]
-    if not args.no_amused:
-        rows += amused_latency_rows(args, plan, budget)
-    rows += training_rows(args, preset, budget)
     device = jax.devices()[0]
-    return {"device_kind": device.device_kind, "backend": jax.default_backend(), "jax": jax.__version__,
-            "equinox": eqx.__version__, "machine": machine(), "preset": preset, "large_preset": large,
-            "argv": sys.argv[1:],
-            "rows": rows, "goals": goals(rows, preset)}
+    report = {"device_kind": device.device_kind, "backend": jax.default_backend(), "jax": jax.__version__,
+              "equinox": eqx.__version__, "machine": machine(), "preset": preset, "large_preset": large,
+              "argv": sys.argv[1:], "rows": []}
+    sections = [lambda: our_latency(args, preset, plan, budget, superres=False)]
+    if not args.no_amused:
+        sections.append(lambda: amused_latency_rows(args, plan, budget))
+    if large:
+        sections.append(lambda: [{**r, "large": True} for r in our_latency(
+            args, large, [{"batch": 1, "steps": 24}], budget, superres=False)])
+    sections.append(lambda: training_rows(args, preset, budget))
+    sections.append(lambda: our_latency(args, preset, [{"batch": b, "steps": args.cascade_steps,
+                                                          "sr_steps": args.superres_steps} for b in args.batches],
+                                        budget, superres=True))
+    for section in sections:
+        rows = section()
+        report["rows"] += rows
+        report["goals"] = goals(report["rows"], preset)
+        print(table(rows), flush=True)
+        save(report)
+    return report
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    report = run(args)
+
+    def save(report):
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+    report = run(args, save)
     host = report["machine"]
     print(f"device: {report['device_kind']} ({report['backend']}), jax {report['jax']}, preset {report['preset']}; "
           f"host {host['cpu']}, {host['cpu_count']} cores")
     print(table(report["rows"]))
     print("goals:", json.dumps(report["goals"], indent=1))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
     return report
 

@@ -81,3 +81,6 @@ def test_bad_arguments_name_the_flag(capsys):
     with pytest.raises(SystemExit):
         gpu_report.parse_args(["--superres-steps", "0"])
     assert "--superres-steps: expected positive integers, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gpu_report.parse_args(["--guidance", "0"])
+    assert "--guidance: expected > 0" in capsys.readouterr().err

@@ -115,7 +115,8 @@ class TransformerConfig:
     cost more than recomputing the forward pass. ``attention`` picks the
     kernel behind :func:`jax.nn.dot_product_attention`: ``"xla"`` runs
     anywhere, ``"cudnn"`` is the fused (flash) kernel on NVIDIA GPUs, for
-    bfloat16/float16 compute; the numbers are the same up to rounding.
+    bfloat16/float16 compute, used for the unmasked self-attention (the
+    masked cross-attention to the text stays on XLA's kernel).
     """
 
     depth: int = 48
