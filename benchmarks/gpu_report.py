@@ -325,7 +325,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="toy sizes, few repeats: the CPU smoke test")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", metavar="section.field=value",
-                        help="config overrides for every muse_mini row, e.g. base.attention=cudnn")
+                        help="config overrides for every muse_mini row, e.g. base.attention=cudnn; put them "
+                             "before flags that take several values (--batches, --steps, --train-batches)")
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():  # what was not given
         if getattr(args, name) is None:

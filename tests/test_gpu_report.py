@@ -84,3 +84,17 @@ def test_bad_arguments_name_the_flag(capsys):
     with pytest.raises(SystemExit):
         gpu_report.parse_args(["--guidance", "0"])
     assert "--guidance: expected > 0" in capsys.readouterr().err
+
+
+def test_latency_weights_are_cast_once_to_the_compute_dtype():
+    import jax
+    import jax.numpy as jnp
+    from muse_mini.config import get_preset
+    from muse_mini.models.build import build_base
+
+    cfg = get_preset("toy", ["base.dtype=bfloat16"])
+    model = gpu_report.in_compute_dtype(build_base(cfg, jax.random.key(0)), cfg.base.dtype)
+    dtypes = {x.dtype for x in jax.tree.leaves(model) if hasattr(x, "dtype")}
+    assert dtypes == {jnp.dtype(jnp.bfloat16)}
+    fp32 = build_base(get_preset("toy"), jax.random.key(0))
+    assert gpu_report.in_compute_dtype(fp32, "float32") is fp32
