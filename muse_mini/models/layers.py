@@ -249,8 +249,7 @@ class Attention(Named):
         v_SxHxK = project(context_SxD, self.v_proj, self.v_bias)
         # A key mask broadcast over heads and queries: (..., 1, 1, S) → (..., heads, T, S).
         mask = None if mask_S is None else mask_S[..., None, None, :]
-        # cuDNN takes a key mask only as a full (T, S) bias per head, which does not
-        # batch under vmap, so masked (cross-)attention stays on XLA's kernel.
+        # cuDNN takes a key mask only as a per-head (T, S) bias, unbatchable under vmap: masked attention stays XLA.
         kernel = self.kernel if mask is None else "xla"
         out_TxHxK = jax.nn.dot_product_attention(q_TxHxK, k_SxHxK, v_SxHxK, mask=mask, implementation=kernel)
         h, k, d = self.o_proj.shape
