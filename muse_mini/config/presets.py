@@ -22,26 +22,13 @@ from muse_mini.config.schema import (
 T5_XXL = TextConfig(encoder="google/t5-v1_1-xxl", width=4096, max_length=128)
 
 
-# long: one literal config, read top to bottom, with the reason for each choice beside it.
-def _toy() -> MuseConfig:
-    """Shapes on a laptop CPU: 32×32 → 8×8 base tokens, 64×64 → 16×16 high-res.
+def _toy_tokenizer() -> tuple[VQGANConfig, TrainConfig]:
+    """The toy base tokenizer and how it trains.
 
-    Sizes come from measured sweeps on a small CPU: tiny convolutional
-    tokenizers with 8-dim l2-normalised codes and frequent dead-code restarts
-    reconstruct Shapes well enough for the evaluator; the high-res tokenizer
-    trains on 32×32 crops (it is fully convolutional, §2.2). No pretrained VGG
-    can be downloaded offline, so ``perceptual="none"``: the toy tokenizers
-    train on reconstruction and codebook losses only.
-
-    Three measured departures from the paper's architecture, all off in the
-    paper presets: the high-res tokenizer uses the local encoder (every white
-    cell one code, so super-res does not have to guess among many "whites"),
-    super-res adds the low-res features to its input embeddings
-    (``lowres_skip``), and it sees the low-res tokens as the patches they
-    decode to (``lowres_input="pixels"``; the full recipe widens each patch by
-    its neighbours' pixels, ``lowres_margin``). The base tokenizer keeps the
-    paper's encoder: with the local one the base model's samples collapse to
-    blank images. Step counts fit the quick recipe's time budget.
+    Tiny convolutional tokenizers with 8-dim l2-normalised codes and frequent
+    dead-code restarts reconstruct Shapes well enough for the evaluator. No
+    pretrained VGG can be downloaded offline, so ``perceptual="none"``: the toy
+    tokenizers train on reconstruction and codebook losses only.
     """
     tok = VQGANConfig(
         image_size=32, base_channels=8, channel_mult=(1, 4, 8), num_res_blocks=1,
@@ -54,6 +41,28 @@ def _toy() -> MuseConfig:
         weight_decay=1e-4, warmup_steps=100, clip_norm=None,
         checkpoint_every=400, log_every=10,
     )
+    return tok, tok_train
+
+
+# long: one literal config, read top to bottom, with the reason for each choice beside it.
+def _toy() -> MuseConfig:
+    """Shapes on a laptop CPU: 32×32 → 8×8 base tokens, 64×64 → 16×16 high-res.
+
+    Sizes come from measured sweeps on a small CPU (tokenizers: :func:`_toy_tokenizer`);
+    the high-res tokenizer trains on 32×32 crops (it is fully convolutional, §2.2).
+
+    Three measured departures from the paper's architecture, all off in the
+    paper presets: the high-res tokenizer uses the local encoder (every white
+    cell one code, so super-res does not have to guess among many "whites"),
+    super-res adds the low-res features to its input embeddings
+    (``lowres_skip``), and it sees the low-res tokens as the patches they
+    decode to (``lowres_input="pixels"``; the full recipe widens each patch by
+    its neighbours' pixels, ``lowres_margin``). The base tokenizer keeps the
+    paper's encoder: with the local one the base model's samples collapse to
+    blank images. The base stage's steps trade the quick recipe's time budget
+    for caption accuracy (docs/results.md).
+    """
+    tok, tok_train = _toy_tokenizer()
     return MuseConfig(
         name="toy",
         # Every padding position costs cross-attention time (masked keys are
