@@ -209,6 +209,26 @@ def test_rejects_shapes_that_are_not_flat_filled(res, shape, box, flaw):
     assert E.evaluate(_cut(shape, nick, res), f"a large green {shape}").ok
 
 
+def _star(p, size, res):
+    """A green ``|x|^p + |y|^p <= 1`` of ``size`` px at the centre: a four-pointed star for p < 1, a rhombus at 1."""
+    img = np.full((64, 64, 3), 255, np.uint8)
+    y, x = (np.mgrid[0:64, 0:64] + 0.5 - 32) / (size / 2)
+    img[np.abs(x) ** p + np.abs(y) ** p <= 1] = S.COLOURS["green"]
+    return img if res == 64 else S.downsample(img[None])[0]
+
+
+@pytest.mark.parametrize("p, size, res", [(0.7, 28, 64), (0.7, 32, 64), (0.8, 28, 32), (0.8, 32, 32)])
+def test_rejects_a_four_pointed_star_as_a_diamond(p, size, res):
+    # The spec's diamond is a rhombus. A star with its points on the axes has
+    # unbroken rows and columns, so version 3 called it a diamond; its
+    # diagonals are broken, which no convex shape's are. (At 32 px a sharper
+    # star's points fall below half ink and what is left is a small diamond.)
+    result = E.evaluate(_star(p, size, res), "a large green diamond")
+    (obj,) = result.objects_found
+    assert not result.ok and obj.shape == "unknown" and obj.flaw == "notched diamond"
+    assert E.evaluate(_star(1.0, size, res), "a large green diamond").ok
+
+
 @pytest.mark.parametrize("res", [64, 32])
 def test_speckles_are_ignored_and_strictness(res):
     circle = S.ShapeObject("green", "circle", 44.0, 44.0, 20)

@@ -31,7 +31,7 @@ Generated images are blurry and off-colour, so every step is tolerant:
    is 8 px wide and its corners fall below half coverage.
 4. **Flat fill.** Soft IoU cannot tell a notch or a hole from blur, which
    costs as much IoU spread thinly along the edge. Shapes are convex and
-   flat-filled, so each row and column of an object's ink must be one run:
+   flat-filled, so each row, column and diagonal of an object's ink must be one run:
    an object with a hole (``MAX_HOLE_64``) or with more than
    ``MAX_CONCAVITY`` of its ink missing from those runs is ``unknown``
    (the audit found the generators' notched "M" squares and holed discs).
@@ -55,8 +55,8 @@ from muse_mini.data import captions as C, shapes as S
 from muse_mini.data.shape_fit import MAX_CONCAVITY, MAX_HOLE_64, MIN_SHAPE_IOU, fit_shape, flat_fill  # noqa: F401
 
 # Bumped when the same image can get another verdict, so stored accuracies are recomputed:
-# 2 = the audit's exact size ranges and relations, 3 = the flat-fill check (issue 21).
-EVALUATOR_VERSION = 3
+# 2 = the audit's exact size ranges and relations, 3 = the flat-fill check, 4 = its diagonals (issue 21).
+EVALUATOR_VERSION = 4
 MIN_ALPHA = 0.5  # a pixel is "ink" when it is at least half palette colour
 MAX_COLOUR_RESIDUAL = 90.0  # RGB distance (0..255) off the white-to-colour line
 MIN_AREA_64 = 40  # px at 64×64; the smallest object (16 px triangle) has ~136
