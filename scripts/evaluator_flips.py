@@ -2,8 +2,8 @@
 
 ``python scripts/evaluator_flips.py runs/quick-seed0 docs/evaluator_audit/v3_to_v4`` generates the
 demo's evaluation images (48 in-distribution prompts × 4, sampling seed 0, base and super-res),
-judges them with v4 and with v3 (v4 with ``shape_fit._diagonal_spans`` switched off, which is all
-that changed), prints both accuracies and writes ``OUT_{stage}.png``, the images whose verdict flips.
+judges them with v4 and with v3 (v4 with ``shape_fit.SPAN_DIRECTIONS`` cut to rows and columns, which
+is all that changed), prints both accuracies and writes ``OUT_{stage}.png``, the images whose verdict flips.
 """
 
 import sys
@@ -17,13 +17,13 @@ from muse_mini.pipeline import Pipeline
 
 
 def verdicts(images, prompts, diagonals: bool) -> list:
-    spans = shape_fit._diagonal_spans
+    directions = shape_fit.SPAN_DIRECTIONS
     if not diagonals:
-        shape_fit._diagonal_spans = lambda ink: np.zeros_like(ink)
+        shape_fit.SPAN_DIRECTIONS = ("row", "column")
     try:
         return [E.evaluate(im, p) for im, p in zip(images, prompts)]
     finally:
-        shape_fit._diagonal_spans = spans
+        shape_fit.SPAN_DIRECTIONS = directions
 
 
 def main(run: str, out: str) -> None:

@@ -33,12 +33,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from muse_mini.config import SamplerConfig, apply_overrides
 from muse_mini.data.evaluator import caption_accuracy
-from muse_mini.pipeline import Pipeline
-from muse_mini.config import SamplerConfig
 from muse_mini.data.shapes import canonical_prompts
+from muse_mini.pipeline import Pipeline
 
-SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
 GRID = {
     "steps": [8, 12, 24],
     "temperature": [0.05, 0.2, 0.5, 1.0],
@@ -57,26 +56,15 @@ SUPERRES_GRID = {
 }
 
 
-def _value(text: str):
-    if text.lower() == "none":
-        return None
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _setting(text: str) -> dict:
-    """``steps=24,guidance=1.5`` as sampler overrides (ints, floats, ``none`` or strings)."""
-    out = {}
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        if not sep or name not in SAMPLER_FIELDS:
-            raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME in {SAMPLER_FIELDS}, got {item!r}")
-        out[name] = _value(value)
-    return out
+    """``steps=24,guidance=1.5`` as sampler overrides, parsed against ``SamplerConfig``'s field types."""
+    items = text.split(",")
+    try:
+        cfg = apply_overrides(SamplerConfig(), items)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    names = [item.partition("=")[0].removeprefix("--") for item in items]
+    return {name: getattr(cfg, name) for name in names}
 
 
 def _accuracy(pipe, prompts, args, change, base: bool) -> dict:

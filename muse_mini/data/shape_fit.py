@@ -16,7 +16,9 @@ from scipy import ndimage
 from muse_mini.data import captions as C, shapes as S
 
 MIN_SHAPE_IOU = 0.5  # soft IoU below which a blob matches no shape
-MAX_CONCAVITY = 0.05  # ink missing from rows', columns' and diagonals' spans, as a fraction of the ink (see flat_fill)
+MAX_CONCAVITY = 0.05  # ink missing from the spans of SPAN_DIRECTIONS' lines, as a fraction of the ink (see flat_fill)
+# Lines along which a convex shape's ink is one run; version 3 of the evaluator checked rows and columns only.
+SPAN_DIRECTIONS = ("row", "column", "diagonal", "anti-diagonal")
 MAX_HOLE_64 = 2.0  # enclosed missing ink, px at 64×64 (a 32×32 pixel counts 4)
 BLUR_SIGMAS = (0.0, 0.7)  # template blurs tried, px at the evaluated resolution
 
@@ -107,34 +109,36 @@ def _placed_template(shape, size, x0, y0, sigma, origin, window, factor) -> np.n
     return canvas
 
 
-def _diagonal_spans(ink: np.ndarray) -> np.ndarray:
-    """Pixels between the first and last ink pixel of their diagonal and of their anti-diagonal."""
-    r, c = np.indices(ink.shape)
-    spans = np.zeros_like(ink)
-    for line in (r - c + ink.shape[1] - 1, r + c):  # each diagonal's index, from 0
-        n = int(line.max()) + 1
-        first, last = np.full(n, ink.shape[0]), np.full(n, -1)
-        np.minimum.at(first, line[ink], r[ink])
-        np.maximum.at(last, line[ink], r[ink])
-        spans |= (r >= first[line]) & (r <= last[line])
-    return spans
+def _spans(ink: np.ndarray, line: np.ndarray, along: np.ndarray) -> np.ndarray:
+    """Pixels between the first and last ink pixel of their line (the pixels sharing a ``line`` index, by ``along``)."""
+    n = int(line.max()) + 1
+    first, last = np.full(n, int(along.max()) + 1), np.full(n, -1)
+    np.minimum.at(first, line[ink], along[ink])
+    np.maximum.at(last, line[ink], along[ink])
+    return (along >= first[line]) & (along <= last[line])
+
+
+def _lines(shape: tuple[int, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each direction's ``(line, along)`` indices, both from 0, for :func:`_spans`."""
+    r, c = np.indices(shape)
+    return {"row": (r, c), "column": (c, r), "diagonal": (r - c + shape[1] - 1, r), "anti-diagonal": (r + c, r)}
 
 
 def flat_fill(alpha_hxw: np.ndarray, min_alpha: float) -> tuple[float, float]:
     """``(concavity, holes)`` of one object's ink (the evaluator's step 4).
 
-    Every Shapes shape is convex and flat-filled, so each row, column and
-    45° diagonal of a rendered object's ink is one unbroken run, however it is
-    blurred, noised or block-averaged. ``concavity`` is the ink missing from
-    those runs' spans (notches, bites, pinched sides, holes) as a fraction of
-    the ink area; the diagonals catch a four-pointed star, whose rows and
-    columns are unbroken when its points lie on the axes. ``holes`` is the part
-    enclosed by ink, in pixels of ``alpha_hxw``. Each missing pixel counts by
-    how far it falls below ``min_alpha``.
+    Every Shapes shape is convex and flat-filled, so each line of a rendered
+    object's ink in every ``SPAN_DIRECTIONS`` is one unbroken run, however it
+    is blurred, noised or block-averaged. ``concavity`` is the ink missing
+    from those runs' spans (notches, bites, pinched sides, holes) as a
+    fraction of the ink area; the diagonals catch a four-pointed star, whose
+    rows and columns are unbroken when its points lie on the axes. ``holes``
+    is the part enclosed by ink, in pixels of ``alpha_hxw``. Each missing
+    pixel counts by how far it falls below ``min_alpha``.
     """
     ink = alpha_hxw >= min_alpha
-    rows = np.maximum.accumulate(ink, 1) & np.maximum.accumulate(ink[:, ::-1], 1)[:, ::-1]
-    cols = np.maximum.accumulate(ink, 0) & np.maximum.accumulate(ink[::-1], 0)[::-1]
+    lines = _lines(ink.shape)
+    spans = np.logical_or.reduce([_spans(ink, *lines[d]) for d in SPAN_DIRECTIONS])
     missing = np.where(~ink, np.clip(1.0 - alpha_hxw / min_alpha, 0.0, 1.0), 0.0)
     holes = float(missing[ndimage.binary_fill_holes(ink) & ~ink].sum())
-    return float(missing[rows | cols | _diagonal_spans(ink)].sum() / max(ink.sum(), 1)), holes
+    return float(missing[spans].sum() / max(ink.sum(), 1)), holes
