@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -54,7 +55,7 @@ def measure(pipe, run: Path, samples: int, out: Path) -> dict:
 
 def plot(results: dict, out: Path) -> None:
     sweep, front = results["figure8"], results["figure8_front"]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
     ax.scatter([p["shapes_fid"] for p in sweep], [p["accuracy"] for p in sweep])
     ax.plot([sweep[i]["shapes_fid"] for i in front], [sweep[i]["accuracy"] for i in front], "k--")
     for p in sweep:
@@ -62,7 +63,7 @@ def plot(results: dict, out: Path) -> None:
     ax.set_xlabel("Shapes-FID"), ax.set_ylabel("caption accuracy"), ax.set_title("Figure 8 in miniature")
     save(fig, out / "figure8.png")
     rows = results["steps"]
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
     ax.plot([r["steps"] for r in rows[:-1]], [r["accuracy"] for r in rows[:-1]], "o-", label="parallel decoding")
     ax.axhline(rows[-1]["accuracy"], ls="--", c="k", label="one token per step")
     ax.set_xscale("log", base=2), ax.set_xlabel("steps"), ax.set_ylabel("caption accuracy"), ax.legend()
@@ -78,7 +79,7 @@ def main() -> None:
     out, start = Path(args.out), time.perf_counter()
     results = measure(Pipeline.from_run(args.run), Path(args.run), args.samples, out)
     out.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     (out / "claims.json").write_text(json.dumps({"run": args.run, "samples": args.samples, "machine": machine,
                                                  "seconds": time.perf_counter() - start, **results}, indent=2))
     page = [f"# Claims in miniature: `{args.run}`", "",
