@@ -17,11 +17,15 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
+import sys
 from pathlib import Path
 
 from muse_mini.demo import run_demo
 
+# ``section.field=value`` (or ``--section.field=value``): a config override, wherever it stands.
+OVERRIDE = re.compile(r"(--)?[A-Za-z_]\w*\.\w+=.*")
 # (stage, split) pairs reported, in the demo's accuracy.json
 COLUMNS = (("base", "train"), ("base", "holdout"), ("superres", "train"), ("superres", "holdout"))
 
@@ -65,16 +69,25 @@ def seed_row(run: Path) -> dict:
     return {"accuracy": accuracy, "minutes": timings["training_total"] / 60, "run": str(run)}
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, with overrides allowed anywhere: ``--seeds 0 1 base.depth=4`` keeps the override for the config."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if OVERRIDE.fullmatch(a)]
+    flags = [a for a in argv if a != "--" and not OVERRIDE.fullmatch(a)]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="quick", help="recipe name (default quick)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--runs", default="runs", help="parent of the runs/RECIPE-seedS directories (default runs)")
     parser.add_argument("--out", default=None, help="JSON report (default docs/recipe_seeds_RECIPE.json)")
     parser.add_argument("overrides", nargs="*", help="config overrides applied to every seed")
-    args = parser.parse_args()
+    args = parser.parse_args([*flags, "--", *overrides] if overrides else flags)
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds: expected distinct seeds, got {args.seeds}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     out = Path(args.out or f"docs/recipe_seeds_{args.recipe}.json")
     per_seed = {}
     for seed in args.seeds:

@@ -72,3 +72,20 @@ def test_a_resumed_demo_keeps_the_times_its_finished_stages_trained_in():
     keep_trained_times(retrained, stored, {"tokenizer-base", "tokenizer-highres", "superres"})
     assert retrained["text_to_image_total"] == 1301.0 - 0.2 + 170.0
     assert retrained["training_total"] == round(1302.0 - 0.5 + 630.0, 1)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--seeds", "0", "1", "base.depth=4", "--sampler.steps=8"],
+    ["base.depth=4", "--seeds", "0", "1", "--sampler.steps=8"],
+    ["--seeds", "0", "1", "--", "base.depth=4", "--sampler.steps=8"],
+])
+def test_overrides_after_seeds_stay_overrides(script, argv):
+    args = script.parse_args(["--recipe", "quick", *argv])
+    assert args.seeds == [0, 1]
+    assert args.overrides == ["base.depth=4", "--sampler.steps=8"]
+
+
+def test_repeated_seeds_are_refused_by_name(script, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--seeds", "1", "1"])
+    assert "--seeds: expected distinct seeds" in capsys.readouterr().err
