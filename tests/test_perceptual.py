@@ -1,6 +1,5 @@
 """LPIPS-style VGG16 distance vs a PyTorch reference on seeded random weights."""
 
-import importlib.util
 import pathlib
 
 import equinox as eqx
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
+from script_module import load_script
 
 from muse_mini.models.perceptual import TAP_CHANNELS, conv_indices, load_lpips, load_state_dict
 
@@ -17,10 +17,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "perceptual" / "reference.npz"
 
 
 def _fixture_module():
-    spec = importlib.util.spec_from_file_location("make_fixture", ROOT / "scripts" / "make_perceptual_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_perceptual_fixture")
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,15 @@
 """scripts/recipe_seeds.py: a recipe's accuracy over training seeds, as mean, spread and range."""
 
-import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "recipe_seeds.py"
-
+from script_module import load_script
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("recipe_seeds", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipe_seeds")
 
 
 def _run(root: Path, seed: int, base: float, superres: float, seconds: float) -> Path:

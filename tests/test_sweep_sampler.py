@@ -1,21 +1,14 @@
 """scripts/sweep_sampler.py: the settings it parses and its summary over several runs."""
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "sweep_sampler.py"
-
+from script_module import load_script
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("sweep_sampler", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("sweep_sampler")
 
 
 def test_a_try_setting_takes_the_sampler_config_field_types(script):
