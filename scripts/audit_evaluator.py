@@ -1,4 +1,4 @@
-"""Audit the Shapes evaluator against a second, deliberately simple judge on generated images (issue 21).
+"""Audit the Shapes evaluator against a second, deliberately simple judge on generated images.
 
     .venv/bin/python scripts/audit_evaluator.py runs/full --samples 128 --out docs/evaluator_audit
 

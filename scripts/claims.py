@@ -1,4 +1,4 @@
-"""The paper's claims in miniature (issue 21): writes a results page and its figures.
+"""The paper's claims in miniature: writes a results page and its figures.
 
     .venv/bin/python scripts/claims.py runs/demo --out docs/claims --samples 64
 

@@ -1,4 +1,4 @@
-"""Does super-res add detail? (issue: super-res PSNR against bicubic, §2.4)
+"""Does super-res add detail? Super-res PSNR against bicubic upsampling (§2.4).
 
     .venv/bin/python scripts/eval_superres.py runs/demo --n 500
 

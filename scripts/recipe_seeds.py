@@ -1,4 +1,4 @@
-"""Train a recipe over several training seeds and report its caption accuracy as mean and spread (issue 21).
+"""Train a recipe over several training seeds and report its caption accuracy as mean and spread.
 
     .venv/bin/python scripts/recipe_seeds.py --recipe quick --seeds 0 1 2 --out docs/recipe_seeds_quick.json
 

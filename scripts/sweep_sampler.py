@@ -13,11 +13,11 @@ sampler changes, scored on the 64×64 outputs. Prints one JSON line per
 setting and writes them all to ``RUN/samples/sampler_sweep[_superres].json``.
 
 Several runs (one recipe's training seeds) and ``--try`` combinations give
-the comparison that chose the toy preset's base sampler (docs/results.md):
+the comparison that chose the toy preset's base sampler (docs/archive/sampler_selection_quick.json):
 
     .venv/bin/python scripts/sweep_sampler.py runs/quick-seed{0,1,2} --seed 1 --holdout 16 \
         --try steps=12,choice_temperature=1,guidance=2 --try steps=24,choice_temperature=2,guidance=1.5 \
-        --out docs/sampler_selection_quick.json
+        --out sampler_selection.json
 
 Every row then also gets the mean and minimum over the runs; choose on a
 ``--seed`` other than the demo's 0, so the chosen setting is reported on

@@ -1,6 +1,6 @@
 """Where evaluator v4's diagonal spans change v3's verdict, on a run's demo images (issue 21).
 
-``python scripts/evaluator_flips.py runs/quick-seed0 docs/evaluator_audit/v3_to_v4`` generates the
+``python docs/archive/evaluator_flips.py runs/quick-seed0 docs/archive/evaluator_v3_to_v4`` generates the
 demo's evaluation images (48 in-distribution prompts × 4, sampling seed 0, base and super-res),
 judges them with v4 and with v3 (v4 with ``shape_fit.SPAN_DIRECTIONS`` cut to rows and columns, which
 is all that changed), prints both accuracies and writes ``OUT_{stage}.png``, the images whose verdict flips.

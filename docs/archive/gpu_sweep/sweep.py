@@ -1,6 +1,6 @@
 """One job of the GPU sweep behind docs/results.md ("What limits the quick base model").
 
-    python scripts/gpu_sweep/sweep.py JOB OUTDIR      # writes OUTDIR/JOB.json
+    python docs/archive/gpu_sweep/sweep.py JOB OUTDIR      # writes OUTDIR/JOB.json
 
 Base jobs (``b_*``, ``d*``) train the toy base model on the quick recipe's
 data with the preset's optimiser, changing one thing (``BASE_JOBS``), and
@@ -11,7 +11,7 @@ canonical prompts × 4 samples for three sampler settings. Super-res jobs
 true low-res tokens, against bicubic. The loop is a plain jitted step (no
 checkpoints), so runs are only comparable with each other. ``SCALE=0.005``
 shrinks every step count for a CPU smoke run. Inputs come from
-``scripts/gpu_sweep/prep.py``; ``scripts/gpu_sweep/run.sh`` runs a batch.
+``docs/archive/gpu_sweep/prep.py``; ``docs/archive/gpu_sweep/run.sh`` runs a batch.
 """
 import dataclasses, json, os, sys, time
 from pathlib import Path

@@ -1,6 +1,6 @@
 """Pack what the GPU sweep needs into gpuwork/ (git-ignored; carried to the device).
 
-    .venv/bin/python scripts/gpu_sweep/prep.py
+    .venv/bin/python docs/archive/gpu_sweep/prep.py
 
 Needs finished ``runs/demo`` and ``runs/full`` tokenizers. Writes the frozen
 text embeddings (float16) of every training, hold-out and evaluation caption,
