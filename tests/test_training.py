@@ -185,9 +185,9 @@ def test_full_run_then_finished_run_returns_immediately(finished_run):
     assert ax.get_yscale() == "log"
 
 
-def test_model_of_writes_model_alone_and_a_legacy_run_loads_from_final(tmp_path):
-    """model.eqx holds only the model's leaves; without it (a run from before model.eqx)
-    runs.weights.load_model reads the model prefix of final.eqx (what load_base does)."""
+def test_model_of_writes_model_alone_and_a_run_without_it_says_how_to_convert(tmp_path):
+    """model.eqx holds only the model's leaves; a run without it (from before model.eqx) is
+    refused in one line that says how to retrain or convert it, and the conversion works."""
     from muse_mini.runs.checkpoint import read_header
     from muse_mini.runs.weights import load_model
 
@@ -200,9 +200,16 @@ def test_model_of_writes_model_alone_and_a_legacy_run_loads_from_final(tmp_path)
     assert paths == [jax.tree_util.keystr(p) for p, _ in
                      jax.tree_util.tree_flatten_with_path(eqx.filter(final.model, eqx.is_array))[0]]
     like = eqx.filter_eval_shape(lambda: final.model)
-    assert_bit_identical(load_model(tmp_path, like, legacy_field="model"), final.model)
+    assert_bit_identical(load_model(tmp_path, like), final.model)
     (tmp_path / "model.eqx").unlink()
-    assert_bit_identical(load_model(tmp_path, like, legacy_field="model"), final.model)
+    with pytest.raises(FileNotFoundError, match=r"no model\.eqx .*retrain it, or delete its DONE\.json") as e:
+        load_model(tmp_path, like)
+    assert "\n" not in str(e.value)
+    (tmp_path / "DONE.json").unlink()  # the conversion the message gives
+    state, step_fn, batch_fn = make_toy(cfg)
+    train(tmp_path, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
+          metadata={"stage": "toy"}, progress=False, model_of=lambda s: s.model)
+    assert_bit_identical(load_model(tmp_path, like), final.model)
 
 
 def test_finite_guard_checks_the_previous_update_and_names_the_bad_step():

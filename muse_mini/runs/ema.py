@@ -125,11 +125,11 @@ def planned_steps(run_dir, every: int | None = None) -> list[int]:
     return select_checkpoints(available, every)
 
 
-def checkpoint_models(run_dir, like_model, legacy_field: str = "model",
+def checkpoint_models(run_dir, like_model, model_field: str = "model",
                       steps: Iterable[int] | None = None) -> Iterator[tuple[int, Any]]:
     """``(step, model)`` for each checkpoint of ``run_dir`` (only ``steps`` if given), oldest first.
 
-    Reads only the model subtree (``.{legacy_field}``, stored first) of each
+    Reads only the model subtree (``.{model_field}``, stored first) of each
     training state; one model is loaded per item, so callers can stream.
     """
     wanted = None if steps is None else set(steps)
@@ -142,9 +142,9 @@ def checkpoint_models(run_dir, like_model, legacy_field: str = "model",
             if wanted is not None and step not in wanted:
                 continue
             if step in files:
-                yield step, load_checkpoint(files[step], like_model, prefix=f".{legacy_field}")[0]
+                yield step, load_checkpoint(files[step], like_model, prefix=f".{model_field}")[0]
             else:
-                yield step, reader.restore_part(step, f".{legacy_field}", like_model)
+                yield step, reader.restore_part(step, f".{model_field}", like_model)
     finally:
         if reader is not None:
             reader.close()
@@ -159,7 +159,7 @@ def _recording(models: Iterable[tuple[int, Any]], steps: list[int]) -> Iterator[
 
 
 def write_ema(run_dir, *, decay: float = PAPER_DECAY, every: int | None = None, like_model: Any,
-              legacy_field: str = "model") -> Path:
+              model_field: str = "model") -> Path:
     """Average the checkpoints of ``run_dir`` (every ``every`` steps) into ``run_dir/model_ema.eqx``.
 
     ``like_model`` is the model's skeleton (``eqx.filter_eval_shape``). The
@@ -171,7 +171,7 @@ def write_ema(run_dir, *, decay: float = PAPER_DECAY, every: int | None = None, 
     chosen = planned_steps(run_dir, every)
     config = read_run_config(run_dir)
     averaged: list[int] = []
-    models = checkpoint_models(run_dir, like_model, legacy_field, steps=chosen)
+    models = checkpoint_models(run_dir, like_model, model_field, steps=chosen)
     model = ema_average(_recording(models, averaged), decay)
     if averaged != chosen:
         raise FileNotFoundError(f"{run_dir / CKPT_DIR}: checkpoints {sorted(set(chosen) - set(averaged))} "

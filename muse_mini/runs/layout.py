@@ -9,9 +9,6 @@ Every stage (tokenizer, base, super-res, decoder) writes one directory::
     run_dir/metrics.jsonl      {"step", "time", <metrics>} every few updates
     run_dir/DONE.json          written last: {"step", "wall_time_s", "finished_at"}
     run_dir/.lock              flock'ed while a process trains here
-
-Runs written before ``model.eqx`` existed hold only ``final.eqx``; their
-model is read from its leading leaves (:mod:`muse_mini.runs.weights`).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def load_tokenizer(run_dir, *, with_config: bool = False):
     """The VQGAN of a finished tokenizer run; ``(vqgan, VQGANConfig)`` with ``with_config``."""
     vcfg, _, _ = read_tokenizer_config(run_dir)
     like = eqx.filter_eval_shape(lambda k: VQGAN(vcfg, key=k), jax.random.key(0))
-    vqgan = load_model(run_dir, like, legacy_field="vqgan")
+    vqgan = load_model(run_dir, like)
     return (vqgan, vcfg) if with_config else vqgan
 
 
@@ -84,7 +84,7 @@ def _load_transformer(run_dir, build, ema: bool = False):
     like = eqx.filter_eval_shape(lambda k: build(cfg, k), jax.random.key(0))
     if ema:
         return _load_ema(run_dir, like), cfg
-    return load_model(run_dir, like, legacy_field="model"), cfg
+    return load_model(run_dir, like), cfg
 
 
 TRANSFORMER_STAGES = ("base", "superres")
