@@ -54,7 +54,8 @@ from muse_mini.decoding.spec import DecodeSpec, check_scalars  # noqa: E402
 from muse_mini.models.build import build_base, build_superres  # noqa: E402
 from muse_mini.models.codec import decode_token_batch  # noqa: E402
 from muse_mini.models.layers import count_params  # noqa: E402
-from muse_mini.models.vqgan import VQGAN, to_float  # noqa: E402
+from muse_mini.models.images import to_float  # noqa: E402
+from muse_mini.models.vqgan import VQGAN  # noqa: E402
 
 GOALS = {"cc3m_b1_12_ms": 40.0, "amused_ratio": 14.0, "paper3b_24_ms": 200.0, "mfu": 0.45}
 

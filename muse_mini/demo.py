@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from muse_mini import viz
-from muse_mini.config import RECIPES, get_recipe, seed_overrides  # RECIPES: re-exported for old callers
+from muse_mini.config import RECIPES, get_recipe, seed_overrides
 from muse_mini.data.evaluator import EVALUATOR_VERSION, caption_accuracy
 from muse_mini.data.shapes import canonical_prompts, downsample, generate
 from muse_mini.decoding.spec import DECODING_VERSION
@@ -40,7 +40,6 @@ from muse_mini.training.base import train_base
 from muse_mini.training.superres import train_superres
 from muse_mini.training.tokenizer import train_tokenizer
 
-# Bumped when the same sampler settings start to sample differently.
 EVAL_PROMPTS = {"train": 48, "holdout": 16}
 SAMPLES_PER_PROMPT = 4
 

@@ -40,7 +40,7 @@ from muse_mini.models.superres import lowres_condition
 from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.runs.layout import stage_complete
-from muse_mini.models.vqgan import psnr
+from muse_mini.models.images import psnr
 
 
 PALETTE = np.array([(255, 255, 255), *COLOURS.values()], np.float32)

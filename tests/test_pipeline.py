@@ -32,7 +32,7 @@ def test_toy_superres_sees_the_decoded_base_image(pipe, smoke_runs):
     """lowres_input="pixels": the condition is the base image itself, decoded from its tokens
     the same way in training (the stage's data) and in sampling (the pipeline)."""
     from muse_mini.training.token_data import TokenData
-    from muse_mini.models.vqgan import to_float
+    from muse_mini.models.images import to_float
 
     assert pipe.superres.lowres_input == "pixels"
     gen = pipe.generate(["a red circle"], stage="base", seed=0)

@@ -17,7 +17,8 @@ from muse_mini.models.codec import decode_token_batch, decode_tokens, encode_ima
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.tokenizer import random_crops, train_tokenizer
 from muse_mini.models.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
-from muse_mini.models.vqgan import VQGAN, check_images, decoder_filter, grow_decoder, to_float, to_uint8
+from muse_mini.models.images import check_images, to_float, to_uint8
+from muse_mini.models.vqgan import VQGAN, decoder_filter, grow_decoder
 
 # f=2: the fewest layers, so the smoke runs compile quickly.
 TINY = VQGANConfig(

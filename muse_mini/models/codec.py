@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from muse_mini.models.vqgan import VQGAN, check_images, to_float
+from muse_mini.models.images import check_images, to_float
+from muse_mini.models.vqgan import VQGAN
 
 
 

@@ -31,8 +31,6 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from muse_mini.config import VQGANConfig
-# The image helpers, re-exported for callers that import them from here.
-from muse_mini.models.images import check_images, psnr, to_float, to_uint8  # noqa: F401
 from muse_mini.models.quantizer import QuantizerAux, VectorQuantizer
 
 # --------------------------------------------------------------------------

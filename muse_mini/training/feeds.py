@@ -32,9 +32,9 @@ from muse_mini.data.image_shards import ImageBatches, open_image_shards
 from muse_mini.data.stream import Prefetch, ShardedOrder
 from muse_mini.data.token_shards import TokenShards
 from muse_mini.models.codec import decode_ids_uint8
+from muse_mini.models.images import to_float
 from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
-from muse_mini.models.vqgan import to_float
 from muse_mini.runs.layout import read_run_config
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.keys import epoch_batch_indices

@@ -57,9 +57,8 @@ from muse_mini.training.loop import train
 from muse_mini.training.optim import make_optimizer
 from muse_mini.training.token_data import lowres_images, training_images
 from muse_mini.models.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
-from muse_mini.models.vqgan import (
-    VQGAN, all_filter, check_images, decoder_filter, fast_init, grow_decoder, psnr, to_float,
-)
+from muse_mini.models.images import check_images, psnr, to_float
+from muse_mini.models.vqgan import VQGAN, all_filter, decoder_filter, fast_init, grow_decoder
 
 STAGES = TOKENIZER_STAGES
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import equinox as eqx, jax, jax.numpy as jnp, numpy as np
 
 from muse_mini.config import get_preset
-from muse_mini.demo import RECIPES
+from muse_mini.config import RECIPES
 from muse_mini.data.shapes import generate, downsample, canonical_prompts
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.models.codec import encode_images, decode_tokens
