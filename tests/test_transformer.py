@@ -15,7 +15,8 @@ import numpy as np
 import optax
 import pytest
 
-from muse_mini.models import transformer as T
+from muse_mini.models import layers, transformer as T
+from muse_mini.models.constraints import with_layout
 from muse_mini.training import losses
 from muse_mini.config import TransformerConfig, get_preset
 
@@ -143,6 +144,33 @@ def test_attention_kernel_is_passed_through_and_checked(model, example, monkeypa
         make(dataclasses.replace(CFG, attention="cudnn", dtype="bfloat16"))
 
 
+class _Recording:
+    """Layout hints that record what the layers pass them and change nothing."""
+
+    def __init__(self):
+        self.seen = []
+
+    def layer(self, block_params, x):
+        self.seen.append(("layer", x.shape))
+        return block_params, x
+
+    def gathered(self, weight):
+        self.seen.append(("gathered", weight.shape))
+        return weight
+
+
+def test_layout_hints_reach_the_layers_only_through_with_layout(model, example):
+    assert model.decoder.blocks.layout is None and model.decoder.token_embed.layout is None
+    hints = _Recording()
+    jax.eval_shape(lambda: model(*example))
+    assert hints.seen == []
+    laid_out = with_layout(model, hints)
+    assert np.array_equal(call(laid_out, *example), call(model, *example))
+    assert hints.seen == [("gathered", (VOCAB + 1, CFG.width)), ("layer", (SEQ, CFG.width))]  # scan traces once
+    stripped = with_layout(laid_out, None)
+    assert jax.tree.structure(stripped) == jax.tree.structure(model)  # what a checkpoint skeleton expects
+
+
 def _jaxpr(depth):
     abstract = eqx.filter_eval_shape(make, dataclasses.replace(CFG, depth=depth))
     params, static = eqx.partition(abstract, lambda x: isinstance(x, jax.ShapeDtypeStruct))
@@ -157,21 +185,21 @@ def test_layers_are_scanned():
 
 
 def test_logical_axes_name_every_dimension(model):
-    axes = T.logical_axes(model)
+    axes = layers.logical_axes(model)
     arrays = jax.tree.leaves(model)
-    names = jax.tree.leaves(axes, is_leaf=T.is_axes)
+    names = jax.tree.leaves(axes, is_leaf=layers.is_axes)
     assert len(arrays) == len(names) and len(arrays) > 0
     for array, axis_names in zip(arrays, names):
         assert len(axis_names) == array.ndim
         assert set(axis_names) <= AXIS_NAMES
         assert len(set(axis_names)) == len(axis_names), axis_names  # shardable: no repeats
-    stacked = jax.tree.leaves(T.logical_axes(model.decoder.blocks), is_leaf=T.is_axes)
+    stacked = jax.tree.leaves(layers.logical_axes(model.decoder.blocks), is_leaf=layers.is_axes)
     assert all(n[0] == "layers" for n in stacked)
     assert axes.decoder.token_embed.weight == ("vocab", "embed")
     assert axes.text_proj.weight == ("text_embed", "embed")
     assert axes.decoder.blocks.blocks.self_attn.q_proj == ("layers", "embed", "heads", "kv")
     # "mlp" is the axis a rules table shards as the MLP's hidden width: only MLP weights carry it.
-    with_mlp = [path for path, names in jax.tree_util.tree_flatten_with_path(axes, is_leaf=T.is_axes)[0]
+    with_mlp = [path for path, names in jax.tree_util.tree_flatten_with_path(axes, is_leaf=layers.is_axes)[0]
                 if "mlp" in names]
     assert with_mlp and all(".mlp." in jax.tree_util.keystr(path) for path in with_mlp), with_mlp
     assert axes.decoder.head.dense.weight == ("embed", "embed_out")
@@ -183,7 +211,7 @@ def test_logical_axes_on_abstract_model():
         T.BaseTransformer, cfg.base, vocab_size=cfg.tokenizer.codebook_size,
         seq_len=cfg.tokenizer.grid**2, text_width=cfg.text.width, key=jax.random.key(0),
     )
-    names = jax.tree.leaves(T.logical_axes(shapes), is_leaf=T.is_axes)
+    names = jax.tree.leaves(layers.logical_axes(shapes), is_leaf=layers.is_axes)
     assert [len(n) for n in names] == [len(x.shape) for x in jax.tree.leaves(shapes)]
 
 
@@ -325,18 +353,18 @@ def abstract_base(preset):
 
 def test_count_params_real_equals_abstract(model):
     abstract = eqx.filter_eval_shape(make)
-    assert T.count_params(model) == T.count_params(abstract) == sum(x.size for x in jax.tree.leaves(model))
+    assert layers.count_params(model) == layers.count_params(abstract) == sum(x.size for x in jax.tree.leaves(model))
 
 
 def test_cc3m_base_is_632m():
-    n = T.count_params(abstract_base("cc3m"))
+    n = layers.count_params(abstract_base("cc3m"))
     assert abs(n / 632e6 - 1) < 0.05, n
 
 
 def test_paper_base_is_3b_and_table4_shaped():
     start = time.perf_counter()
     shapes = abstract_base("paper-3b")
-    n = T.count_params(shapes)
+    n = layers.count_params(shapes)
     assert time.perf_counter() - start < 30
     assert abs(n / 3e9 - 1) < 0.10, n
     blocks = shapes.decoder.blocks.blocks
@@ -348,7 +376,7 @@ def test_paper_base_is_3b_and_table4_shaped():
 
 def test_sincos_positions_match_a_direct_formula():
     grid, width = 3, 8
-    table = np.asarray(T.sincos_2d(grid, width))
+    table = np.asarray(layers.sincos_2d(grid, width))
     # Two frequencies per axis: 1 and 1/10000**(1/2) = 0.01 rad per unit, 16/3 units per cell.
     freqs = np.array([1.0, 0.01])
     for r in range(grid):
@@ -372,4 +400,4 @@ def test_sincos_init_is_learned_small_and_spatially_smooth():
 
 def test_sincos_positions_need_a_square_grid():
     with pytest.raises(ValueError, match="square token grid"):
-        T.LearnedPositions(12, 8, key=jax.random.PRNGKey(0), init="sincos")
+        layers.LearnedPositions(12, 8, key=jax.random.PRNGKey(0), init="sincos")

@@ -1,50 +1,45 @@
-"""Layout hints a trainer on a device mesh gives the models while it traces a step.
+"""Layout hints: the one way a device mesh reaches the models.
 
-The models know nothing of meshes. A trainer on one
-(:mod:`muse_mini.training.placement`) traces its update inside
-:func:`mesh_hints`, and two places in the models ask for a hint:
-
-* :class:`muse_mini.models.layers.BlockStack` passes every scanned layer's
-  weights and input through ``hints.layer(block_params, x)``: pinning the
-  weights to their FSDP shards makes XLA gather them layer by layer (rather
-  than the whole stack before the scan), and pinning the activations to the
-  batch split keeps XLA from replicating every example's activations on every
-  device (paper-3b on fsdp=256: 29.6 → 0.96 GiB per device).
-* :class:`muse_mini.models.layers.Embedding` passes its table through
-  ``hints.gathered(weight)`` before the lookup: a table split along its width
-  would give rows split along the width, which XLA can only turn into a batch
-  split by replicating them; a whole table (small next to the model) avoids it.
-
-Outside :func:`mesh_hints` (one device, sampling) nothing is constrained.
+:class:`~muse_mini.models.layers.BlockStack` and :class:`~muse_mini.models.layers.Embedding`
+have a static ``layout`` field, None by default (one device, sampling: nothing is
+constrained). A trainer on a mesh sets it with :func:`with_layout` on the state it
+traces a step with, and strips it (``layout=None``) before the state leaves the step,
+so saved models and the jit cache never hold it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import copy
+import dataclasses
 from typing import Any, Protocol
 
-__all__ = ["MeshHints", "mesh_hints", "current_hints"]
+import equinox as eqx
+import jax
+
+__all__ = ["LayoutHints", "with_layout"]
 
 
-class MeshHints(Protocol):
-    def layer(self, block_params: Any, x: Any) -> tuple[Any, Any]: ...
-    def gathered(self, weight: Any) -> Any: ...
+class LayoutHints(Protocol):
+    def layer(self, block_params: Any, x: Any) -> tuple[Any, Any]:
+        """One scanned layer's weights and input, pinned to their shards (``BlockStack``)."""
+
+    def gathered(self, weight: Any) -> Any:
+        """An embedding table, whole before its lookup (``Embedding``)."""
 
 
-_HINTS: contextvars.ContextVar[MeshHints | None] = contextvars.ContextVar("mesh_hints", default=None)
+def _has_layout(node) -> bool:
+    return isinstance(node, eqx.Module) and any(f.name == "layout" for f in dataclasses.fields(node))
 
 
-@contextlib.contextmanager
-def mesh_hints(hints: MeshHints | None):
-    """Trace model calls in this context with ``hints`` (None: no hints)."""
-    token = _HINTS.set(hints)
-    try:
-        yield
-    finally:
-        _HINTS.reset(token)
+def _set(node, layout):
+    if not _has_layout(node) or node.layout is layout:
+        return node
+    node = copy.copy(node)
+    object.__setattr__(node, "layout", layout)  # a static field: eqx.tree_at reaches leaves only
+    return node
 
 
-def current_hints() -> MeshHints | None:
-    """The hints of the innermost `mesh_hints` (None outside one)."""
-    return _HINTS.get()
+def with_layout(tree: Any, layout: LayoutHints | None) -> Any:
+    """``tree`` (a model, or a training state with its optimiser's copies) with every
+    ``layout`` field set to ``layout``; None strips them."""
+    return jax.tree.map(lambda node: _set(node, layout), tree, is_leaf=_has_layout)

@@ -1,17 +1,9 @@
 """Transformer layers that name their logical axes (Muse §2.3), shared by base and super-res.
 
-Every weight lives in a small :class:`Named` module that names its axes
-(``embed``, ``mlp`` for the MLP's hidden width only, ``heads``, ``kv``,
-``vocab``, ``seq``, ``text_embed``, ``embed_out`` for a width-to-width output
-projection, ``patch`` and ``children`` in super-res; stacked weights get
-``layers`` in front). :func:`logical_axes` returns them as a pytree mirroring
-the model, for a sharding rules table mapping names to mesh axes.
-
-Parameters are float32; activations run in the compute dtype and each weight
-is cast where it is used. Attention goes through
-:func:`jax.nn.dot_product_attention`. :class:`BlockStack` builds its blocks
-once with :func:`equinox.filter_vmap` and runs them with :func:`jax.lax.scan`,
-so tracing and compile time do not grow with depth.
+Each weight lives in a :class:`Named` module that names its axes (``embed``, ``mlp``,
+``heads``, ``vocab``...); :func:`logical_axes` gives them to the sharding rules table.
+Parameters are float32, cast to the compute dtype where used. :class:`BlockStack`
+scans its blocks, so compile time does not grow with depth.
 """
 
 from __future__ import annotations
@@ -26,14 +18,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from muse_mini.config import POSITION_INITS
-from muse_mini.models.constraints import current_hints
+from muse_mini.models.constraints import LayoutHints
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def compute_dtype(name: str):
-    """The JAX dtype for a config's ``dtype`` string."""
     if name not in DTYPES:
         raise ValueError(f"dtype: unknown compute dtype {name!r}; expected one of {sorted(DTYPES)}")
     return DTYPES[name]
@@ -45,11 +36,7 @@ def _normal(key, shape, std: float = 0.02):
 
 
 def normals(key, *shapes, std: float = 0.02):
-    """Several i.i.d. weight tensors from ONE draw.
-
-    Each random-number call compiles separately, which dominates building small
-    models on CPU; slicing one draw gives the same distribution.
-    """
+    """Several i.i.d. weight tensors from ONE draw (each draw compiles apart: slow on CPU)."""
     sizes = [math.prod(s) for s in shapes]
     flat = _normal(key, (sum(sizes),), std)
     offsets = [0, *itertools.accumulate(sizes)]
@@ -57,11 +44,7 @@ def normals(key, *shapes, std: float = 0.02):
 
 
 def _flat_matmul(x_xI, w_IxO):
-    """``x @ w`` over any leading axes, computed as ONE 2-D product.
-
-    XLA's CPU backend computes the weight gradient of a 3-D product (batch,
-    seq, in), with an activation after it, up to 3x slower than that of a 2-D one.
-    """
+    # One 2-D product: XLA's CPU backend differentiates a 3-D one up to 3x slower.
     y = x_xI.reshape(-1, x_xI.shape[-1]) @ w_IxO
     return y.reshape(*x_xI.shape[:-1], w_IxO.shape[-1])
 
@@ -86,10 +69,7 @@ class Named(eqx.Module):
 
 
 class Linear(Named):
-    """``x @ W + b`` with W of shape ``(in, out)``, cast to the input's dtype.
-
-    ``weight`` passes a matrix already drawn (by :func:`normals`) instead of a ``key``.
-    """
+    """``x @ W + b``, W ``(in, out)``; ``weight=`` passes one drawn by :func:`normals`."""
 
     weight: Float[Array, "in out"]
     bias: Float[Array, " out"]
@@ -110,32 +90,32 @@ class Linear(Named):
 
 
 class Embedding(Named):
-    """A lookup table ``(num, width)``; rows are gathered, then cast."""
+    """A lookup table ``(num, width)``; rows are gathered, then cast.
+
+    On a mesh, ``layout.gathered`` makes the table whole first: rows of a table split
+    along its width could become a batch split only by replicating them.
+    """
 
     weight: Float[Array, "num width"]
     axes: tuple[str, str] = eqx.field(static=True)
+    layout: LayoutHints | None = eqx.field(static=True)  # None; a mesh's by constraints.with_layout
 
     def __init__(self, num: int, width: int, axes: tuple[str, str] = ("vocab", "embed"), *, key):
         self.weight = _normal(key, (num, width))
         self.axes = axes
+        self.layout = None
 
-    def __call__(self, ids_N: Int[Array, " N"], dtype) -> Array:
-        hints = current_hints()
-        weight = self.weight if hints is None else hints.gathered(self.weight)
-        return jnp.take(weight, ids_N, axis=0).astype(dtype)
+    def __call__(self, ids: Int[Array, "*batch N"], dtype) -> Array:
+        weight = self.weight if self.layout is None else self.layout.gathered(self.weight)
+        return jnp.take(weight, ids, axis=0).astype(dtype)
 
     def param_axes(self):
         return {"weight": self.axes}
 
 
 def sincos_2d(grid: int, width: int) -> Float[Array, "seq width"]:
-    """2D sine-cosine features of a ``grid × grid`` map, flattened row-major.
-
-    The first half of the channels encode the row, the second half the column,
-    each as sines and cosines of ``width // 4`` frequencies, geometric from 1
-    down to 1/10000 radians per unit. Coordinates are rescaled so the grid
-    spans 16 units whatever its size (an 8×8 map has 2 units per cell).
-    """
+    """2D sine-cosine features of a ``grid × grid`` map, row-major: half the channels
+    encode the row, half the column; the grid spans 16 units whatever its size."""
     if width % 4:
         raise ValueError(f"sincos positions: width must be divisible by 4, got {width}")
     freqs = 1.0 / 10000.0 ** (jnp.arange(width // 4) / (width // 4))
@@ -147,16 +127,10 @@ def sincos_2d(grid: int, width: int) -> Float[Array, "seq width"]:
 
 
 class LearnedPositions(Named):
-    """One learned vector per position of the flattened token grid (§2.3).
+    """The "learned 2D positional embeddings" of §2.3: one free vector per grid cell.
 
-    The paper says "learned 2D positional embeddings"; a free vector per grid
-    cell is the most general learned 2D embedding (row-plus-column factorised
-    tables would be a special case with fewer parameters).
-
-    ``init="normal"`` draws the table like every other weight. ``"sincos"``
-    starts it from :func:`sincos_2d`, rescaled to the same 0.02 RMS, so
-    neighbouring cells start with similar vectors; it stays learned, and it
-    lowers the toy base model's masked loss.
+    ``init="sincos"`` starts the table from :func:`sincos_2d` at the same 0.02 RMS,
+    so neighbouring cells start alike; it stays learned.
     """
 
     table: Float[Array, "seq width"]
@@ -204,11 +178,8 @@ class LayerNorm(Named):
 
 
 class Attention(Named):
-    """Multi-head attention: queries from ``x``, keys/values from ``context``.
-
-    Self-attention passes ``context = x``. Projections are kept per head
-    (``embed × heads × kv``) so tensor parallelism can shard the heads axis.
-    """
+    """Multi-head attention, queries from ``x``, keys/values from ``context`` (= x for self).
+    Projections are per head (``embed × heads × kv``) so tensor parallelism can split heads."""
 
     q_proj: Float[Array, "embed heads kv"]
     k_proj: Float[Array, "embed heads kv"]
@@ -280,12 +251,8 @@ class MLP(eqx.Module):
 
 
 def logical_axes(tree):
-    """Logical axis names of every weight, as a pytree mirroring ``tree``.
-
-    Each array leaf (real or a ``ShapeDtypeStruct``) becomes a tuple of names,
-    one per dimension; dimensions added by stacking layers are named
-    ``layers``. Iterate with ``jax.tree.leaves(axes, is_leaf=is_axes)``.
-    """
+    """Each weight of ``tree`` as its tuple of axis names (``layers`` for stacking);
+    iterate with ``jax.tree.leaves(axes, is_leaf=is_axes)``."""
 
     def name(node):
         if not isinstance(node, Named):
@@ -323,11 +290,8 @@ def count_params(module) -> int:
 
 
 class Block(eqx.Module):
-    """Pre-LN transformer block: self-attention → cross-attention → MLP (§2.3).
-
-    ``cross_attn`` is None for the self-attention-only layers of the super-res
-    low-res encoder (§2.4).
-    """
+    """Pre-LN block: self-attention → cross-attention (None in super-res's low-res
+    encoder, §2.4) → MLP (§2.3)."""
 
     self_norm: LayerNorm
     self_attn: Attention
@@ -364,11 +328,16 @@ class Block(eqx.Module):
 
 
 class BlockStack(eqx.Module):
-    """``depth`` identical blocks stacked along a leading axis, run with ``lax.scan``."""
+    """``depth`` identical blocks stacked along a leading axis, run with ``lax.scan``.
+
+    On a mesh, ``layout.layer`` pins each layer's weights to their FSDP shards (so XLA
+    gathers them layer by layer, not the whole stack) and its input to the batch split.
+    """
 
     blocks: Block
     depth: int = eqx.field(static=True)
     remat: bool = eqx.field(static=True)
+    layout: LayoutHints | None = eqx.field(static=True)  # None; a mesh's by constraints.with_layout
 
     def __init__(
         self, depth: int, width: int, mlp_dim: int, num_heads: int, *,
@@ -380,17 +349,16 @@ class BlockStack(eqx.Module):
         self.blocks = eqx.filter_vmap(make)(jax.random.split(key, depth))
         self.depth = depth
         self.remat = remat
+        self.layout = None
 
     def __call__(self, x_NxD, context_SxD=None, context_mask_S=None, *, key=None):
         params, static = eqx.partition(self.blocks, eqx.is_array)
         keys = None if key is None else jax.random.split(key, self.depth)
 
-        hints = current_hints()
-
         def layer(x_NxD, params_and_key):
             block_params, block_key = params_and_key
-            if hints is not None:
-                block_params, x_NxD = hints.layer(block_params, x_NxD)
+            if self.layout is not None:
+                block_params, x_NxD = self.layout.layer(block_params, x_NxD)
             block = eqx.combine(block_params, static)
             return block(x_NxD, context_SxD, context_mask_S, key=block_key), None
 

@@ -20,6 +20,7 @@ shardings: each device computes only its own shards, and no full copy of a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,7 @@ from muse_mini.parallel.mesh import mesh_size
 
 __all__ = [
     "RULES", "BATCH_AXES", "spec_for", "state_shardings", "frozen_shardings", "batch_sharding", "replicated",
-    "check_batch_size", "init_sharded", "place", "abstract_like", "is_array_like",
+    "check_batch_size", "init_sharded", "place", "abstract_like", "is_array_like", "MeshLayout",
 ]
 
 # logical axis -> mesh axes it is split over (None: never split).
@@ -129,6 +130,22 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     """Leading (batch) axis over ``data × fsdp``; the other axes whole."""
     axes = tuple(a for a in BATCH_AXES if mesh.shape[a] > 1)
     return NamedSharding(mesh, PartitionSpec(axes or None, *([None] * (ndim - 1))))
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshLayout:
+    """The layout hints (:class:`muse_mini.models.constraints.LayoutHints`) for ``mesh``."""
+
+    mesh: Mesh
+
+    def layer(self, block_params: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        block_params = jax.lax.with_sharding_constraint(block_params, state_shardings(block_params, self.mesh))
+        if x.ndim == 3:  # (batch, tokens, width); one example (sampling) is left alone
+            x = jax.lax.with_sharding_constraint(x, batch_sharding(self.mesh, 3))
+        return block_params, x
+
+    def gathered(self, weight: jax.Array) -> jax.Array:
+        return jax.lax.with_sharding_constraint(weight, replicated(self.mesh))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, where: str) -> None:

@@ -20,11 +20,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from muse_mini.models.constraints import mesh_hints
+from muse_mini.models.constraints import with_layout
 from muse_mini.parallel.hosts import global_batch, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import (
-    abstract_like, batch_sharding, frozen_shardings, init_sharded, is_array_like, place, replicated, state_shardings,
+    MeshLayout, abstract_like, batch_sharding, frozen_shardings, init_sharded, is_array_like, place, state_shardings,
 )
 
 __all__ = ["Placement", "FROZEN"]
@@ -45,6 +45,7 @@ class Placement:
         self.sharded = self.mesh.devices.size > 1 or jax.process_count() > 1
         self.shardings = state_shardings(like, self.mesh)
         self.like = like
+        self.layout = MeshLayout(self.mesh)
 
     def fresh(self, state: Any = None, init=None, key=None) -> Any:
         """The initial state on the mesh: ``init(key)`` built sharded, or ``state`` copied there."""
@@ -88,28 +89,18 @@ class Placement:
             self._placed_frozen = placed
         return placed[1]
 
+    def with_layout(self, state: Any) -> Any:
+        """``state`` to trace a step with: on a mesh, its layers carry the mesh's layout hints
+        (:mod:`muse_mini.models.constraints`); on one device, unchanged."""
+        return with_layout(state, self.layout) if self.sharded else state
+
     def constrain(self, state: Any) -> Any:
-        """Inside the jitted update: pin the new state's arrays to the state's shardings."""
+        """Inside the jitted update: the new state without layout hints, its arrays pinned to
+        the state's shardings (so the next step sees the layout this one produced)."""
         if not self.sharded:
             return state
-        arrays, static = eqx.partition(state, is_array_like)
+        arrays, static = eqx.partition(with_layout(state, None), is_array_like)
         return eqx.combine(jax.lax.with_sharding_constraint(arrays, self.shardings), static)
-
-    def layer(self, block_params: Any, x: jax.Array) -> tuple[Any, jax.Array]:
-        """One scanned layer's weights pinned to their shards, its input to the batch split
-        (a hint, :mod:`muse_mini.models.constraints`)."""
-        block_params = jax.lax.with_sharding_constraint(block_params, state_shardings(block_params, self.mesh))
-        if x.ndim == 3:  # (batch, tokens, width); one example (sampling) is left alone
-            x = jax.lax.with_sharding_constraint(x, batch_sharding(self.mesh, 3))
-        return block_params, x
-
-    def gathered(self, weight: jax.Array) -> jax.Array:
-        """An embedding table whole on every device before its lookup (a hint)."""
-        return jax.lax.with_sharding_constraint(weight, replicated(self.mesh))
-
-    def tracing(self):
-        """The context the update is traced in: the models' layout hints, on a mesh."""
-        return mesh_hints(self if self.sharded else None)
 
     def gather(self, tree: Any) -> Any:
         """``tree``'s arrays whole, as NumPy on every process's host (to write ``model.eqx``):

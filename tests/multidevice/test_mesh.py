@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import equinox as eqx
@@ -56,11 +57,34 @@ def _three_steps(mesh):
     state = where.fresh(init=init, key=key)
     jstep = compile_step(make_train_step(_base_loss(cfg), opt), tc.seed, ("loss",), False, where)
     losses = []
-    for s in range(3):
-        batch = where.batch({k: v[s * 16:(s + 1) * 16] for k, v in data.items()}, tc.batch_size)
-        state, metrics, _ = jstep(batch, state, np.asarray(s, np.uint32))
-        losses.append(float(metrics["loss"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for s in range(3):
+            batch = where.batch({k: v[s * 16:(s + 1) * 16] for k, v in data.items()}, tc.batch_size)
+            state, metrics, _ = jstep(batch, state, np.asarray(s, np.uint32))
+            losses.append(float(metrics["loss"]))
+    assert not [w for w in caught if "traced twice" in str(w.message)]  # the hints do not retrace
+    assert state.model.decoder.blocks.layout is None and state.model.decoder.token_embed.layout is None
     return state, losses
+
+
+def test_layout_hints_put_sharding_constraints_in_the_traced_loss_only_when_set():
+    cfg = toy_config(1)
+    model = build_base(cfg, jax.random.key(0))
+    batch = {k: v[:16] for k, v in toy_data(cfg).items()}
+    where = Placement(eqx.filter_eval_shape(lambda: model), make_mesh(MeshConfig(data=2, fsdp=2, tensor=2)))
+    loss = _base_loss(cfg)
+
+    def constraints(m):
+        jaxpr = eqx.filter_make_jaxpr(loss)(m, batch, jax.random.key(1))[0]
+        return str(jaxpr).count("sharding_constraint")
+
+    laid_out = where.with_layout(model)
+    assert laid_out.decoder.blocks.layout is where.layout and laid_out.decoder.token_embed.layout is where.layout
+    assert constraints(model) == 0
+    assert constraints(laid_out) >= 2  # the table before its lookup; each scanned layer's weights and input
+    one = Placement(eqx.filter_eval_shape(lambda: model), make_mesh(MeshConfig()))
+    assert one.with_layout(model) is model  # one device: no hints
 
 
 def test_sharded_train_step_equals_single_device():
