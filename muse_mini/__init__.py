@@ -2,22 +2,21 @@
 
 Sub-packages by role; imports point down this list:
 
-- ``config``      frozen dataclass configs, presets from ``toy`` to ``paper-3b``, overrides
-- ``models``      the networks: ``quantizer``, ``vqgan``, ``perceptual`` (the VQGAN tokenizer,
-  §2.2, §2.5), ``codec`` (image <-> tokens), ``transformer`` (base model, §2.3),
-  ``superres`` (§2.4), ``build`` and ``params``, and ``text`` (frozen T5 / BERT
-  encoders and the embedding cache, §2.1)
-- ``data``        the Shapes world (``shapes``: pixels; ``captions``: caption grammar),
-  the caption ``evaluator``, and Hugging Face ``sources``
-- ``decoding``    ``masking`` schedules (§2.6), ``guidance`` (§2.7), the parallel-decoding
-  ``sampler`` (§2.8) and ``editing`` (§3.3)
-- ``training``    the trainer ``loop``, the ``tokenizer`` / ``base`` / ``superres`` stages,
-  ``token_data`` and ``losses``
-- ``runs``        run directories: checkpoint format, layout, weights, inference ``load``
-- ``viz``         figures and the decoding-viewer widgets
-- ``pipeline``    text -> image from a run directory (imports no training code);
-  ``demo`` and ``notebook`` build on it
-- ``cli``         the ``muse-mini`` command (argparse only)
+- ``hub``         the Hugging Face hub's offline switch, shared by every loader
+- ``config``      frozen dataclass configs, presets from ``toy`` to ``paper-3b``, recipes, overrides
+- ``data``        the Shapes world and its caption ``evaluator``; real image-text data (§4.1)
+- ``models``      the VQGAN tokenizer (``quantizer``, ``vqgan``, ``perceptual``, ``codec``; §2.2, §2.5),
+  the base ``transformer`` (§2.3), ``superres`` (§2.4) and the frozen ``text`` encoders (§2.1)
+- ``runs``        run directories: checkpoint format, layout, weights, offline EMA, inference ``load``
+- ``parallel``    the device mesh, the sharding rules table, many hosts
+- ``decoding``    masking schedules (§2.6), guidance (§2.7), the parallel-decoding sampler (§2.8)
+- ``training``    the trainer loop and its hooks; the tokenizer, base and super-res stages
+- ``editing``     inpainting, outpainting and mask-free editing with a pipeline (§3.3)
+- ``pipeline``    text -> image from a run directory (imports no training code)
+- ``viz``         figures and the decoding and editing widgets
+- ``evaluation``  Shapes-FID, Inception FID / CLIP score, the evaluate report, the paper's claims
+- ``planner``     will a config train on a mesh? its compiled step's memory and time
+- ``demo``, ``notebook``, ``cli``  ``make demo``, the notebooks' settings, the ``muse-mini`` command
 """
 
 import os

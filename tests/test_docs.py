@@ -64,3 +64,24 @@ def test_every_anchor_a_link_names_is_a_heading_of_its_page():
             if anchor not in {_slug(h) for h in re.findall(r"^#+ (.*)$", page, re.M)}:
                 broken.append(f"{doc.relative_to(ROOT)}: {target}#{anchor}")
     assert not broken, broken
+
+
+def test_the_package_map_names_every_subpackage_and_module():
+    import muse_mini
+
+    names = {p.stem if p.is_file() else p.name for p in (ROOT / "muse_mini").iterdir()
+             if (p.suffix == ".py" and not p.name.startswith("__")) or (p / "__init__.py").is_file()}
+    assert {"decoding", "parallel", "editing", "evaluation", "planner"} <= names
+    assert not [n for n in sorted(names) if f"``{n}``" not in muse_mini.__doc__]
+
+
+def test_every_file_a_command_help_names_exists():
+    from muse_mini.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    helps = {name: p.format_help() for name, p in sub.choices.items()}
+    assert "docs/shapes.md" in helps["shapes"]
+    missing = [f"muse-mini {name}: {path}" for name, text in helps.items()
+               for path in re.findall(r"[\w.-]+/[\w./-]*\w\.(?:md|py|json|eqx)\b", text) if not _exists(path)]
+    assert not missing, missing

@@ -1,7 +1,7 @@
 """``muse-mini shapes``: write Shapes-world samples to a folder of PNGs.
 
 Writes ``DIR/{index:05d}.png`` (64×64 RGB) and ``DIR/captions.txt`` (one
-canonical caption per line, in index order), spec ``spec/shapes.md``.
+canonical caption per line, in index order); the contract is ``docs/shapes.md``.
 """
 
 from __future__ import annotations

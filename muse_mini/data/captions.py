@@ -2,7 +2,7 @@
 
 Muse's headline claims are about language understanding (§3.1, Fig. 6), so
 the words a Shapes caption may use, and the one canonical way to say each
-scene, are fixed by the Shapes spec (``spec/shapes.md``, "Scenes and
+scene, are fixed by the Shapes spec (``docs/shapes.md``, "Scenes and
 canonical captions"). This module is that grammar: :class:`Requirements`
 (what a caption asks for), :func:`canonical_caption` and its inverse
 :func:`parse_caption`, :func:`paraphrase` (non-canonical text with the same

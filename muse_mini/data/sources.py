@@ -1,7 +1,7 @@
 """Image–text data as Hugging Face ``datasets``: the Shapes world and any other source.
 
 Muse trains on image–caption pairs (Imagen's 460M pairs, CC3M, COCO; Muse §3).
-muse_mini trains on the Shapes world (spec ``spec/shapes.md``) by default and
+muse_mini trains on the Shapes world (spec ``docs/shapes.md``) by default and
 on any other image–text dataset on request; both come out of this module as a
 ``datasets.Dataset`` with an ``image`` column (``datasets.Image()``) and a
 ``caption`` column, so training code sees one format.
