@@ -21,7 +21,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from muse_mini.models.text.t5 import ACTIVATIONS, apply_linear, set_leaf
+from muse_mini.models.text.t5 import ACTIVATIONS, apply_linear, self_attention, set_leaf, stack_layers
 
 
 def _layer_norm(x_LxD: Array, norm: eqx.nn.LayerNorm) -> Array:
@@ -59,14 +59,8 @@ class BertBlock(eqx.Module):
         self.act = cfg.hidden_act
 
     def __call__(self, x_LxD: Float[Array, "L D"], mask_L: Bool[Array, " L"]) -> Float[Array, "L D"]:
-        L, D = x_LxD.shape
-        split = lambda lin: apply_linear(lin, x_LxD).reshape(L, self.num_heads, -1)
-        q_LxHxK, k_LxHxK, v_LxHxK = split(self.q), split(self.k), split(self.v)
-        logits_HxLxL = jnp.einsum("qhk,shk->hqs", q_LxHxK, k_LxHxK).astype(jnp.float32)
-        logits_HxLxL = logits_HxLxL / np.sqrt(D // self.num_heads)
-        logits_HxLxL = jnp.where(mask_L, logits_HxLxL, jnp.finfo(jnp.float32).min)
-        probs_HxLxL = jax.nn.softmax(logits_HxLxL, axis=-1).astype(v_LxHxK.dtype)
-        attn_LxD = jnp.einsum("hqs,shk->qhk", probs_HxLxL, v_LxHxK).reshape(L, D)
+        scale = 1 / np.sqrt(x_LxD.shape[1] // self.num_heads)
+        attn_LxD = self_attention(x_LxD, self.q, self.k, self.v, self.num_heads, mask_L, scale=scale)
         x_LxD = _layer_norm(x_LxD + apply_linear(self.o, attn_LxD), self.attn_norm)
         h_LxF = ACTIVATIONS[self.act](apply_linear(self.ff_in, x_LxD))
         return _layer_norm(x_LxD + apply_linear(self.ff_out, h_LxF), self.ff_norm)
@@ -157,10 +151,6 @@ def load_weights(model: BertEncoder, tensors: Mapping[str, np.ndarray]) -> BertE
     for where, name in _EMBED_WEIGHTS:
         model = set_leaf(model, where, tensors[prefix + name], prefix + name)
     for where, suffix in _BLOCK_WEIGHTS:
-        names = [f"{prefix}encoder.layer.{i}.{suffix}" for i in range(model.num_layers)]
-        first = np.asarray(tensors[names[0]])
-        stacked = np.empty((model.num_layers, *first.shape), first.dtype)
-        for i, name in enumerate(names):
-            stacked[i] = tensors[name]
+        stacked = stack_layers(tensors, [f"{prefix}encoder.layer.{i}.{suffix}" for i in range(model.num_layers)])
         model = set_leaf(model, lambda m: where(m.blocks), stacked, f"{prefix}encoder.layer.*.{suffix}")
     return model

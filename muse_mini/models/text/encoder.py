@@ -35,7 +35,6 @@ allocating it.
 import hashlib
 import importlib.util
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterable
 from functools import cached_property, lru_cache

@@ -93,6 +93,18 @@ def apply_linear(linear: eqx.nn.Linear, x_LxI: Array) -> Array:
     return jax.vmap(linear)(x_LxI)
 
 
+def self_attention(x_LxD, q, k, v, num_heads: int, mask_L, *, bias_HxLxL=0.0, scale: float = 1.0) -> Array:
+    """Multi-head self-attention over the unmasked keys, heads concatenated (before the output projection)."""
+    L = x_LxD.shape[0]
+    split = lambda lin: apply_linear(lin, x_LxD).reshape(L, num_heads, -1)
+    q_LxHxK, k_LxHxK, v_LxHxK = split(q), split(k), split(v)
+    logits_HxLxL = jnp.einsum("qhk,shk->hqs", q_LxHxK, k_LxHxK).astype(jnp.float32) * scale + bias_HxLxL
+    # finfo.min rather than -inf keeps an all-padding row finite instead of NaN.
+    logits_HxLxL = jnp.where(mask_L, logits_HxLxL, jnp.finfo(jnp.float32).min)
+    probs_HxLxL = jax.nn.softmax(logits_HxLxL, axis=-1).astype(v_LxHxK.dtype)
+    return jnp.einsum("hqs,shk->qhk", probs_HxLxL, v_LxHxK).reshape(L, -1)
+
+
 class T5Attention(eqx.Module):
     """Bidirectional self-attention with an additive position bias and no logit scaling."""
 
@@ -118,16 +130,8 @@ class T5Attention(eqx.Module):
         bias_HxLxL: Float[Array, "H L L"],
         mask_L: Bool[Array, " L"],
     ) -> Float[Array, "L D"]:
-        L = x_LxD.shape[0]
-        split = lambda lin: apply_linear(lin, x_LxD).reshape(L, self.num_heads, self.d_kv)
-        q_LxHxK, k_LxHxK, v_LxHxK = split(self.q), split(self.k), split(self.v)
-        logits_HxLxL = jnp.einsum("qhk,shk->hqs", q_LxHxK, k_LxHxK).astype(jnp.float32)
-        logits_HxLxL = logits_HxLxL + bias_HxLxL
-        # finfo.min rather than -inf keeps an all-padding row finite instead of NaN.
-        logits_HxLxL = jnp.where(mask_L, logits_HxLxL, jnp.finfo(jnp.float32).min)
-        probs_HxLxL = jax.nn.softmax(logits_HxLxL, axis=-1).astype(v_LxHxK.dtype)
-        out_LxHxK = jnp.einsum("hqs,shk->qhk", probs_HxLxL, v_LxHxK)
-        return apply_linear(self.o, out_LxHxK.reshape(L, -1))
+        out_LxE = self_attention(x_LxD, self.q, self.k, self.v, self.num_heads, mask_L, bias_HxLxL=bias_HxLxL)
+        return apply_linear(self.o, out_LxE)
 
 
 class T5FeedForward(eqx.Module):
@@ -259,6 +263,18 @@ def set_leaf(model, where: Callable, value: np.ndarray, name: str):
     return eqx.tree_at(where, model, jnp.asarray(value, dtype=old.dtype))
 
 
+def stack_layers(tensors: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """The named per-layer tensors as one ``(num_layers, ...)`` array, for a scanned block stack.
+
+    Filled one layer at a time: ``np.stack`` over T5-XXL's 24 layers would hold two copies in memory.
+    """
+    first = np.asarray(tensors[names[0]])
+    stacked = np.empty((len(names), *first.shape), first.dtype)
+    for i, name in enumerate(names):
+        stacked[i] = tensors[name]
+    return stacked
+
+
 def load_weights(model: T5Encoder, tensors: Mapping[str, np.ndarray]) -> T5Encoder:
     """Fill ``model`` from Hugging Face T5 names (``shared.weight``, ``encoder.block.{i}...``).
 
@@ -272,11 +288,6 @@ def load_weights(model: T5Encoder, tensors: Mapping[str, np.ndarray]) -> T5Encod
     name = "encoder.final_layer_norm.weight"
     model = set_leaf(model, lambda m: m.final_norm.weight, tensors[name], name)
     for where, suffix in _block_weights(model.blocks.ff.wi_1 is not None):
-        first = np.asarray(tensors[f"encoder.block.0.{suffix}"])
-        # Fill a preallocated stack one layer at a time: np.stack over 24 XXL
-        # layers would hold two copies in memory.
-        stacked = np.empty((model.num_layers, *first.shape), first.dtype)
-        for i in range(model.num_layers):
-            stacked[i] = tensors[f"encoder.block.{i}.{suffix}"]
+        stacked = stack_layers(tensors, [f"encoder.block.{i}.{suffix}" for i in range(model.num_layers)])
         model = set_leaf(model, lambda m: where(m.blocks), stacked, f"encoder.block.*.{suffix}")
     return model
