@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muse_mini.models import transformer as T
+from muse_mini.models import layers, transformer as T
 from muse_mini.config import SuperResConfig, get_preset
 from muse_mini.models.superres import SuperResTransformer, _children_to_grid, _patches, lowres_condition
 from muse_mini.training.losses import superres_loss
@@ -180,9 +180,9 @@ def test_lowres_skip_needs_nested_grids():
 
 def test_logical_axes(model):
     arrays = jax.tree.leaves(model)
-    names = jax.tree.leaves(T.logical_axes(model), is_leaf=T.is_axes)
+    names = jax.tree.leaves(layers.logical_axes(model), is_leaf=layers.is_axes)
     assert [len(n) for n in names] == [a.ndim for a in arrays]
-    assert T.logical_axes(model).lowres_encoder.blocks.mlp.fc1.weight == ("layers", "embed", "mlp")
+    assert layers.logical_axes(model).lowres_encoder.blocks.mlp.fc1.weight == ("layers", "embed", "mlp")
 
 
 def test_superres_loss(model):
@@ -212,7 +212,7 @@ def abstract_superres(preset):
 
 
 def test_cc3m_superres_is_268m():
-    n = T.count_params(abstract_superres("cc3m"))
+    n = layers.count_params(abstract_superres("cc3m"))
     assert abs(n / 268e6 - 1) < 0.05, n
 
 
@@ -226,4 +226,4 @@ def test_paper_superres_matches_table6():
     assert shapes.decoder.pos_embed.table.shape == (64 * 64, 1024)  # 512px / f=8
     assert shapes.lowres_pos.table.shape == (16 * 16, 1024)
     # The paper gives no total; ours is about 774M (see the docstring of _cc3m).
-    assert 700e6 < T.count_params(shapes) < 850e6
+    assert 700e6 < layers.count_params(shapes) < 850e6

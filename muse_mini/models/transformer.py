@@ -1,26 +1,13 @@
 """The base masked transformer (Muse §2.3) and the masked-token core super-res reuses (§2.4).
 
-Image tokens (a flattened ``grid × grid`` VQGAN map, some replaced by
-``[MASK]``) are embedded, given learned positions, and passed through
-pre-LayerNorm blocks of self-attention → cross-attention to the projected
-text (the frozen text encoder's embeddings, never masked) → GELU MLP. An
-output head maps every position to logits over the VQGAN codebook; training
-scores the masked positions only (§2.3, :mod:`muse_mini.training.losses`).
+Image tokens (some replaced by ``[MASK]``) are embedded, given learned positions, and
+passed through blocks that cross-attend to the projected text; an output head gives
+logits over the VQGAN codebook. ``encode_condition`` computes what the blocks attend to
+(constant while an image is decoded, so samplers encode it once); ``logits`` consumes it.
 
-The layers (attention, MLP, blocks, named logical axes) are in
-:mod:`muse_mini.models.layers`. An example whose keys are all masked (text
-dropped for guidance, §2.7) gets its cross-attention output multiplied by 0,
-so the block is exactly a block without cross-attention.
-
-A model's condition (the projected text; for super-res also the encoded
-low-res tokens) is computed by ``encode_condition`` and consumed by
-``logits``; ``__call__`` is the two in a row. The condition does not change
-while an image is decoded, so samplers encode it once per generation.
-
-Every ``__call__`` takes ONE example, or a batch along one leading axis.
-Training calls the model on the whole batch, so its matrix products are flat
-2-D products, which XLA's CPU backend differentiates faster than ``jax.vmap``
-over examples. Sampling may use either form.
+Every call takes ONE example (Equinox's convention), or a batch along one leading axis
+(shapes ``*B``): training calls the whole batch, whose flat 2-D matrix products XLA's CPU
+backend differentiates faster than ``jax.vmap`` over examples.
 """
 
 from __future__ import annotations
@@ -31,10 +18,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from muse_mini.config import TransformerConfig
-from muse_mini.models.layers import (  # noqa: F401  (the layers are re-exported for the models that use them)
-    DTYPES, MLP, Attention, Block, BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, Named,
-    normals, compute_dtype, count_params, is_axes, logical_axes, sincos_2d,
-)
+from muse_mini.models.layers import BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, compute_dtype, normals
 
 # --------------------------------------------------------------------------
 # The masked-token transformer shared by the base and super-res models
@@ -58,8 +42,7 @@ class OutputHead(eqx.Module):
 
 
 def check_attention_kernel(cfg: TransformerConfig) -> None:
-    """A clear error now, not a deep XLA one at the first call: cuDNN's fused attention
-    runs only on NVIDIA GPUs and only in 16-bit compute."""
+    """cuDNN's fused attention runs only on NVIDIA GPUs in 16-bit compute: say so now."""
     if cfg.attention != "cudnn":
         return
     backend = jax.default_backend()
@@ -70,12 +53,8 @@ def check_attention_kernel(cfg: TransformerConfig) -> None:
 
 
 class MaskedTokenTransformer(eqx.Module):
-    """Masked image tokens in, codebook logits out, cross-attending to a context.
-
-    The context is whatever the model conditions on, already projected to
-    ``width``: the text for the base model, low-res features + text for
-    super-res. Token id ``vocab_size`` is ``[MASK]``.
-    """
+    """Masked image tokens in, codebook logits out, cross-attending to a context already
+    projected to ``width`` (text; for super-res, low-res features + text). ``[MASK]`` is ``vocab_size``."""
 
     token_embed: Embedding
     pos_embed: LearnedPositions
@@ -106,28 +85,36 @@ class MaskedTokenTransformer(eqx.Module):
     def mask_id(self) -> int:
         return self.vocab_size
 
-    def __call__(self, tokens_N, context_SxW, context_mask_S, *, extra_NxW=None, key=None) -> Float[Array, "N V"]:
-        """Logits for one example or a batch; ``extra_NxW`` is added to the input embeddings."""
-        if tokens_N.ndim not in (1, 2) or tokens_N.shape[-1] != self.seq_len:
+    def __call__(
+        self,
+        tokens: Int[Array, "*B N"],
+        context: Float[Array, "*B S W"],
+        context_mask: Bool[Array, "*B S"],
+        *,
+        extra: Float[Array, "*B N W"] | None = None,
+        key=None,
+    ) -> Float[Array, "*B N V"]:
+        """Logits; ``extra`` is added to the input embeddings."""
+        if tokens.ndim not in (1, 2) or tokens.shape[-1] != self.seq_len:
             raise ValueError(
                 f"tokens: expected shape ({self.seq_len},) for one example or (batch, {self.seq_len}), "
-                f"got {tuple(tokens_N.shape)}"
+                f"got {tuple(tokens.shape)}"
             )
         dt = compute_dtype(self.dtype)
-        x_NxD = self.token_embed(tokens_N, dt) + self.pos_embed(dt)
-        if extra_NxW is not None:
-            x_NxD = x_NxD + extra_NxW.astype(dt)
-        x_NxD = self.blocks(x_NxD, context_SxW, context_mask_S, key=key)
-        return self.head(self.norm(x_NxD)).astype(jnp.float32)
+        x = self.token_embed(tokens, dt) + self.pos_embed(dt)
+        if extra is not None:
+            x = x + extra.astype(dt)
+        x = self.blocks(x, context, context_mask, key=key)
+        return self.head(self.norm(x)).astype(jnp.float32)
 
 
 class Condition(eqx.Module):
     """An encoded condition: the context the blocks cross-attend to, its key mask, and an
     optional per-token term added to the input embeddings (super-res's skip, §2.4)."""
 
-    context_SxW: Array
-    context_mask_S: Array
-    extra_NxW: Array | None = None
+    context: Float[Array, "*B S W"]
+    context_mask: Bool[Array, "*B S"]
+    extra: Float[Array, "*B N W"] | None = None
 
 
 class TokenPredictor(eqx.Module):
@@ -151,10 +138,8 @@ class TokenPredictor(eqx.Module):
 class BaseTransformer(TokenPredictor):
     """The base model (Muse §2.3): masked ``grid²`` tokens + T5 text → codebook logits.
 
-    ``vocab_size`` is the tokenizer's codebook size (the logits' width); the
-    embedding table has one more row, ``mask_id = vocab_size``. ``seq_len`` is
-    ``grid²``; ``text_width`` the text encoder's output width, projected to
-    ``cfg.width`` (all text positions are kept, §2.3).
+    ``vocab_size`` is the codebook size (``mask_id = vocab_size``); ``text_width`` the text
+    encoder's width, projected to ``cfg.width`` ("we retain all text tokens", §2.3).
     """
 
     text_proj: Linear
@@ -169,28 +154,24 @@ class BaseTransformer(TokenPredictor):
 
     def __call__(
         self,
-        tokens_N: Int[Array, " N"],
-        text_LxD: Float[Array, "L D"],
-        text_mask_L: Bool[Array, " L"],
+        tokens: Int[Array, "*B N"],
+        text: Float[Array, "*B L D"],
+        text_mask: Bool[Array, "*B L"],
         *,
         key=None,
-    ) -> Float[Array, "N V"]:
-        """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
-        check_same_batch(tokens=tokens_N, text=text_LxD[..., 0])
-        return self.logits(tokens_N, self.encode_condition(text_LxD, text_mask_L), key=key)
+    ) -> Float[Array, "*B N V"]:
+        """Logits (float32); dropout only when ``key`` is given."""
+        check_same_batch(tokens=tokens, text=text[..., 0])
+        return self.logits(tokens, self.encode_condition(text, text_mask), key=key)
 
-    def encode_condition(self, text_LxD, text_mask_L) -> Condition:
-        """The text projected to the model width (§2.3): what every decoding step attends to.
+    def encode_condition(self, text: Float[Array, "*B L D"], text_mask: Bool[Array, "*B L"]) -> Condition:
+        """The text projected to the model width (§2.3): what every decoding step attends to."""
+        projected = project_text(self.text_proj, text, text_mask, self.text_width, self.decoder.dtype)
+        return Condition(projected, text_mask)
 
-        It does not change while an image is decoded, so a sampler encodes it
-        once per generation and calls :meth:`logits` at every step.
-        """
-        text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
-        return Condition(text_LxW, text_mask_L)
-
-    def logits(self, tokens_N, cond: Condition, *, key=None) -> Float[Array, "N V"]:
+    def logits(self, tokens: Int[Array, "*B N"], cond: Condition, *, key=None) -> Float[Array, "*B N V"]:
         """Logits for masked tokens given an encoded condition (:meth:`encode_condition`)."""
-        return self.decoder(tokens_N, cond.context_SxW, cond.context_mask_S, extra_NxW=cond.extra_NxW, key=key)
+        return self.decoder(tokens, cond.context, cond.context_mask, extra=cond.extra, key=key)
 
 
 def check_same_batch(**inputs) -> None:
@@ -201,11 +182,11 @@ def check_same_batch(**inputs) -> None:
         raise ValueError(f"inputs: give one example or the same batch of each; leading axes are {shown}")
 
 
-def project_text(proj: Linear, text_LxD, text_mask_L, text_width: int, dtype: str):
+def project_text(proj: Linear, text, text_mask, text_width: int, dtype: str):
     """Check the text's shape and project it to the transformer width in the compute dtype."""
-    if text_LxD.ndim not in (2, 3) or text_LxD.shape[-1] != text_width or text_mask_L.shape != text_LxD.shape[:-1]:
+    if text.ndim not in (2, 3) or text.shape[-1] != text_width or text_mask.shape != text.shape[:-1]:
         raise ValueError(
             f"text: expected (L, {text_width}) embeddings with an (L,) mask for one example "
-            f"(or both with a leading batch axis), got {tuple(text_LxD.shape)} and {tuple(text_mask_L.shape)}"
+            f"(or both with a leading batch axis), got {tuple(text.shape)} and {tuple(text_mask.shape)}"
         )
-    return proj(text_LxD.astype(compute_dtype(dtype)))
+    return proj(text.astype(compute_dtype(dtype)))
