@@ -149,7 +149,7 @@ class SuperResTransformer(TokenPredictor):
         """
         enc_key, dec_key = (None, None) if key is None else jax.random.split(key)
         cond = self.encode_condition(lowres, text_LxD, text_mask_L, key=enc_key)
-        check_same_batch(tokens=tokens_N, lowres=cond.context_SxW[..., 0], text=text_LxD[..., 0])
+        check_same_batch(tokens=tokens_N, lowres=cond.context[..., 0], text=text_LxD[..., 0])
         return self.logits(tokens_N, cond, key=dec_key)
 
     def encode_condition(self, lowres, text_LxD, text_mask_L, *, key=None) -> Condition:
@@ -170,7 +170,7 @@ class SuperResTransformer(TokenPredictor):
 
     def logits(self, tokens_N, cond: Condition, *, key=None) -> Float[Array, "N V"]:
         """High-res logits given an encoded condition (:meth:`encode_condition`)."""
-        return self.decoder(tokens_N, cond.context_SxW, cond.context_mask_S, extra_NxW=cond.extra_NxW, key=key)
+        return self.decoder(tokens_N, cond.context, cond.context_mask, extra=cond.extra, key=key)
 
 
 def _grid_ratio(lowres_seq_len: int, seq_len: int) -> tuple[int, int]:
