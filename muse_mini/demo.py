@@ -1,18 +1,12 @@
 """``muse-mini demo``: the whole toy pipeline, stage by stage, into one directory.
 
-Every stage is skipped when its run is already finished, so a second run only
-re-renders the figures. Layout (``runs/demo`` for the quick recipe)::
+Finished stages are skipped, so a second run only re-renders. Layout (``runs/demo``)::
 
-    shapes/             a sample grid with captions, captions.txt
-    text/               caption-embedding similarity matrix (§2.1)
-    tokenizer-base/     32×32 → 8×8 VQGAN run + reconstructions.png (§2.2)
-    tokenizer-highres/  64×64 → 16×16 VQGAN run + reconstructions.png
-    base/               base transformer run (§2.3)
-    superres/           super-res run (§2.4)
-    decoder/            the finetuned, larger high-res decoder (§2.5) + reconstructions.png
-    samples/            generated grids, accuracy.json (the evaluator's verdicts; reused
-                        while the base, super-res and decoder runs and the samplers are unchanged)
-    timings.json        wall time of each stage
+    shapes/, text/                          sample grid; caption-embedding similarity (§2.1)
+    tokenizer-base/, tokenizer-highres/     VQGAN runs + reconstructions.png (§2.2)
+    base/, superres/, decoder/              transformer runs (§2.3, §2.4), finetuned decoder (§2.5)
+    samples/                                generated grids, accuracy.json
+    timings.json                            wall time of each stage
 """
 
 from __future__ import annotations
@@ -80,11 +74,7 @@ def render_text(cfg, out: Path, n: int = 12) -> None:
 
 
 def render_reconstructions(cfg, run: Path, stage: str, n: int = 16, *, before: Path | None = None) -> None:
-    """Hold-out originals over their reconstructions, into ``run/reconstructions.png``.
-
-    ``before`` (the decoder stage: the tokenizer it finetunes) adds a middle
-    row decoded by that run, so the two decoders can be compared.
-    """
+    """Hold-out originals over their reconstructions (``before``: a middle row from that tokenizer) into ``run/reconstructions.png``."""
 
     images, captions, _ = generate(n, seed=1, split="holdout")
     if stage == "base":
@@ -97,7 +87,7 @@ def render_reconstructions(cfg, run: Path, stage: str, n: int = 16, *, before: P
 
 
 def evaluate_samples(pipe, out: Path, *, stage: str, label: str, **sampler) -> dict:
-    """Caption accuracy of generated images on canonical prompts (spec's headline metric)."""
+    """Caption accuracy of generated images on canonical prompts (the Shapes headline metric)."""
 
     results = {}
     for split, n in EVAL_PROMPTS.items():
@@ -112,13 +102,7 @@ def evaluate_samples(pipe, out: Path, *, stage: str, label: str, **sampler) -> d
 
 
 def _evaluation_key(pipe, out: Path) -> dict:
-    """What the evaluation depends on: the finished runs, the samplers, the prompt set.
-
-    JSON-normalised (tuples become lists), so it compares equal to a stored copy.
-    ``decoding`` names the sampler's behaviour, so a change of what the same
-    settings sample (the MaskGIT anneal, version 2) re-evaluates, as does a change of the
-    evaluator's verdicts (``EVALUATOR_VERSION``).
-    """
+    """What the evaluation depends on (runs, samplers, prompts, decoding and evaluator versions), JSON-normalised."""
     return json.loads(json.dumps({
         "decoding": DECODING_VERSION, "evaluator": EVALUATOR_VERSION,
         "runs": {sub: json.loads((out / sub / DONE_FILE).read_text())
@@ -149,11 +133,7 @@ def format_accuracy(label: str, results: dict) -> str:
 
 def run_demo(recipe: str = "quick", out: str | None = None, *, progress: bool = True,
              evaluate: bool = True, overrides=(), seed: int | None = None) -> dict:
-    """Run (or finish, or just re-render) every toy stage; returns the timings.
-
-    ``seed`` trains every stage with that seed (:func:`muse_mini.config.seed_overrides`),
-    before ``overrides``; None keeps the recipe's seeds.
-    """
+    """Run (or finish, or just re-render) every toy stage, all with ``seed`` if given; returns the timings."""
     overrides = [*(seed_overrides(seed) if seed is not None else ()), *overrides]
     cfg = get_recipe(recipe, overrides)  # checks the name
     out = Path(out or RECIPES[recipe].out)
@@ -185,12 +165,9 @@ TEXT_TO_IMAGE_STAGES = TRAINED_STAGES[:2]  # what text_to_image_total covers
 
 
 def keep_trained_times(timings: dict, stored: dict, finished: set) -> None:
-    """Put back the stored training times of stages that were finished before this call.
+    """Put back the stored training times of stages finished before this call.
 
-    A resumed run skips them in seconds; without this its ``timings.json``
-    would lose the minutes they trained in. When every stage this call ran was
-    already finished the stored totals are kept; otherwise each total swaps the
-    seconds spent skipping a finished stage for the time it trained in.
+    A resumed run skips them in seconds; without this ``timings.json`` would lose their minutes.
     """
     kept = finished & stored.keys()
     skipped = {sub: timings.get(sub, 0.0) for sub in kept}

@@ -1,9 +1,6 @@
 """Whether the Hugging Face hub may be reached: one offline check that every loader shares.
 
-``huggingface_hub``, ``datasets`` and ``transformers`` each read their offline
-flags once, at import. This reads them now, so a flag set later (a notebook
-cell, a test) is still seen. ``HF_HUB_OFFLINE`` applies to every loader; each
-library adds its own flag, and the value it read at import.
+The libraries read their offline flags once, at import; this reads them now, so a flag set later is seen.
 """
 
 from __future__ import annotations

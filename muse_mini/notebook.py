@@ -1,8 +1,7 @@
 """Settings shared by the notebooks: smoke mode, where runs live, a trained pipeline.
 
-``MUSE_MINI_SMOKE=1`` (set by ``make test``) shrinks every heavy cell to a few
-steps so a notebook runs top to bottom in about a minute; ``MUSE_MINI_RUNS``
-moves run directories (default ``runs/`` at the repository root).
+``MUSE_MINI_SMOKE=1`` shrinks every heavy cell to a few steps (the notebook tests set it);
+``MUSE_MINI_RUNS`` moves run directories (default ``runs/`` at the repository root).
 """
 
 from __future__ import annotations
@@ -22,11 +21,9 @@ def steps(full: int, smoke: int = 2) -> int:
 
 
 def pipeline_dir() -> Path:
-    """A directory with every toy stage trained; never trains the real pipeline behind your back.
+    """``RUNS/demo`` once ``make demo`` finished it, else a FileNotFoundError giving the command.
 
-    Outside smoke mode: ``RUNS/demo`` when ``make demo`` has finished it,
-    else a ``FileNotFoundError`` that gives the command. In smoke mode a
-    smoke-sized pipeline is trained once under ``RUNS/smoke`` (the smoke recipe).
+    In smoke mode, a smoke-sized pipeline trained once under ``RUNS/smoke``.
     """
     demo = RUNS / "demo"
     if not SMOKE:

@@ -1,4 +1,4 @@
-"""``muse-mini train-features`` and ``muse-mini evaluate``: the judges of generated images (issue 21).
+"""``muse-mini train-features`` and ``muse-mini evaluate``: the judges of generated images.
 
 ``train-features`` trains the Shapes feature network behind Shapes-FID
 (:mod:`muse_mini.evaluation.features`) and reports how well it reads held-out

@@ -1,13 +1,8 @@
-"""Captions of the Shapes world: its vocabulary, canonical captions, paraphrases, prompt lists.
+"""Captions of the Shapes world: vocabulary, canonical captions, paraphrases, prompt lists.
 
-Muse's headline claims are about language understanding (§3.1, Fig. 6), so
-the words a Shapes caption may use, and the one canonical way to say each
-scene, are fixed by the Shapes spec (``docs/shapes.md``, "Scenes and
-canonical captions"). This module is that grammar: :class:`Requirements`
-(what a caption asks for), :func:`canonical_caption` and its inverse
-:func:`parse_caption`, :func:`paraphrase` (non-canonical text with the same
-meaning, for training on varied wording), and the deterministic evaluation
-prompt lists. Pixels live in :mod:`muse_mini.data.shapes`.
+Muse's headline claims are about language understanding (§3.1, Fig. 6), so each scene
+has one canonical caption, fixed by ``docs/shapes.md`` ("Scenes and canonical captions").
+Pixels live in :mod:`muse_mini.data.shapes`.
 """
 
 from __future__ import annotations
@@ -70,12 +65,7 @@ def check_kinds(kinds) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Requirements:
-    """What a canonical caption asks for (spec: "Scenes and canonical captions").
-
-    ``colour, shape`` name the (first) object; ``size`` is set for ``single``,
-    ``region`` for ``placed``, ``count`` for ``count`` (1 otherwise), and
-    ``relation, other_colour, other_shape`` for ``relation``.
-    """
+    """What a canonical caption asks for; fields a kind does not use stay None (``count`` 1)."""
 
     kind: str
     colour: str
@@ -131,15 +121,7 @@ _CAPTION_PATTERNS = {
 
 
 def parse_caption(caption: str) -> Requirements:
-    """Parse a canonical caption into its :class:`Requirements`.
-
-    Raises
-    ------
-    ValueError
-        If ``caption`` is not exactly one of the spec's canonical forms
-        (wrong article, digits, capitals, trailing period, paraphrase, or a
-        relation between two identical colour–shape pairs).
-    """
+    """The :class:`Requirements` of a canonical caption; ValueError for anything else (paraphrases too)."""
     if not isinstance(caption, str):
         raise ValueError(f"caption must be a str, got {type(caption).__name__}")
     for kind, pattern in _CAPTION_PATTERNS.items():
@@ -185,11 +167,7 @@ _SIZE_SYNONYMS = {"small": ("little", "tiny"), "large": ("big", "huge")}
 
 
 def paraphrase(req: Requirements, rng: np.random.Generator) -> str:
-    """A non-canonical caption with the same meaning (other word orders, digits, synonyms).
-
-    Every template contains a word or order that the canonical grammar lacks,
-    so :func:`parse_caption` rejects all paraphrases.
-    """
+    """A non-canonical caption with the same meaning; :func:`parse_caption` rejects every one."""
     noun = f"{req.colour} {req.shape}"
     choose = functools.partial(pick, rng)
     if req.kind == "single":
@@ -227,11 +205,7 @@ def paraphrase(req: Requirements, rng: np.random.Generator) -> str:
 
 # --- Evaluation prompts ---
 def all_canonical_captions(kind: str, split: str) -> list[str]:
-    """Every distinct canonical caption of ``kind`` for ``split``, in a fixed order.
-
-    ``train`` prompts use only non-hold-out pairs; ``holdout`` prompts name at
-    least one hold-out pair.
-    """
+    """Every distinct canonical caption of ``kind`` for ``split`` (``holdout``: naming a hold-out pair), in a fixed order."""
     check_split(split)
     check_kinds((kind,))
     pairs = TRAIN_PAIRS if split == "train" else HOLDOUT_PAIRS
@@ -251,20 +225,10 @@ def all_canonical_captions(kind: str, split: str) -> list[str]:
 
 
 def canonical_prompts(split: str, n: int | None = None, seed: int = 0) -> list[str]:
-    """A deterministic list of canonical evaluation prompts, balanced over kinds.
+    """A deterministic list of ``n`` canonical evaluation prompts for ``split``, balanced over kinds.
 
-    Kinds are interleaved (single, placed, count, relation, single, ...), so
-    every prefix is balanced. Within a kind, prompts are a seeded permutation
-    of :func:`all_canonical_captions`, cycled when ``n`` needs more.
-
-    Parameters
-    ----------
-    split : {"train", "holdout"}
-        ``train`` gives in-distribution prompts, ``holdout`` the compositional
-        hold-out prompts (spec: evaluation reports them separately).
-    n : int, optional
-        Number of prompts. Default: 4 × the number of distinct prompts of the
-        rarest kind (160 for train, 32 for holdout).
+    Kinds are interleaved so every prefix is balanced; within a kind, a seeded permutation,
+    cycled when ``n`` needs more. Default ``n``: 4 × the rarest kind's distinct prompts.
     """
     split_id = check_split(split)
     seed = check_int("seed", seed)

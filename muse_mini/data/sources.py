@@ -1,10 +1,7 @@
-"""Image–text data as Hugging Face ``datasets``: the Shapes world and any other source.
+"""Image–text data as Hugging Face ``datasets`` (Muse §3, §4.1): the Shapes world and any other source.
 
-Muse trains on image–caption pairs (Imagen's 460M pairs, CC3M, COCO; Muse §3).
-muse_mini trains on the Shapes world (spec ``docs/shapes.md``) by default and
-on any other image–text dataset on request; both come out of this module as a
-``datasets.Dataset`` with an ``image`` column (``datasets.Image()``) and a
-``caption`` column, so training code sees one format.
+Both come out as a ``datasets.Dataset`` with an ``image`` and a ``caption`` column, so
+training code sees one format. The Shapes contract is ``docs/shapes.md``.
 """
 
 from __future__ import annotations
@@ -45,16 +42,8 @@ def shapes_dataset(n: int, *, split: str = "train", seed: int = 0, resolution: i
                    cache_dir: str | os.PathLike | None = None) -> datasets.Dataset:
     """Shapes samples ``start .. start + n - 1`` as a ``datasets.Dataset``.
 
-    Columns: ``image`` (PNG-encoded ``datasets.Image``, ``resolution``²),
-    ``caption`` (``Scene.text``: canonical unless ``paraphrase_prob > 0``),
-    ``kind``, and ``objects`` (list of ``{colour, shape, cx, cy, size}`` in
-    64×64 coordinates whatever the resolution). Use ``.with_format("numpy")``
-    or ``.with_format("jax")`` for arrays.
-
-    With ``cache_dir``, the dataset is saved with ``save_to_disk`` under a
-    directory named after the arguments and reloaded with ``load_from_disk``
-    when present (samples are a pure function of the arguments, spec:
-    "Determinism").
+    Columns ``image``, ``caption``, ``kind`` and ``objects`` (in 64×64 coordinates). With
+    ``cache_dir`` it is saved once under a name made of the arguments and reloaded.
     """
     args = dict(n=n, split=split, seed=seed, resolution=resolution, start=start,
                 paraphrase_prob=paraphrase_prob, version=SHAPES_DATA_VERSION)
@@ -100,13 +89,7 @@ def _not_found(source, why: str) -> FileNotFoundError:
 
 
 def _load_hub(source: str, split: str, kwargs: dict) -> datasets.Dataset:
-    """A hub dataset, or a one-line FileNotFoundError within seconds.
-
-    ``load_dataset`` alone retries an unreachable hub for half a minute and ends
-    in a long ``ConnectionError``, which is what a typo in a local path gets.
-    Offline, ``datasets`` reads only its cache; online, a short ``dataset_info``
-    probe asks the hub first.
-    """
+    """A hub dataset, or a one-line FileNotFoundError within seconds (not half a minute of retries)."""
     from datasets.exceptions import DatasetNotFoundError
     from huggingface_hub import HfApi
 
@@ -186,31 +169,12 @@ def load_image_text_dataset(source, *, image_column: str = "image",
                             caption_column: str = "caption", image_size: int = 64,
                             split: str = "train", center_crop: bool = True,
                             cache_dir: str | os.PathLike | None = None) -> datasets.Dataset:
-    """Load any image–text dataset as ``image`` / ``caption`` columns at ``image_size``².
+    """Any image–text ``source`` as ``image`` / ``caption`` columns at ``image_size``².
 
-    Parameters
-    ----------
-    source : str or path
-        A local ``imagefolder`` directory (captions in ``metadata.csv`` or
-        ``metadata.jsonl`` next to the images, keyed by ``file_name``), a
-        ``.parquet`` file or a directory of them, a ``save_to_disk``
-        directory, or a Hugging Face hub dataset name (the only case that
-        uses the network).
-    image_column, caption_column : str
-        Source columns renamed to ``image`` and ``caption``. A caption that is
-        a list (several captions per image, as in COCO) keeps its first entry.
-    image_size : int
-        Output side: the shorter side is resized to it, then the centre is
-        cropped (``center_crop=True``), or the image is squashed to a square.
-    split : str
-        Split to load (local files without split folders form ``train``).
-    cache_dir : path, optional
-        ``datasets`` cache directory for loading and the resize pass.
-
-    Raises
-    ------
-    ValueError
-        If a column is missing (the message lists the available columns).
+    ``source``: an imagefolder (captions in ``metadata.csv``/``.jsonl``), parquet, a
+    ``save_to_disk`` folder or a hub name (the only case that uses the network).
+    A caption list (COCO) keeps its first entry; a missing column is a ValueError
+    that lists the available ones.
     """
     if not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")

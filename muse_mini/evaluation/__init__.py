@@ -1,10 +1,6 @@
-"""Judging generated images: the Fréchet distance, the Shapes feature network, and ``muse-mini evaluate``.
-
-- :mod:`~muse_mini.evaluation.frechet`: FID's formula on any features;
-- :mod:`~muse_mini.evaluation.features`: the Shapes feature network (the judge behind Shapes-FID);
-- :mod:`~muse_mini.evaluation.fid`: Shapes-FID;
-- :mod:`~muse_mini.evaluation.inception`: Inception-v3 FID and CLIP score for photographs (optional extra);
-- :mod:`~muse_mini.evaluation.report` and :mod:`~muse_mini.evaluation.plots`: the evaluate command's report.
+"""Judging generated images (Tables 1–2, Figure 8): ``frechet`` (FID's formula), ``features`` (the Shapes
+feature network), ``fid`` (Shapes-FID), ``inception`` (Inception FID and CLIP score, optional extra),
+``report`` and ``plots`` (``muse-mini evaluate``), ``claims`` (the paper's claims in miniature).
 """
 
 from muse_mini.evaluation.fid import shapes_fid, shapes_stats

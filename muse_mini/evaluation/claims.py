@@ -1,22 +1,10 @@
-"""The paper's claims, each measured in miniature on Shapes (issue 21; notebook 07, scripts/claims.py).
+"""The paper's claims, each measured in miniature on Shapes (notebook 07, ``scripts/claims.py``).
 
-Every function takes a trained :class:`muse_mini.Pipeline` and the prompts and
-real scenes of :func:`muse_mini.evaluation.report.evaluation_prompts`, and
-returns plain numbers (lists of dicts) that a plot or a table can show:
-
-1. :func:`guidance_temperature_sweep`, :func:`pareto_front`: Figure 8's
-   quality-against-alignment front, with caption accuracy for CLIP score and
-   Shapes-FID for FID;
-2. :func:`guidance_schedules`: §2.7, linearly rising guidance against a
-   constant scale, as diversity at each accuracy;
-3. :func:`steps_sweep`: §2.8 / Figure 5, a few parallel steps against one
-   token per step;
-4. :func:`superres_against_bicubic`: Table 1's super-res stage against
-   bicubic upsampling of the same base images;
-5. :func:`decoder_against_tokenizer`: §2.5, the finetuned decoder against
-   the tokenizer's own on real scenes;
-6. :func:`count_and_composition`: §3.1, accuracy by count, and hold-out
-   pairs against in-distribution ones, read from an evaluate report.
+Each function takes a trained :class:`muse_mini.Pipeline` and the prompts of
+:func:`muse_mini.evaluation.report.evaluation_prompts` and returns plain numbers:
+Figure 8's front (caption accuracy standing in for CLIP score, Shapes-FID for FID),
+§2.7's guidance schedules, §2.8's parallel steps, Table 1's super-res against bicubic,
+§2.5's finetuned decoder, and §3.1's counts and composition.
 """
 
 from __future__ import annotations

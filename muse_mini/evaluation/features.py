@@ -1,18 +1,9 @@
-"""A feature network for the Shapes world: the judge behind Shapes-FID.
+"""A feature network for the Shapes world: the judge behind Shapes-FID, as Inception-v3 is FID's.
 
-FID embeds images with Inception-v3, a network trained to tell ImageNet's
-classes apart, so its features change with what a photograph shows. For Shapes
-the analogue is a small CNN trained to read a scene's attributes: which
-colours, shapes and colour–shape pairs it holds, how many objects, and where
-their centres lie on a 4×4 grid. Its 128-dimensional penultimate layer is the
-feature :func:`muse_mini.evaluation.frechet.frechet_distance` compares.
-
-It trains deterministically in about a minute on a CPU (``muse-mini
-train-features``) on both splits, so that hold-out pairs are judged too. The
-weights the project ships (``shapes_features.eqx`` beside this file) are the
-default, so Shapes-FIDs measured on different machines share one judge. The
-training images are randomly blurred to the base resolution, noised and
-colour-shifted, because generated images are blurry and off-colour.
+A small CNN trained to read a scene's colours, shapes, colour–shape pairs, object count and
+centres; its 128-d penultimate layer is the feature. Its training images are blurred, noised
+and colour-shifted like generated ones. The project ships its weights
+(``shapes_features.eqx``), so Shapes-FIDs from different machines share one judge.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Shapes-FID: the Fréchet distance in the Shapes feature network's space (FID with a judge for this world).
+"""Shapes-FID: the Fréchet distance in the Shapes feature network's space, used as FID uses Inception.
 
-Used the way FID uses Inception: embed real scenes and generated images with
-the same frozen network, fit a Gaussian to each set, and compare. Lower is
-closer; two sets of real scenes drawn with different seeds give the floor that
-sampling noise alone produces at that set size.
+Two sets of real scenes from different seeds give the floor that sampling noise alone reaches.
 """
 
 from __future__ import annotations
@@ -29,8 +26,7 @@ def shapes_stats(images, net: ShapesFeatureNet | None = None) -> FeatureStats:
 
 
 def reference_stats(reference, side: int, net: ShapesFeatureNet | None = None) -> FeatureStats:
-    """The Gaussian of reference images judged at ``side`` px: 64 px ones are block-averaged to 32 px
-    for 32 px images, as the base model's training images were."""
+    """The Gaussian of reference images judged at ``side`` px (64 px ones block-averaged for 32 px)."""
     reference = np.asarray(reference)
     if reference.shape[1] != side:
         from muse_mini.data.shapes import downsample
@@ -42,10 +38,7 @@ def reference_stats(reference, side: int, net: ShapesFeatureNet | None = None) -
 
 
 def shapes_fid(images, reference, net: ShapesFeatureNet | None = None) -> float:
-    """Shapes-FID of ``images`` against ``reference`` (images or their :class:`FeatureStats`).
-
-    Both sets are judged at the resolution of ``images`` (:func:`reference_stats`).
-    """
+    """Shapes-FID of ``images`` against ``reference`` (images or :class:`FeatureStats`), at ``images``' resolution."""
     images = np.asarray(images)
     if not isinstance(reference, FeatureStats):
         reference = reference_stats(reference, images.shape[1], net)

@@ -1,14 +1,8 @@
-"""The Fréchet distance between two feature distributions: FID's formula, any feature network.
+"""The Fréchet distance between two feature distributions: FID's formula (Heusel et al., 2017; Tables 1–2).
 
-FID (Heusel et al., 2017; the paper's Tables 1–2) models the features of the
-real and the generated images as Gaussians and measures
+    d² = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₁^½ Σ₂ Σ₁^½)^½)
 
-    d² = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₁^½ Σ₂ Σ₁^½)^½).
-
-The trace of the matrix square root is computed from the eigenvalues of the
-symmetric product Σ₁^½ Σ₂ Σ₁^½, which are real and non-negative, so there is
-no complex ``sqrtm`` to clean up. The feature network is pluggable: Inception-v3
-for real photographs, :mod:`muse_mini.evaluation.features` for Shapes.
+The trace comes from the eigenvalues of the symmetric Σ₁^½ Σ₂ Σ₁^½, so no complex ``sqrtm``.
 """
 
 from __future__ import annotations

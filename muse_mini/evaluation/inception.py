@@ -1,12 +1,7 @@
-"""Inception-v3 FID and CLIP score for real photographs, through the optional ``fid`` extra.
+"""Inception-v3 FID and CLIP score for photographs (Tables 1–2), through the optional ``fid`` extra.
 
-FID on real images (the paper's Tables 1–2) needs the exact Inception-v3
-weights every FID paper uses; ``pytorch-fid`` ships that network, ported from
-TensorFlow's ``inception-2015-12-05``. CLIP score (Table 2) uses
-``open-clip-torch``. Both run on PyTorch, so they live in an extra
-(``pip install 'muse_mini[fid]'``) and torch never enters the core runtime.
-Weights are read from local files: offline, a missing file is an error that
-says where to put it.
+``pytorch-fid`` ships the exact FID network and ``open-clip-torch`` CLIP; both need torch, which
+never enters the core runtime. Weights are read from local files; a missing one says where to put it.
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """``muse-mini evaluate``: one report of a trained pipeline, per stage, split, scene kind and count.
 
-The prompts are the canonical captions of Shapes scenes that training never
-saw (seed :data:`EVAL_SEED`), so each generated image has a real scene to be
-compared with: the evaluation mirrors FID on a validation set's captions
-(Tables 1–2). For every stage (base 32×32; super-res 64×64 with and without
-the §2.5 finetuned decoder) and every split it gives
-
-- **caption accuracy** (the Shapes evaluator), by scene kind and by the
-  number of objects the caption asks for (1 to 4, §3.1);
-- **Shapes-FID** against 1024 real scenes of the split, beside the floor that
-  real scenes of another seed reach at the same set size;
-- **diversity**: the mean distance, in Shapes feature space, between the
-  samples of one prompt under different seeds (what §2.7 says linear guidance
-  keeps).
-
-Generated images are stored under ``OUT/samples`` with what made them, and
-reused while the runs, the sampler and the prompts are unchanged.
+Prompts are the canonical captions of unseen Shapes scenes (:data:`EVAL_SEED`), as FID uses a
+validation set's captions (Tables 1–2). Per stage and split: caption accuracy by kind and by
+object count (§3.1), Shapes-FID beside the floor real scenes reach, and diversity across seeds
+(§2.7). Samples are stored and reused while runs, samplers and prompts are unchanged.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""The runtime image codec: uint8 images ↔ token ids with a trained VQGAN (Muse §2.2).
-
-Everything that turns pixels into tokens or tokens into pixels at generation,
-editing or data-preparation time lives here, apart from the code that trains
-the tokenizer, so that sampling never imports the trainer.
-"""
+"""The runtime image codec: uint8 images ↔ token ids with a trained VQGAN (Muse §2.2), apart from tokenizer training."""
 
 from __future__ import annotations
 

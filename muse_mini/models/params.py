@@ -1,10 +1,4 @@
-"""Parameter counts per component, without allocating a single weight.
-
-Every component is built under :func:`equinox.filter_eval_shape`, which traces
-the constructor and returns arrays as ``jax.ShapeDtypeStruct``; counting their
-sizes costs nothing, so the 3B preset answers in seconds on a laptop. The
-models come from :mod:`muse_mini.models.build`, the builders training uses.
-"""
+"""Parameter counts per component under :func:`equinox.filter_eval_shape`: no weight is allocated, so the 3B preset answers in seconds."""
 
 from __future__ import annotations
 
@@ -102,14 +96,10 @@ def _block_flops(T: int, S: int, D: int, F: int, *, cross: bool) -> float:
 
 
 def train_flops_per_example(cfg: MuseConfig, stage: str = "base") -> float:
-    """Training FLOPs of one example: 3 × the forward pass's matrix products (forward + backward).
+    """Training FLOPs of one example: 3 × the forward pass's matrix products (the MFU convention).
 
-    Elementwise work and rematerialisation's recomputed forward are not
-    counted, by the MFU convention. Base: self-attention over the ``grid²``
-    image tokens, cross-attention to the text. Super-res (§2.4): the low-res
-    encoder's self-attention layers, then the high-res layers cross-attending
-    to the encoded low-res tokens and the text (input projections of the
-    optional skip / pixel inputs are left out).
+    Base: self-attention over the image tokens and cross-attention to the text. Super-res (§2.4):
+    the low-res encoder, then high-res layers cross-attending to it and the text.
     """
     S = cfg.text.max_length
     if stage == "base":

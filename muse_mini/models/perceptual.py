@@ -1,21 +1,10 @@
 """LPIPS-style perceptual loss on VGG16 features (Muse §A.2, Table 5: weight 0.05).
 
-Muse's VQGAN, like Esser et al.'s, adds a perceptual term to the
-reconstruction loss: both images go through the convolutional part of VGG16,
-and the distance between their activations at five layers (relu1_2, relu2_2,
-relu3_3, relu4_3, relu5_3) is summed. Per layer, as in LPIPS (Zhang et al.,
-2018): unit-normalise each position's channel vector, square the difference,
-weight channels (learned "lin" weights if given, else a uniform mean), average
-over space.
-
-**Weights.** The loss is only meaningful with *pretrained* ImageNet VGG16
-weights. They are loaded from a local safetensors file (torchvision / timm
-naming, ``features.{i}.weight``) or, when online and asked for by name, from the
-Hugging Face hub (e.g. ``timm/vgg16.tv_in1k``). Nothing is downloaded
-implicitly. The ``toy`` preset sets ``perceptual="none"`` because no pretrained
-VGG weights can be fetched offline: the toy tokenizer then trains with the
-reconstruction and codebook losses (plus the adversarial term if its weight is
-non-zero) and **no perceptual term**; the training metrics report it as 0.
+Both images go through VGG16's conv stack; at five taps (relu1_2 … relu5_3) each
+position's channel vector is unit-normalised, the squared difference weighted per
+channel and averaged over space (LPIPS, Zhang et al. 2018). It needs pretrained
+ImageNet weights, from a local safetensors file or, online, a hub name; nothing is
+downloaded implicitly, which is why the offline ``toy`` preset sets ``perceptual="none"``.
 """
 
 from __future__ import annotations
@@ -84,13 +73,7 @@ def _unit_normalize(f_CxHxW: Array, eps: float = 1e-10) -> Array:
 
 
 class LPIPS(eqx.Module):
-    """LPIPS-style distance between two ``HxWx3`` images in ``[-1, 1]`` (one pair per call).
-
-    ``lin`` holds one non-negative weight per channel and tap (LPIPS "lin"
-    layers); it starts at ``1/C``, a uniform channel mean, and is replaced when
-    learned lin weights are loaded. The network is meant to stay frozen: the
-    training step keeps it out of the optimised parameters.
-    """
+    """LPIPS-style distance between two ``HxWx3`` images in ``[-1, 1]``; frozen, ``lin`` weights default to a channel mean."""
 
     vgg: VGG16Features
     lin: list[Float[Array, " C"]]
@@ -116,13 +99,7 @@ class LPIPS(eqx.Module):
 
 
 def load_state_dict(tensors: dict[str, np.ndarray]) -> LPIPS:
-    """An :class:`LPIPS` holding torchvision/timm-named VGG16 tensors (``features.{i}.weight|bias``).
-
-    LPIPS "lin" weights are taken from ``lin{k}.model.1.weight`` (shape
-    ``(1, C, 1, 1)``, as in the ``lpips`` package) when all five are present,
-    else channels are averaged uniformly. A ``"vgg."`` or ``"net."`` prefix is
-    accepted. A missing conv tensor raises a KeyError naming it.
-    """
+    """An :class:`LPIPS` from torchvision/timm-named VGG16 tensors, plus LPIPS "lin" weights when all five are present."""
     tensors = {k.removeprefix("vgg.").removeprefix("net."): v for k, v in tensors.items()}
     # Built abstractly: a random init of 14.7M parameters takes tens of seconds on a CPU.
     lpips = eqx.filter_eval_shape(LPIPS, key=jax.random.key(0))
@@ -162,11 +139,7 @@ def _weights_missing(source: str, why: str) -> FileNotFoundError:
 
 
 def _download(repo: str) -> str:
-    """``model.safetensors`` of ``repo``: from the local cache, else the hub, failing in seconds.
-
-    ``hf_hub_download`` alone retries an unreachable hub for about 25 s and says
-    nothing of the config key; offline it must not try at all.
-    """
+    """``model.safetensors`` of ``repo`` from the cache, else the hub, failing in seconds (never when offline)."""
     from huggingface_hub import HfApi, constants, hf_hub_download
 
     file = PAPER_WEIGHTS[1]
@@ -184,13 +157,9 @@ def _download(repo: str) -> str:
 
 
 def load_lpips(source: str, *, lin_path: str | None = None) -> LPIPS:
-    """Build an :class:`LPIPS` with pretrained VGG16 weights.
+    """An :class:`LPIPS` with pretrained VGG16 weights from a ``.safetensors`` file or a hub name.
 
-    ``source`` is a local ``.safetensors`` file, or a hub repository name such as
-    ``timm/vgg16.tv_in1k`` (``model.safetensors`` from the hub cache, else
-    downloaded; needs network). Weights that cannot be had raise one
-    FileNotFoundError naming ``tokenizer.perceptual_weights`` and how to get them.
-    ``lin_path`` optionally adds LPIPS lin weights from a safetensors/npz file.
+    Weights that cannot be had raise one FileNotFoundError naming ``tokenizer.perceptual_weights``.
     """
     from safetensors.numpy import load_file
 

@@ -1,36 +1,8 @@
-"""The VQ codebook: the layer that turns encoder vectors into tokens (Muse §2.2).
+"""The VQ codebook: encoder vectors to token ids, the "visual words" Muse's transformers predict (§2.2).
 
-Muse's VQGAN (§2.2, §A.2) maps every cell of the encoder's output grid to the
-id of its nearest codebook vector; those ids are the "visual words" the masked
-transformers predict with a cross-entropy loss (8192 codes in Table 5).
-
-Design choices, and why:
-
-* **Codebook + commitment losses, not EMA updates.** The codebook is an
-  ordinary parameter trained by the optimiser with the VQ-VAE losses
-  ``‖sg[z] − e‖²`` (moves codes towards encoder outputs) and
-  ``β‖z − sg[e]‖²`` (keeps the encoder near its codes, β = commitment_weight).
-  EMA updates would need mutable state threaded outside the optimiser; with
-  losses the quantizer is a plain parameter, so exact resume, decoder
-  finetuning (§2.5: freeze it with a filter spec) and serialisation need no
-  special cases.
-* **l2-normalised, low-dimensional codes** (``normalize=True``, as in
-  ViT-VQGAN). Codes and encoder outputs are compared on the unit sphere, so the
-  lookup is a cosine match: no code can win everything by having a small norm,
-  and no code dies by drifting far away. With ``code_dim`` well below the
-  encoder width this keeps far more of the codebook in use.
-* **Dead-code restart** (:func:`restart_dead_codes`): a pure function that
-  resets codes unused over a window of steps to encoder outputs of the current
-  batch, drawn with probability proportional to their squared distance from
-  the nearest live code (as k-means++ seeds clusters). Uniform draws land
-  mostly on the commonest content (a white background) and split it into
-  near-identical synonym codes, which a masked transformer then cannot tell
-  apart; error-weighted draws go to what the codebook represents worst. The
-  training step calls it on the schedule of :func:`restart_due` and keeps the
-  usage counts; the quantizer itself holds no counters.
-* **Straight-through estimator**: the forward pass returns the code, the
-  backward pass copies the decoder's gradient onto the encoder output.
-
+l2-normalised low-dimensional codes (a cosine match, as in ViT-VQGAN), trained by the
+VQ-VAE codebook and commitment losses rather than EMA updates, a straight-through
+gradient, and error-weighted dead-code restarts; docs/tokenizer.md says why.
 Shapes: ``N`` vectors of width ``D`` against ``K`` codes.
 """
 
@@ -66,11 +38,7 @@ def _squared_distances(z_NxD: Array, codes_KxD: Array) -> Float[Array, "N K"]:
 
 
 class VectorQuantizer(eqx.Module):
-    """Nearest-neighbour vector quantizer with a learned codebook (§2.2).
-
-    Works on any leading shape: ``z_...xD`` gives ``ids_...``. The loss terms
-    are means over all elements, as in VQ-VAE.
-    """
+    """Nearest-neighbour vector quantizer with a learned codebook (§2.2); any leading shape."""
 
     codebook_KxD: Float[Array, "K D"]
     codebook_size: int = eqx.field(static=True)
@@ -162,13 +130,11 @@ def restart_dead_codes(
     key: jax.Array,
     threshold: float = 1.0,
 ) -> tuple[VectorQuantizer, Int[Array, ""]]:
-    """Re-initialise codes used fewer than ``threshold`` times to rows of ``z_NxD``.
+    """Re-initialise codes used fewer than ``threshold`` times (``counts_K``) to rows of ``z_NxD``.
 
-    ``counts_K`` is the usage accumulated over a window of training steps and
-    ``z_NxD`` the encoder outputs of the current batch. A row is drawn with
-    probability proportional to its squared distance from the nearest live
-    code, so restarts go where the codebook is worst. Live codes are returned
-    bit-identical. Pure and jittable; returns ``(quantizer, number_restarted)``.
+    Rows are drawn with probability proportional to their squared distance from the nearest
+    live code (k-means++ style), so restarts go where the codebook is worst; live codes stay
+    bit-identical. Returns ``(quantizer, number_restarted)``.
     """
     z_NxD = quantizer._prepare(z_NxD.reshape(-1, quantizer.code_dim))
     dead_K = counts_K < threshold
@@ -187,10 +153,5 @@ def restart_dead_codes(
 
 
 def restart_due(step: Int[Array, ""], every: int) -> Bool[Array, ""]:
-    """Whether dead codes are restarted before update ``step``: every ``every`` steps.
-
-    Frequent restarts matter most early, when a fresh codebook collapses onto
-    a few codes; on the toy preset a short fixed window also beat windows that
-    double (tried: 96% vs 95% caption accuracy), so the schedule stays simple.
-    """
+    """Whether dead codes are restarted before update ``step``: every ``every`` steps."""
     return (step > 0) & (step % every == 0)

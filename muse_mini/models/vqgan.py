@@ -1,23 +1,10 @@
 """The VQGAN tokenizer: convolutional encoder, VQ codebook, decoder (Muse §2.2, §A.2).
 
-Muse tokenizes images with a VQGAN (Esser et al., 2021) whose non-local
-(attention) blocks are removed, so encoder and decoder are fully
-convolutional and one model encodes any image whose sides are multiples of the
-downsampling factor ``f`` (§2.2: an H×W image gives H/f × W/f tokens; §A.2).
-Each resolution holds ``num_res_blocks`` ResNet blocks (GroupNorm, swish,
-3×3 convs), and so does the middle at the lowest resolution (Esser et al.'s
-ResBlock-attention-ResBlock without the attention); ``len(channel_mult) - 1``
-stride-2 stages give ``f``.
-
-§2.5 enlarges the decoder (more residual blocks and channels; §A.2: 4 blocks and
-256 base channels instead of 2 and 128) and finetunes only it, with encoder and
-codebook frozen so the token "language" stays fixed: :func:`grow_decoder` builds
-that model and :func:`decoder_filter` is the ``eqx.partition`` spec that trains
-only the decoder.
-
-Conventions: users pass channel-last images ``HxWx3`` in ``[-1, 1]``; the
-modules convert to ``CxHxW`` for :class:`equinox.nn.Conv2d`. Every ``__call__``
-handles ONE image; ``jax.vmap`` over a batch.
+Esser et al.'s VQGAN without its non-local blocks, so one fully convolutional model
+encodes any image whose sides are multiples of the downsampling factor ``f`` (§2.2).
+§2.5 finetunes a larger decoder with encoder and codebook frozen (:func:`grow_decoder`,
+:func:`decoder_filter`). Images are ``HxWx3`` in ``[-1, 1]``; every ``__call__`` handles
+ONE image (``jax.vmap`` over a batch).
 """
 
 from __future__ import annotations
@@ -38,11 +25,7 @@ from muse_mini.models.quantizer import QuantizerAux, VectorQuantizer
 
 
 def norm_groups(channels: int) -> int:
-    """GroupNorm's usual 32 groups, but at least 4 channels per group.
-
-    One channel per group would be instance norm, which strips each channel's
-    mean, i.e. the flat colours the toy tokenizer must reproduce.
-    """
+    """GroupNorm's usual 32 groups, but at least 4 channels per group (instance norm would strip flat colours)."""
     return max(g for g in range(1, max(1, min(32, channels // 4)) + 1) if channels % g == 0)
 
 
@@ -80,9 +63,7 @@ def _fill(skeleton, key):
 def fast_init(cls, *args, key: jax.Array, **kwargs):
     """``cls(*args, key=key, **kwargs)`` with the same init distribution, in one compiled call.
 
-    Eager initialisation compiles a random-number kernel per distinct weight
-    shape, which is slow for a VQGAN on a CPU; here the module is
-    traced abstractly and every conv/norm array is cut from one random draw.
+    Eager init compiles a random kernel per weight shape (slow on CPU); here every array is cut from one draw.
     """
     return _fill(eqx.filter_eval_shape(cls, *args, key=key, **kwargs), key)
 
@@ -123,12 +104,7 @@ class Downsample(eqx.Module):
 
 
 class Upsample(eqx.Module):
-    """Nearest-neighbour 2× then a 3×3 conv into the next level's width.
-
-    Nearest + conv avoids transposed-conv checkerboards; narrowing in this conv
-    rather than in the next ResBlock halves the cost of the decoder's most
-    expensive (highest-resolution) convolutions.
-    """
+    """Nearest-neighbour 2× then a 3×3 conv into the next width (no transposed-conv checkerboards)."""
 
     conv: eqx.nn.Conv2d
 
@@ -182,11 +158,7 @@ class Encoder(eqx.Module):
 
 
 class PixelNorm(eqx.Module):
-    """RMS normalisation over the channels of each pixel, with a learned scale.
-
-    Unlike GroupNorm it uses no image-wide statistics and no offset, so a zero
-    feature stays exactly zero: what :class:`LocalEncoder` relies on.
-    """
+    """RMS norm over each pixel's channels, learned scale, no offset: zero features stay zero."""
 
     scale: Float[Array, " C"]
     eps: float = eqx.field(static=True)
@@ -222,18 +194,10 @@ class PointwiseBlock(eqx.Module):
 class LocalEncoder(eqx.Module):
     """Image ``3xHxW`` → latents, each seeing only a ``(2f+1)``-pixel window; white stays white.
 
-    An option of the toy preset, not the paper's encoder. Shapes images are
-    mostly white background, and :class:`Encoder`'s whole-image receptive field,
-    zero padding and GroupNorm statistics give each white cell a code that
-    depends on the rest of the image (an all-white 32×32 image used 15-17
-    codes). The transformers must then learn which of ~100 "whites" each cell
-    is. Here the image is shifted so that white is 0; bias-free 3×3 convs
-    (a 3×3 one at full resolution and a stride-2 one per level, so the
-    receptive field is 2f+1 pixels) and :class:`PointwiseBlock` s with
-    :class:`PixelNorm` keep 0 at exactly 0, so every cell whose window is all
-    white has the same latent and the same code. Zero padding then equals a
-    white border. ``num_res_blocks`` sets the number of pointwise blocks (two
-    per count) at the lowest resolution.
+    A toy-preset option, not the paper's encoder. With :class:`Encoder` each white cell's
+    code depends on the rest of the image, so the transformers must learn ~100 "whites".
+    Here white is shifted to 0 and bias-free convs with :class:`PixelNorm` keep it at 0,
+    so every all-white window gets the same code.
     """
 
     conv_in: eqx.nn.Conv2d
@@ -298,10 +262,8 @@ class Decoder(eqx.Module):
 class VQGAN(eqx.Module):
     """Encoder → :class:`VectorQuantizer` → decoder, built from a :class:`VQGANConfig`.
 
-    ``cfg.encoder`` picks :class:`Encoder` (the paper's) or :class:`LocalEncoder`
-    (the toy preset's). The encoder uses ``base_channels``/``num_res_blocks``; the decoder uses
-    ``decoder_channels``/``decoder_res_blocks`` (equal for a fresh tokenizer,
-    larger for the §2.5 finetuned decoder).
+    ``cfg.encoder`` picks :class:`Encoder` (the paper's) or :class:`LocalEncoder` (the toy's);
+    the decoder's sizes differ from the encoder's only for the §2.5 finetuned decoder.
     """
 
     encoder: Encoder | LocalEncoder

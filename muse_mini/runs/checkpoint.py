@@ -1,38 +1,12 @@
-"""Single-file, atomic, self-verifying checkpoints for arbitrary Equinox pytrees.
+"""Single-file, atomic, self-verifying checkpoints for Equinox pytrees.
 
-File format (version 1)::
-
-    <one line of JSON header>\\n
-    <payload: the bytes of ``eqx.tree_serialise_leaves(pytree)``>
-
-The header is a JSON object::
-
-    {"format": "muse_mini.checkpoint", "version": 1,
-     "step": 1200, "metadata": {...caller's dict...},
-     "payload_bytes": 123456, "payload_sha256": "ab12...",
-     "leaves": [{"path": ".model.layers[0].weight", "shape": [8, 4], "dtype": "float32"}, ...],
-     "created": 1700000000.0, "jax": "0.x", "equinox": "0.x"}
-
-Why this shape:
-
-* The header is plain text, so ``head -1 ckpt_00001200.eqx`` tells you what a file
-  is without Python.
-* ``payload_bytes`` + ``payload_sha256`` let a loader tell apart "truncated" (the
-  process died mid-write or the disk filled up) from "corrupt" (bit rot, a bad
-  copy), and refuse both instead of loading garbage weights.
-* ``leaves`` is a manifest of every serialised leaf (tree path, shape, dtype). It
-  is checked against the skeleton *before* deserialising, so a mismatch produces an
-  error naming the offending leaf instead of a deep stack trace from inside NumPy.
-
-Writes are atomic: bytes go to a hidden temporary file in the same directory,
-which is flushed and ``fsync``-ed, then ``os.replace``-d over the target and the
-directory is ``fsync``-ed. A crash at any point leaves either the old file or the
-complete new one; a stray temporary file never matches the ``ckpt_*.eqx`` pattern,
-so `latest_checkpoint` cannot pick it up.
-
-New-style typed PRNG keys (``jax.random.key``) cannot be written by
-``eqx.tree_serialise_leaves`` directly; they are stored as their ``key_data`` and
-re-wrapped on load. Raw ``uint32`` keys (``jax.random.PRNGKey``) are plain arrays.
+A file is one line of JSON header, then ``eqx.tree_serialise_leaves(pytree)``'s bytes.
+The header (``head -1 FILE``) holds the format and version, the step, the caller's
+metadata, the payload's length and sha256 (so truncated and corrupt files are told
+apart and refused) and a manifest of every leaf's path, shape and dtype (checked
+against the skeleton before deserialising, so a mismatch names the leaf). Writes go
+through an fsync-ed temporary file and ``os.replace``: a crash leaves the old file or
+the new one. Typed PRNG keys are stored as their ``key_data`` and re-wrapped on load.
 """
 
 from __future__ import annotations
@@ -167,11 +141,7 @@ def _keys_to_data(tree: Any) -> tuple[Any, dict[str, str]]:
 def save_checkpoint(
     path: str | os.PathLike, pytree: Any, *, metadata: dict, step: int | None = None
 ) -> Path:
-    """Atomically write ``pytree`` (arrays, optax states, PRNG keys...) to ``path``.
-
-    ``metadata`` must be JSON-serialisable; it is stored verbatim in the header.
-    ``step`` defaults to ``metadata.get("step")``. Returns the path written.
-    """
+    """Atomically write ``pytree`` to ``path``; ``metadata`` (JSON) goes verbatim into the header."""
     path = Path(path)
     if step is None:
         step = metadata.get("step")
@@ -278,17 +248,10 @@ def _leading(path: Path, stored: list[dict], prefix: str) -> list[dict]:
 
 
 def load_checkpoint(path: str | os.PathLike, like: Any, *, prefix: str | None = None) -> tuple[Any, dict]:
-    """Load a checkpoint written by `save_checkpoint`.
+    """``(pytree, metadata)`` from a `save_checkpoint` file; ``like`` is a skeleton (``eqx.filter_eval_shape``).
 
-    ``like`` is a skeleton with the same structure: a real pytree, or
-    ``eqx.filter_eval_shape(init_fn, ...)`` for one that allocates nothing.
-    Returns ``(pytree, metadata)``; ``metadata`` is the saved dict with ``"step"``
-    set from the header. Every problem raises `CheckpointError` naming the file.
-
-    With ``prefix`` (e.g. ``".model"``), ``like`` is only the subtree the file
-    stores under that path, and it must be the first subtree written: leaves
-    are serialised in order, so a training state's model is read without
-    building the optimiser state that follows it.
+    With ``prefix`` (e.g. ``".model"``) only that leading subtree is read, so a training
+    state's model loads without building its optimiser state. Problems raise `CheckpointError`.
     """
     path = Path(path)
     header, payload = _read_verified(path)

@@ -1,27 +1,10 @@
 """Offline exponential moving average of a run's checkpoints (Muse §3).
 
-The paper keeps no EMA during training and averages checkpoints afterwards:
-"We also avoid performing exponential moving averaging (EMA) of model weights
-during training, again to save on TPU memory. In order to reap the benefits of
-EMA, we checkpoint every 5000 steps, then perform EMA offline on the
-checkpointed weights with a decay factor of 0.7. These averaged weights form
-the final base model weights."
-
-The average runs over the checkpoints in step order ``x_1 .. x_n``::
-
-    avg_1 = x_1
-    avg_k = decay * avg_{k-1} + (1 - decay) * x_k
-
-so ``x_k`` (k >= 2) gets weight ``(1 - decay) * decay**(n - k)`` and ``x_1``
-gets ``decay**(n - 1)``; the weights sum to 1. With ``decay=0.7`` the newest
-checkpoint gets 0.3, the one before 0.21, and so on: about the last three
-checkpoints count.
-
-A run keeps only its newest ``keep_checkpoints`` checkpoints; to average the
-paper's way, train with ``*_train.keep_every=5000`` (also keep every
-checkpoint whose step is a multiple of 5000) and average with ``every=5000``.
-The result is ``run_dir/model_ema.eqx``, next to ``model.eqx`` and in the same
-self-verifying format; ``load_base(run, ema=True)`` reads it.
+"We checkpoint every 5000 steps, then perform EMA offline on the checkpointed weights
+with a decay factor of 0.7." Over checkpoints ``x_1 .. x_n`` in step order,
+``avg_k = decay * avg_{k-1} + (1 - decay) * x_k``: at 0.7 the newest weighs 0.3, about
+three count. Train with ``*_train.keep_every=5000`` to keep those checkpoints; the
+result is ``run_dir/model_ema.eqx``, which ``load_base(run, ema=True)`` reads.
 """
 
 from __future__ import annotations
@@ -57,12 +40,9 @@ def _accumulator(x) -> np.ndarray:
 
 
 def ema_average(trees: Iterable[Any], decay: float) -> Any:
-    """The EMA (module docstring) of ``trees``, oldest first, consumed one at a time.
+    """The EMA of ``trees``, oldest first, streamed: only the running average and one tree are held.
 
-    Only inexact (floating) array leaves are averaged, in at least float32 on the
-    host, then cast back to their dtype; every other leaf (integers, static
-    fields) is the newest tree's. Only the running average and one tree are
-    held, so a generator of loaded checkpoints streams.
+    Float leaves are averaged in at least float32 and cast back; other leaves are the newest tree's.
     """
     decay = check_decay(decay)
     acc = treedef = dtypes = None
@@ -127,11 +107,7 @@ def planned_steps(run_dir, every: int | None = None) -> list[int]:
 
 def checkpoint_models(run_dir, like_model, model_field: str = "model",
                       steps: Iterable[int] | None = None) -> Iterator[tuple[int, Any]]:
-    """``(step, model)`` for each checkpoint of ``run_dir`` (only ``steps`` if given), oldest first.
-
-    Reads only the model subtree (``.{model_field}``, stored first) of each
-    training state; one model is loaded per item, so callers can stream.
-    """
+    """``(step, model)`` for each checkpoint (only ``steps`` if given), oldest first; reads only the model subtree."""
     wanted = None if steps is None else set(steps)
     files = dict(list_checkpoints(Path(run_dir) / CKPT_DIR))
     sharded_dir = Path(run_dir) / CKPT_DIR / SHARDED_DIR
@@ -160,12 +136,7 @@ def _recording(models: Iterable[tuple[int, Any]], steps: list[int]) -> Iterator[
 
 def write_ema(run_dir, *, decay: float = PAPER_DECAY, every: int | None = None, like_model: Any,
               model_field: str = "model") -> Path:
-    """Average the checkpoints of ``run_dir`` (every ``every`` steps) into ``run_dir/model_ema.eqx``.
-
-    ``like_model`` is the model's skeleton (``eqx.filter_eval_shape``). The
-    file's metadata is the run's ``config.json`` plus ``"ema": {"decay",
-    "every", "steps"}``; its step is the newest step averaged.
-    """
+    """Average the checkpoints of ``run_dir`` into ``model_ema.eqx`` (metadata: the run's config and ``"ema"``)."""
     run_dir = Path(run_dir)
     decay = check_decay(decay)
     chosen = planned_steps(run_dir, every)

@@ -47,11 +47,7 @@ def stage_complete(run_dir: str | os.PathLike) -> bool:
 
 
 def relative_run_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
-    """``path`` relative to ``run_dir``, as a stage's metadata records an input run.
-
-    Lexical (symbolic links are not followed), so a copied pipeline whose
-    input runs are links to the originals records the same paths and resumes.
-    """
+    """``path`` relative to ``run_dir``, lexically (links not followed), as a stage records its input runs."""
     return os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
 
 

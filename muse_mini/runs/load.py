@@ -1,8 +1,6 @@
 """Trained models from run directories, for sampling, editing and evaluation.
 
-Reads ``config.json`` and ``model.eqx`` (or ``model_ema.eqx``) only: the skeletons are built
-abstractly (``eqx.filter_eval_shape``) from the stored config, and no
-optimiser, discriminator or trainer is imported.
+Reads ``config.json`` and ``model.eqx`` (or ``model_ema.eqx``) only; no optimiser or trainer is imported.
 """
 
 from __future__ import annotations
@@ -48,11 +46,7 @@ def load_tokenizer(run_dir, *, with_config: bool = False):
 
 
 def check_finetuned_from(run_dir, tokenizer_run) -> None:
-    """Raise unless ``run_dir`` is a decoder finetuned from ``tokenizer_run`` (§2.5).
-
-    A finetuned decoder only understands the codebook it was trained on, so a
-    pipeline must not pair it with another tokenizer's tokens.
-    """
+    """Raise unless ``run_dir`` is a decoder finetuned from ``tokenizer_run`` (§2.5: it knows only that codebook)."""
     _, _, meta = read_tokenizer_config(run_dir)
     source = meta.get("finetune_from")
     expected = relative_run_path(tokenizer_run, run_dir)
@@ -91,11 +85,9 @@ TRANSFORMER_STAGES = ("base", "superres")
 
 
 def transformer_skeleton(run_dir):
-    """The abstract model (``eqx.filter_eval_shape``) of a base or super-res run, from its ``config.json``.
+    """The abstract model of a base or super-res run, from its ``config.json``.
 
-    Tokenizer runs are refused: their dead-code restarts replace codebook
-    entries between checkpoints, so an average would blend unrelated codes, and
-    the paper averages the transformer only.
+    Tokenizer runs are refused: dead-code restarts make their checkpoints' codes unrelated (and §3 averages the transformer).
     """
     meta = read_run_config(run_dir)["metadata"]
     if "config" not in meta or meta.get("stage") not in TRANSFORMER_STAGES:

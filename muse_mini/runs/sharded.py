@@ -1,19 +1,9 @@
-"""Sharded training checkpoints with ``orbax-checkpoint`` (runs on more than one device).
+"""Sharded training checkpoints with ``orbax-checkpoint``, for runs on several devices or processes.
 
-A run on a mesh of several devices, or on several processes, checkpoints with
-Orbax instead of single ``.eqx`` files: each process writes only the shards
-its devices hold, saves run in the background (the device-to-host copy
-happens before :meth:`ShardedCheckpoints.save` returns, so the next update
-may reuse the buffers), and a step directory appears only once every shard
-is written (Orbax finalises by rename, so a killed save leaves no step).
-
-Restoring takes a target of ``ShapeDtypeStruct`` leaves with shardings: Orbax
-reads each device's slice of each array into *that* sharding, so a run saved
-on ``fsdp=8`` resumes on ``fsdp=4`` (or on one device).
-
-Arrays are stored by their pytree path (``.model.decoder.blocks...``), so a
-checkpoint can be read without the code that wrote it. The directory must be
-one every process sees (a shared or cloud filesystem on a pod).
+Each process writes only its devices' shards, in the background, and a step appears only
+once complete. Restoring reads each array into the target's sharding, so a run saved on
+``fsdp=8`` resumes on ``fsdp=4`` or one device. Arrays are stored by pytree path; the
+directory must be one every process sees.
 """
 
 from __future__ import annotations
@@ -96,10 +86,7 @@ class ShardedCheckpoints:
         return _unflatten(target, arrays), dict(restored.meta)
 
     def restore_part(self, step: int, prefix: str, like: Any) -> Any:
-        """Only the arrays stored under ``prefix`` (e.g. ``".model"``), whole, on one device.
-
-        ``like`` is that subtree's skeleton; the optimiser state is never read
-        (the offline EMA, :mod:`muse_mini.runs.ema`, reads models this way)."""
+        """Only the arrays under ``prefix`` (e.g. ``".model"``), whole, on one device (the offline EMA's read)."""
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         named = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device) for k, v in _named(like, prefix).items()}
         restore_args = self.ocp.checkpoint_utils.construct_restore_args(named)

