@@ -21,8 +21,9 @@ import numpy as np
 
 from muse_mini import viz
 from muse_mini.config import RECIPES, get_recipe, seed_overrides
+from muse_mini.data.captions import canonical_prompts
 from muse_mini.data.evaluator import EVALUATOR_VERSION, caption_accuracy
-from muse_mini.data.shapes import canonical_prompts, downsample, generate
+from muse_mini.data.shapes import downsample, generate
 from muse_mini.decoding.spec import DECODING_VERSION
 from muse_mini.models.codec import reconstruct
 from muse_mini.models.text.cache import EmbeddingCache

@@ -35,7 +35,8 @@ import numpy as np
 from muse_mini import viz
 from muse_mini.decoding.guidance import unconditional_context
 from muse_mini.pipeline import STAGE_DIRS, Pipeline, decode_with_sampler
-from muse_mini.data.shapes import COLOURS, downsample, generate
+from muse_mini.data.captions import COLOURS
+from muse_mini.data.shapes import downsample, generate
 from muse_mini.models.superres import lowres_condition
 from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.runs.load import load_tokenizer

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from muse_mini.config import SamplerConfig, apply_overrides
 from muse_mini.data.evaluator import caption_accuracy
-from muse_mini.data.shapes import canonical_prompts
+from muse_mini.data.captions import canonical_prompts
 from muse_mini.pipeline import Pipeline
 
 GRID = {

@@ -117,7 +117,7 @@ def test_recipes_change_only_the_fields_their_overrides_name(name):
 
 
 def test_full_recipe_keeps_its_measured_models():
-    from muse_mini.data.shapes import KINDS
+    from muse_mini.data.captions import KINDS
 
     cfg = get_recipe("full")
     assert (cfg.base.depth, cfg.base.mlp_dim, cfg.base.pos_init, cfg.base_train.steps) == (4, 512, "normal", 16000)

@@ -1,4 +1,4 @@
-"""The Shapes world generator against its contract, spec/shapes.md."""
+"""The Shapes world generator against its contract, docs/shapes.md."""
 
 import argparse
 import itertools
@@ -9,7 +9,11 @@ import pytest
 from PIL import Image
 
 from muse_mini.cli import shapes as cli_shapes
-from muse_mini.data import evaluator, shapes as S
+from muse_mini.data import evaluator, shapes
+from muse_mini.data.captions import (
+    COLOURS, HOLDOUT_PAIRS, KINDS, REGIONS, RELATIONS, SHAPES, SIZES, TRAIN_PAIRS, Requirements,
+    all_canonical_captions, canonical_caption, canonical_prompts, parse_caption,
+)
 # The spec's palette and caption forms, written from docs/shapes.md apart from the library.
 from spec_checker import CAPTION_FORMS, NOUN, PALETTE
 
@@ -18,31 +22,31 @@ HOLDOUT = {("blue", "triangle"), ("red", "square"), ("yellow", "circle"), ("gree
 
 @pytest.fixture(scope="module")
 def train():
-    return S.generate(2000, seed=7, split="train")
+    return shapes.generate(2000, seed=7, split="train")
 
 
 @pytest.fixture(scope="module")
 def holdout():
-    return S.generate(800, seed=7, split="holdout")
+    return shapes.generate(800, seed=7, split="holdout")
 
 
 def test_constants_match_spec():
-    assert S.COLOURS == PALETTE
-    assert S.SHAPES == ("circle", "square", "triangle", "diamond")
-    assert S.SIZES == {"small": (16, 20), "large": (26, 32)}
-    assert set(S.HOLDOUT_PAIRS) == HOLDOUT
-    assert S.KINDS == ("single", "placed", "count", "relation")
-    assert set(S.TRAIN_PAIRS) == set(itertools.product(PALETTE, S.SHAPES)) - HOLDOUT
+    assert COLOURS == PALETTE
+    assert SHAPES == ("circle", "square", "triangle", "diamond")
+    assert SIZES == {"small": (16, 20), "large": (26, 32)}
+    assert set(HOLDOUT_PAIRS) == HOLDOUT
+    assert KINDS == ("single", "placed", "count", "relation")
+    assert set(TRAIN_PAIRS) == set(itertools.product(PALETTE, SHAPES)) - HOLDOUT
     # every colour and every shape still appears in training with other partners
-    assert {c for c, _ in S.TRAIN_PAIRS} == set(PALETTE)
-    assert {s for _, s in S.TRAIN_PAIRS} == set(S.SHAPES)
+    assert {c for c, _ in TRAIN_PAIRS} == set(PALETTE)
+    assert {s for _, s in TRAIN_PAIRS} == set(SHAPES)
 
 
-@pytest.mark.parametrize("shape", S.SHAPES)
+@pytest.mark.parametrize("shape", SHAPES)
 def test_shape_masks_fill_their_box(shape):
     fill = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5, "diamond": 0.5}[shape]
     for size in range(16, 33):
-        m = S.shape_mask(shape, size)
+        m = shapes.shape_mask(shape, size)
         ys, xs = np.nonzero(m)
         assert (ys.min(), xs.min(), ys.max(), xs.max()) == (0, 0, size - 1, size - 1)
         assert abs(m.mean() - fill) < 0.08, (shape, size, m.mean())
@@ -56,9 +60,9 @@ def test_shape_masks_fill_their_box(shape):
 
 
 def test_render_is_flat_palette_on_white():
-    objs = [S.ShapeObject("orange", "circle", 20.0, 20.0, 18),
-            S.ShapeObject("blue", "diamond", 45.5, 45.5, 17)]  # odd size: centre on a pixel centre
-    img = S.render(objs)
+    objs = [shapes.ShapeObject("orange", "circle", 20.0, 20.0, 18),
+            shapes.ShapeObject("blue", "diamond", 45.5, 45.5, 17)]  # odd size: centre on a pixel centre
+    img = shapes.render(objs)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     assert (img[0, 0] == 255).all()
     colours = {tuple(c) for c in img.reshape(-1, 3)}
@@ -82,34 +86,34 @@ def test_generated_images_are_64px_uint8_palette_only(train):
 
 
 def test_determinism():
-    a = S.sample_scene(3, "train", 17)
-    b = S.sample_scene(3, "train", 17)
+    a = shapes.sample_scene(3, "train", 17)
+    b = shapes.sample_scene(3, "train", 17)
     assert a == b
     np.testing.assert_array_equal(a.render(), b.render())
     # generate() is the same pure function, whatever the start offset
-    imgs, caps, _ = S.generate(12, seed=3, start=10)
-    imgs2, caps2, _ = S.generate(4, seed=3, start=17)
+    imgs, caps, _ = shapes.generate(12, seed=3, start=10)
+    imgs2, caps2, _ = shapes.generate(4, seed=3, start=17)
     np.testing.assert_array_equal(imgs[7:11], imgs2)
     assert caps[7:11] == caps2
     # other index, seed or split -> another scene
-    for other in (S.sample_scene(3, "train", 18), S.sample_scene(4, "train", 17),
-                  S.sample_scene(3, "holdout", 17)):
+    for other in (shapes.sample_scene(3, "train", 18), shapes.sample_scene(4, "train", 17),
+                  shapes.sample_scene(3, "holdout", 17)):
         assert other.objects != a.objects
     # a batch of consecutive scenes has no duplicates
-    imgs, _, _ = S.generate(200, seed=3)
+    imgs, _, _ = shapes.generate(200, seed=3)
     assert len({im.tobytes() for im in imgs}) == 200
 
 
 def test_paraphrases_do_not_change_pixels_or_canonical_caption():
-    plain_imgs, plain_caps, plain = S.generate(40, seed=1)
-    para_imgs, para_texts, para = S.generate(40, seed=1, paraphrase_prob=1.0)
+    plain_imgs, plain_caps, plain = shapes.generate(40, seed=1)
+    para_imgs, para_texts, para = shapes.generate(40, seed=1, paraphrase_prob=1.0)
     np.testing.assert_array_equal(plain_imgs, para_imgs)
     assert [s.caption for s in para] == plain_caps
     for scene, text in zip(para, para_texts):
         assert scene.paraphrase == text != scene.caption
         with pytest.raises(ValueError):
-            S.parse_caption(text)
-    _, texts, scenes = S.generate(400, seed=1, paraphrase_prob=0.5)
+            parse_caption(text)
+    _, texts, scenes = shapes.generate(400, seed=1, paraphrase_prob=0.5)
     n_para = sum(s.paraphrase is not None for s in scenes)
     assert 140 < n_para < 260  # canonical forms stay common (spec)
     assert any(re.search(r"\d", t) for t in texts)  # digits appear
@@ -117,7 +121,7 @@ def test_paraphrases_do_not_change_pixels_or_canonical_caption():
 
 def test_downsample_is_2x2_block_mean(train):
     images = train[0][:3]
-    low = S.downsample(images)
+    low = shapes.downsample(images)
     assert low.shape == (3, 32, 32, 3) and low.dtype == np.uint8
     manual = np.zeros((3, 32, 32, 3), np.uint8)
     for n, i, j in itertools.product(range(3), range(32), range(32)):
@@ -125,7 +129,7 @@ def test_downsample_is_2x2_block_mean(train):
         manual[n, i, j] = (block.sum(axis=(0, 1)) + 2) // 4  # mean, rounded half up
     np.testing.assert_array_equal(low, manual)
     assert np.abs(low - images.reshape(3, 32, 2, 32, 2, 3).mean(axis=(2, 4))).max() <= 0.5
-    np.testing.assert_array_equal(S.generate(3, seed=7, resolution=32)[0], low)
+    np.testing.assert_array_equal(shapes.generate(3, seed=7, resolution=32)[0], low)
 
 
 def _gap(a, b):
@@ -148,7 +152,7 @@ def test_scene_geometry(train, holdout):
                 assert _gap(a, b) >= 2  # spec: never overlap, >= 2 px apart
             req = scene.requirements
             if scene.kind == "single":
-                lo, hi = S.SIZES[req.size]
+                lo, hi = SIZES[req.size]
                 assert len(objs) == 1 and lo <= objs[0].size <= hi
             elif scene.kind == "placed":
                 (o,) = objs
@@ -178,8 +182,8 @@ def test_caption_grammar(train, holdout):
             assert m, cap
             assert not re.search(r"\ba orange\b|\ban (?!orange)", cap), cap
             assert cap == cap.lower() and not cap.endswith(".")
-            assert S.parse_caption(cap) == scene.requirements
-            assert S.canonical_caption(scene.requirements) == cap
+            assert parse_caption(cap) == scene.requirements
+            assert canonical_caption(scene.requirements) == cap
             objs = scene.objects
             if scene.kind == "count":
                 assert cap.startswith({2: "two ", 3: "three ", 4: "four "}[len(objs)])
@@ -187,15 +191,15 @@ def test_caption_grammar(train, holdout):
             else:
                 named = re.findall(NOUN, cap)
                 assert named == [(o.colour, o.shape) for o in objs]
-    assert S.canonical_caption(S.Requirements("placed", "orange", "circle", region="center")) \
+    assert canonical_caption(Requirements("placed", "orange", "circle", region="center")) \
         == "an orange circle in the center"
-    assert S.canonical_caption(S.Requirements(
+    assert canonical_caption(Requirements(
         "relation", "red", "square", relation="left of", other_colour="orange",
         other_shape="diamond")) == "a red square left of an orange diamond"
 
 
 def test_train_split_never_contains_a_holdout_pair():
-    _, captions, scenes = S.generate(4000, seed=11, split="train")
+    _, captions, scenes = shapes.generate(4000, seed=11, split="train")
     for cap, scene in zip(captions, scenes):
         assert not any((o.colour, o.shape) in HOLDOUT for o in scene.objects), cap
         assert not any(f"{c} {s}" in cap for c, s in HOLDOUT), cap
@@ -215,14 +219,14 @@ def test_every_holdout_scene_contains_a_holdout_pair(holdout):
 
 def test_kinds_are_balanced(train):
     scenes = train[2]
-    counts = {k: sum(s.kind == k for s in scenes) for k in S.KINDS}
-    assert counts == {k: 500 for k in S.KINDS}
+    counts = {k: sum(s.kind == k for s in scenes) for k in KINDS}
+    assert counts == {k: 500 for k in KINDS}
     # and within kinds the content varies evenly enough
     relations = [s.requirements.relation for s in scenes if s.kind == "relation"]
-    assert min(relations.count(r) for r in S.RELATIONS) > 90
+    assert min(relations.count(r) for r in RELATIONS) > 90
     regions = [s.requirements.region for s in scenes if s.kind == "placed"]
-    assert min(regions.count(r) for r in S.REGIONS) > 70
-    only = S.generate(8, kinds=("count",))[2]
+    assert min(regions.count(r) for r in REGIONS) > 70
+    only = shapes.generate(8, kinds=("count",))[2]
     assert {s.kind for s in only} == {"count"}
 
 
@@ -234,47 +238,47 @@ def test_kinds_are_balanced(train):
 ])
 def test_parse_caption_rejects_non_canonical(bad):
     with pytest.raises(ValueError, match="caption"):
-        S.parse_caption(bad)
+        parse_caption(bad)
 
 
 def test_parse_caption_fields():
-    r = S.parse_caption("an orange diamond below a yellow circle")
+    r = parse_caption("an orange diamond below a yellow circle")
     assert (r.kind, r.colour, r.shape, r.relation, r.other_colour, r.other_shape) == \
         ("relation", "orange", "diamond", "below", "yellow", "circle")
     assert r.is_holdout
-    r = S.parse_caption("four purple triangles")
+    r = parse_caption("four purple triangles")
     assert (r.kind, r.count, r.is_holdout) == ("count", 4, False)
 
 
 def test_canonical_prompts():
     for split, default_n in (("train", 160), ("holdout", 32)):
-        prompts = S.canonical_prompts(split)
+        prompts = canonical_prompts(split)
         assert len(prompts) == default_n == len(set(prompts))
-        assert prompts == S.canonical_prompts(split)
-        reqs = [S.parse_caption(p) for p in prompts]
-        assert [r.kind for r in reqs[:8]] == list(S.KINDS) * 2  # interleaved
+        assert prompts == canonical_prompts(split)
+        reqs = [parse_caption(p) for p in prompts]
+        assert [r.kind for r in reqs[:8]] == list(KINDS) * 2  # interleaved
         assert all(r.is_holdout == (split == "holdout") for r in reqs)
-    many = S.canonical_prompts("holdout", n=100)
-    kinds = [S.parse_caption(p).kind for p in many]
-    assert {k: kinds.count(k) for k in S.KINDS} == {k: 25 for k in S.KINDS}
-    assert S.canonical_prompts("train", n=10, seed=1) != S.canonical_prompts("train", n=10)
-    counts = {k: len(S.all_canonical_captions(k, "train")) for k in S.KINDS}
+    many = canonical_prompts("holdout", n=100)
+    kinds = [parse_caption(p).kind for p in many]
+    assert {k: kinds.count(k) for k in KINDS} == {k: 25 for k in KINDS}
+    assert canonical_prompts("train", n=10, seed=1) != canonical_prompts("train", n=10)
+    counts = {k: len(all_canonical_captions(k, "train")) for k in KINDS}
     assert counts == {"single": 40, "placed": 100, "count": 60, "relation": 1520}
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda: S.sample_scene(-1, "train", 0), "seed"),
-    (lambda: S.sample_scene(0, "test", 0), "split"),
-    (lambda: S.sample_scene(0, "train", 1.5), "index"),
-    (lambda: S.sample_scene(0, "train", 0, paraphrase_prob=2), "paraphrase_prob"),
-    (lambda: S.sample_scene(0, "train", 0, kinds=("single", "scatter")), "kinds"),
-    (lambda: S.generate(-3), "n"),
-    (lambda: S.generate(2, resolution=48), "resolution"),
-    (lambda: S.canonical_prompts("validation"), "split"),
-    (lambda: S.ShapeObject("pink", "circle", 10, 10, 16), "colour"),
-    (lambda: S.ShapeObject("red", "circle", 10, 10, 17), "pixel-aligned"),
-    (lambda: S.render([S.ShapeObject("red", "circle", 60, 10, 16)]), "canvas"),
-    (lambda: S.downsample(np.zeros((63, 64, 3), np.uint8)), "divisible by 2"),
+    (lambda: shapes.sample_scene(-1, "train", 0), "seed"),
+    (lambda: shapes.sample_scene(0, "test", 0), "split"),
+    (lambda: shapes.sample_scene(0, "train", 1.5), "index"),
+    (lambda: shapes.sample_scene(0, "train", 0, paraphrase_prob=2), "paraphrase_prob"),
+    (lambda: shapes.sample_scene(0, "train", 0, kinds=("single", "scatter")), "kinds"),
+    (lambda: shapes.generate(-3), "n"),
+    (lambda: shapes.generate(2, resolution=48), "resolution"),
+    (lambda: canonical_prompts("validation"), "split"),
+    (lambda: shapes.ShapeObject("pink", "circle", 10, 10, 16), "colour"),
+    (lambda: shapes.ShapeObject("red", "circle", 10, 10, 17), "pixel-aligned"),
+    (lambda: shapes.render([shapes.ShapeObject("red", "circle", 60, 10, 16)]), "canvas"),
+    (lambda: shapes.downsample(np.zeros((63, 64, 3), np.uint8)), "divisible by 2"),
 ])
 def test_argument_validation(call, name):
     with pytest.raises(ValueError, match=name):
@@ -284,11 +288,11 @@ def test_argument_validation(call, name):
 def test_generate_matches_sampling_each_scene_alone():
     # generate() draws a whole batch into one array; each image must equal the scene
     # sampled and rendered on its own (speed is measured in benchmarks/, not here).
-    images, captions, scenes = S.generate(40, seed=5, start=7, resolution=32)
+    images, captions, scenes = shapes.generate(40, seed=5, start=7, resolution=32)
     for i, (img, text, scene) in enumerate(zip(images, captions, scenes)):
-        alone = S.sample_scene(5, "train", 7 + i)
+        alone = shapes.sample_scene(5, "train", 7 + i)
         assert alone == scene and text == alone.text
-        np.testing.assert_array_equal(img, S.render(alone.objects, resolution=32))
+        np.testing.assert_array_equal(img, shapes.render(alone.objects, resolution=32))
 
 
 def test_cli_writes_pngs_and_captions(tmp_path):
@@ -301,7 +305,7 @@ def test_cli_writes_pngs_and_captions(tmp_path):
     captions = (out / "captions.txt").read_text().splitlines()
     assert sorted(p.name for p in out.iterdir()) == \
         [f"{i:05d}.png" for i in range(5)] + ["captions.txt"]
-    assert captions == [S.sample_scene(2, "holdout", i).caption for i in range(5)]
+    assert captions == [shapes.sample_scene(2, "holdout", i).caption for i in range(5)]
     for i, caption in enumerate(captions):
         img = np.asarray(Image.open(out / f"{i:05d}.png"))
         assert img.shape == (64, 64, 3) and img.dtype == np.uint8

@@ -13,6 +13,7 @@ from PIL import Image
 
 from muse_mini.cli.common import check_out_dir
 from muse_mini.data import shapes
+from muse_mini.data.captions import SPLITS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("shapes", help="write Shapes-world images and captions to a folder",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--split", choices=shapes.SPLITS, default="train",
+    p.add_argument("--split", choices=SPLITS, default="train",
                    help="train (no hold-out pairs) or holdout (each scene has one)")
     p.add_argument("--n", type=int, default=16, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="dataset seed")

@@ -280,7 +280,7 @@ class DataConfig:
     on_error: str = "skip"  # a bad sample or missing shard: "skip" (warn) or "raise"
 
     def __post_init__(self):
-        from muse_mini.data.shapes import check_kinds
+        from muse_mini.data.captions import check_kinds
 
         if self.feed not in DATA_FEEDS:
             raise ValueError(f"data.feed: expected one of {DATA_FEEDS}, got {self.feed!r}")
@@ -415,5 +415,3 @@ class MuseConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-

@@ -1,46 +1,20 @@
-"""A program that checks whether a Shapes image satisfies its canonical caption.
+"""A program that says whether a Shapes image satisfies its canonical caption.
 
-Muse evaluates cardinality and composition qualitatively (§3.1, Fig. 6) and
-caption alignment with human raters (§3.2.1). In the Shapes world the check is
-a program (spec ``spec/shapes.md``, "The evaluator"): find the objects in the
-image, parse the caption into requirements, compare. The headline metric,
-**caption accuracy**, is the fraction of images whose caption is accepted,
-per scene kind, for in-distribution and hold-out prompts.
+Muse judges cardinality and composition by eye (§3.1, Fig. 6) and caption alignment with
+human raters (§3.2.1); in the Shapes world (``docs/shapes.md``, "The evaluator") the judge
+is a program, and **caption accuracy** is the fraction of images it accepts. Generated
+images are blurry and off-colour, so every step is tolerant:
 
-Generated images are blurry and off-colour, so every step is tolerant:
-
-1. **Pixels.** Each pixel is modelled as a mix ``white + alpha * (c - white)``
-   of the background and a palette colour ``c`` (this is exactly what blur
-   and 2× downsampling do at object edges). A pixel belongs to the colour
-   with the smallest residual if ``alpha >= 0.5`` and the residual is at most
-   ``MAX_COLOUR_RESIDUAL``; otherwise it is background / unknown. ``alpha``
-   averages the RGB least-squares and the luminance estimates (see
-   ``_pixel_model``).
-2. **Objects.** 8-connected components of ink (any colour), each taking its
-   majority colour; components smaller than ``MIN_AREA_64`` px (scaled by
-   resolution) are speckles and ignored.
-3. **Shapes.** Analysis by synthesis: the ink mass gives the size (blur and
-   block averaging conserve mass), the mass centroid the position, and each
-   shape is drawn there exactly as the renderer would (then block-averaged
-   and optionally blurred) and scored by soft IoU; the best wins if its IoU
-   is at least ``MIN_SHAPE_IOU``, else the object is ``unknown``. This
-   compares the geometry the spec describes: a square fills its box, a
-   circle ~π/4 of it, a triangle ~1/2 with the mass at the bottom, a diamond
-   ~1/2 with the widest row in the middle. Matching whole templates rather
-   than thresholded bounding boxes matters at 32×32, where a 16 px diamond
-   is 8 px wide and its corners fall below half coverage.
-4. **Flat fill.** Soft IoU cannot tell a notch or a hole from blur, which
-   costs as much IoU spread thinly along the edge. Shapes are convex and
-   flat-filled, so each row, column and diagonal of an object's ink must be one run:
-   an object with a hole (``MAX_HOLE_64``) or with more than
-   ``MAX_CONCAVITY`` of its ink missing from those runs is ``unknown``
-   (the audit found the generators' notched "M" squares and holed discs).
-5. **Rules.** The spec's kind rules as written, in 64×64 coordinates: a size
-   outside both ranges (22 px) is neither small nor large (``SIZE_TOLERANCE``
-   allows the fit's whole-pixel rounding), and relations need ``along >= 12``
-   and ``other <= along / 2``. An audit against a second, simple judge
-   (``tests/spec_checker.py``, issue 21) removed the slack earlier versions
-   gave both.
+1. **Pixels.** Each pixel is a mix ``white + alpha * (c - white)`` of background and a
+   palette colour (what blur and downsampling do at edges); it is ink of the best colour
+   when ``alpha >= MIN_ALPHA`` and the residual is at most ``MAX_COLOUR_RESIDUAL``.
+2. **Objects.** 8-connected components of ink, each of its majority colour; components
+   under ``MIN_AREA_64`` px are speckles.
+3. **Shapes.** Each shape is drawn where the ink's mass says, at the size its area says,
+   and scored by soft IoU (:func:`muse_mini.data.shape_fit.fit_shape`).
+4. **Flat fill.** An object with a hole or a notch is ``unknown``
+   (:func:`muse_mini.data.shape_fit.flat_fill`).
+5. **Rules.** The spec's kind rules as written, in 64×64 coordinates.
 """
 
 from __future__ import annotations
@@ -51,11 +25,12 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from muse_mini.data import captions as C, shapes as S
-from muse_mini.data.shape_fit import MAX_CONCAVITY, MAX_HOLE_64, MIN_SHAPE_IOU, fit_shape, flat_fill  # noqa: F401
+from muse_mini.data.captions import COLOURS, KINDS, Requirements, parse_caption
+from muse_mini.data.shape_fit import MAX_CONCAVITY, MAX_HOLE_64, fit_shape, flat_fill
+from muse_mini.data.shapes import CANVAS, LOW_RES, RELATION_MIN_DIFF, in_region, relation_offsets
 
-# Bumped when the same image can get another verdict, so stored accuracies are recomputed:
-# 2 = the audit's exact size ranges and relations, 3 = the flat-fill check, 4 = its diagonals (issue 21).
+# Bumped whenever an image can get another verdict, so stored accuracies are recomputed
+# (the versions are listed in docs/evaluation.md).
 EVALUATOR_VERSION = 4
 MIN_ALPHA = 0.5  # a pixel is "ink" when it is at least half palette colour
 MAX_COLOUR_RESIDUAL = 90.0  # RGB distance (0..255) off the white-to-colour line
@@ -63,8 +38,8 @@ MIN_AREA_64 = 40  # px at 64×64; the smallest object (16 px triangle) has ~136
 SIZE_RANGES = {"small": (16, 20), "large": (26, 32)}  # px at 64×64 (spec: bounding-box sides)
 SIZE_TOLERANCE = 1.0  # px at 64×64 either side of a range: the fitted size is a whole number near the ink mass
 
-_COLOUR_NAMES = tuple(C.COLOURS)
-_INK_Cx3 = np.array([C.COLOURS[c] for c in _COLOUR_NAMES], float) - 255.0
+_COLOUR_NAMES = tuple(COLOURS)
+_INK_Cx3 = np.array([COLOURS[c] for c in _COLOUR_NAMES], float) - 255.0
 _INK_NORM2_C = (_INK_Cx3 ** 2).sum(axis=1)
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as in JPEG
 _LUMA_C = (_INK_Cx3 + 255.0) @ _LUMA
@@ -72,16 +47,9 @@ _LUMA_C = (_INK_Cx3 + 255.0) @ _LUMA
 
 @dataclasses.dataclass(frozen=True)
 class FoundObject:
-    """An object found in an image.
-
-    ``cx, cy, size`` are the centre and side of the fitted shape's bounding
-    box in 64×64 coordinates (as in :class:`muse_mini.data.shapes.ShapeObject`);
-    ``area`` is the component's pixel count at the evaluated resolution and
-    ``shape_iou`` the soft IoU of the best-fitting shape. ``concavity`` is
-    the ink missing from a flat-filled convex shape (see :func:`muse_mini.data.shape_fit.flat_fill`);
-    ``flaw`` says why a blob that resembles a shape counts as ``unknown``
-    (e.g. ``"holed notched circle"``), empty otherwise.
-    """
+    """An object found in an image: the fitted box's centre and side in 64×64 coordinates,
+    the component's pixel ``area``, the fit's ``shape_iou``, and ``flaw`` (e.g. ``"holed
+    circle"``) when a blob that resembles a shape counts as ``unknown``."""
 
     colour: str
     shape: str
@@ -104,21 +72,18 @@ class Evaluation:
 
     ok: bool
     caption: str
-    requirements: C.Requirements
+    requirements: Requirements
     objects_found: list[FoundObject]
     reasons: list[str]
     resolution: int
 
 
 def as_image(image, name: str = "image") -> np.ndarray:
-    """Validate an RGB image and return it as float ``[H, W, 3]`` in 0..255.
-
-    Accepts ``uint8`` in 0..255 or floats in [0, 1] (overshoots up to 0.5 are
-    clipped), 32×32 or 64×64.
-    """
+    """A 32×32 or 64×64 RGB image (uint8, or floats in [0, 1] whose small overshoots are
+    clipped) as float ``[H, W, 3]`` in 0..255."""
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[-1] != 3 or img.shape[0] != img.shape[1] \
-            or img.shape[0] not in (S.LOW_RES, S.CANVAS):
+            or img.shape[0] not in (LOW_RES, CANVAS):
         raise ValueError(f"{name} must have shape (32, 32, 3) or (64, 64, 3), got {img.shape}")
     if img.dtype == np.uint8:
         return img.astype(np.float64)
@@ -167,7 +132,7 @@ def find_objects(image) -> list[FoundObject]:
 
 
 def _find_objects(img: np.ndarray) -> list[FoundObject]:
-    factor = S.CANVAS // img.shape[0]
+    factor = CANVAS // img.shape[0]
     min_area = MIN_AREA_64 / factor ** 2
     alpha_HxWxC, resid_HxWxC = _pixel_model(img)
     labels_HxW = _labels(alpha_HxWxC, resid_HxWxC)
@@ -215,13 +180,9 @@ def _expect_only(found, n, noun, reasons, strict) -> list[FoundObject]:
     return hits
 
 
-def check(req: C.Requirements, found: Sequence[FoundObject], *, strict: bool = True) -> list[str]:
-    """Reasons why ``found`` does not satisfy ``req`` (empty list = satisfied).
-
-    With ``strict`` (default) the image must hold the named objects and nothing
-    else, for every kind (the spec says so for ``count``; Shapes scenes never
-    contain unnamed objects, so we ask the same of generated images).
-    """
+def check(req: Requirements, found: Sequence[FoundObject], *, strict: bool = True) -> list[str]:
+    """Reasons why ``found`` does not satisfy ``req`` (empty list = satisfied). ``strict``: the
+    image holds the named objects and nothing else, for every kind (the spec says so for ``count``)."""
     reasons: list[str] = []
     if not found:
         return ["no objects found (blank image?)"]
@@ -236,7 +197,7 @@ def check(req: C.Requirements, found: Sequence[FoundObject], *, strict: bool = T
                 reasons.append(f"expected a {req.size} object ({low}-{high} px at 64x64), "
                                f"found size {hits[0].size:.0f} px")
         if req.kind == "placed" and len(hits) == 1:
-            if not bool(S.in_region(req.region, hits[0].cx, hits[0].cy)):
+            if not bool(in_region(req.region, hits[0].cx, hits[0].cy)):
                 reasons.append(f"{hits[0].describe()} is not in the {req.region}")
         return reasons
     other = (req.other_colour, req.other_shape)
@@ -250,26 +211,20 @@ def check(req: C.Requirements, found: Sequence[FoundObject], *, strict: bool = T
         reasons.append("unexpected objects: " + "; ".join(o.describe() for o in extra))
     if len(hits_a) == 1 and len(hits_b) == 1:
         a, b = hits_a[0], hits_b[0]
-        along, off = S.relation_offsets(req.relation, a.cx, a.cy, b.cx, b.cy)
-        if along < S.RELATION_MIN_DIFF or off > along / 2:
+        along, off = relation_offsets(req.relation, a.cx, a.cy, b.cx, b.cy)
+        if along < RELATION_MIN_DIFF or off > along / 2:
             axis = "x" if req.relation in ("left of", "right of") else "y"
             reasons.append(
                 f"{a.describe()} is not {req.relation} {b.describe()}: needs the {axis} "
-                f"difference >= {S.RELATION_MIN_DIFF:.0f} px and the other axis within half of it, "
+                f"difference >= {RELATION_MIN_DIFF:.0f} px and the other axis within half of it, "
                 f"got {float(along):.1f} and {float(off):.1f}")
     return reasons
 
 
 def evaluate(image, caption: str, *, strict: bool = True) -> Evaluation:
-    """Check one image (32×32 or 64×64 RGB) against one canonical caption.
-
-    Raises
-    ------
-    ValueError
-        Bad image shape/dtype, or a caption that is not canonical.
-    """
+    """Check one image (32×32 or 64×64 RGB) against one canonical caption (ValueError otherwise)."""
     img = as_image(image)
-    req = C.parse_caption(caption)
+    req = parse_caption(caption)
     found = _find_objects(img)
     reasons = check(req, found, strict=strict)
     return Evaluation(not reasons, caption, req, found, reasons, img.shape[0])
@@ -296,20 +251,12 @@ def _summary(results: Sequence[Evaluation]) -> dict:
 
 
 def caption_accuracy(images, captions: Sequence[str], *, strict: bool = True) -> dict:
-    """Caption accuracy (spec: headline metric), overall, per kind and per split.
-
-    Returns
-    -------
-    dict
-        ``{"accuracy", "n_images", "n_prompts", "per_kind": {kind: {...}},
-        "per_split": {"in_distribution" | "holdout": {..., "per_kind": {...}}}}``.
-        A caption counts as hold-out when it names a hold-out pair. Accuracy
-        is None for empty groups.
-    """
+    """Caption accuracy, overall, ``per_kind`` and ``per_split`` (``in_distribution``, ``holdout``:
+    a caption naming a hold-out pair); each with ``n_images``, ``n_prompts``; None when empty."""
     results = evaluate_batch(images, captions, strict=strict)
 
     def by_kind(rs):
-        return {k: _summary([r for r in rs if r.requirements.kind == k]) for k in C.KINDS}
+        return {k: _summary([r for r in rs if r.requirements.kind == k]) for k in KINDS}
 
     out = {**_summary(results), "per_kind": by_kind(results), "per_split": {}}
     for name, held in (("in_distribution", False), ("holdout", True)):

@@ -1,9 +1,5 @@
-"""Fit a Shapes shape to one object's soft ink, and check that it is flat-filled.
-
-Steps 3 and 4 of :mod:`muse_mini.data.evaluator` (spec ``docs/shapes.md``,
-"The evaluator"): analysis by synthesis scores each shape, drawn as the
-renderer draws it, against the ink by soft IoU; the row-and-column runs of
-the ink then catch the notches and holes that IoU cannot tell from blur.
+"""Steps 3 and 4 of :mod:`muse_mini.data.evaluator`: fit a shape to one object's soft ink
+(analysis by synthesis, soft IoU), then catch the notches and holes IoU cannot tell from blur.
 """
 
 from __future__ import annotations
@@ -13,11 +9,12 @@ import functools
 import numpy as np
 from scipy import ndimage
 
-from muse_mini.data import captions as C, shapes as S
+from muse_mini.data.captions import SHAPES
+from muse_mini.data.shapes import CANVAS, shape_mask
 
 MIN_SHAPE_IOU = 0.5  # soft IoU below which a blob matches no shape
 MAX_CONCAVITY = 0.05  # ink missing from the spans of SPAN_DIRECTIONS' lines, as a fraction of the ink (see flat_fill)
-# Lines along which a convex shape's ink is one run; version 3 of the evaluator checked rows and columns only.
+# Lines along which a convex shape's ink is one run.
 SPAN_DIRECTIONS = ("row", "column", "diagonal", "anti-diagonal")
 MAX_HOLE_64 = 2.0  # enclosed missing ink, px at 64×64 (a 32×32 pixel counts 4)
 BLUR_SIGMAS = (0.0, 0.7)  # template blurs tried, px at the evaluated resolution
@@ -26,7 +23,7 @@ BLUR_SIGMAS = (0.0, 0.7)  # template blurs tried, px at the evaluated resolution
 @functools.lru_cache(maxsize=None)
 def _shape_stats(shape: str, size: int) -> tuple[int, float, float]:
     """Pixel area and mass centroid (relative to the box corner) of a drawn shape."""
-    m = S.shape_mask(shape, size)
+    m = shape_mask(shape, size)
     ys, xs = np.nonzero(m)
     return int(m.sum()), float(xs.mean() + 0.5), float(ys.mean() + 0.5)
 
@@ -37,14 +34,12 @@ _PAD = 2  # template border (pixels at the evaluated resolution) for blur spill
 @functools.lru_cache(maxsize=None)
 def _soft_template(shape: str, size: int, phase_x: int, phase_y: int, factor: int,
                    sigma: float) -> np.ndarray:
-    """``shape`` drawn at 64×64 in a box whose corner sits ``phase`` px into a
-    ``factor``-block, 2×2-block averaged when ``factor == 2``, optionally
-    Gaussian-blurred, with a ``_PAD`` border; the frame's top-left pixel is
-    the block holding the box corner, minus the border."""
+    # ``shape`` drawn at 64×64 with its box corner ``phase`` px into a ``factor``-block,
+    # block-averaged, optionally blurred, with a ``_PAD`` border.
     h64 = -(-(phase_y + size) // factor) * factor
     w64 = -(-(phase_x + size) // factor) * factor
     canvas = np.zeros((h64, w64))
-    canvas[phase_y:phase_y + size, phase_x:phase_x + size] = S.shape_mask(shape, size)
+    canvas[phase_y:phase_y + size, phase_x:phase_x + size] = shape_mask(shape, size)
     t = canvas.reshape(h64 // factor, factor, w64 // factor, factor).mean(axis=(1, 3))
     t = np.pad(t, _PAD)
     if sigma:
@@ -54,16 +49,12 @@ def _soft_template(shape: str, size: int, phase_x: int, phase_y: int, factor: in
 
 
 def fit_shape(alpha_hxw: np.ndarray, origin: tuple[int, int], factor: int):
-    """Analysis by synthesis (the evaluator's step 3): the shape, size and box that best explain
-    the soft ink map ``alpha_hxw`` of one object, whose top-left pixel is
-    ``origin = (row, col)`` of the evaluated image.
+    """``(shape, iou, cx, cy, size)`` (64×64 coordinates) best explaining one object's ink
+    ``alpha_hxw``, whose top-left pixel is ``origin = (row, col)`` of the image.
 
-    Size comes from the ink mass (blur and block averaging conserve it), the
-    box position from the mass centroid; every candidate is drawn as the
-    renderer would, optionally blurred (``BLUR_SIGMAS``, since generated
-    images are soft), and scored by the soft IoU ``sum(min) / sum(max)``.
-
-    Returns ``(shape, iou, cx, cy, size)`` in 64×64 coordinates.
+    Size comes from the ink mass (blur and block averaging conserve it), position from
+    the mass centroid; each shape is drawn as the renderer would, optionally blurred,
+    and scored by soft IoU ``sum(min) / sum(max)``.
     """
     h, w = alpha_hxw.shape
     r0, c0 = origin
@@ -73,11 +64,11 @@ def fit_shape(alpha_hxw: np.ndarray, origin: tuple[int, int], factor: int):
     my = (((ys + 0.5) * alpha_hxw).sum() / mass + r0) * factor
     area64 = mass * factor ** 2
     candidates, stack = [], []
-    for shape in C.SHAPES:
+    for shape in SHAPES:
         # the two sizes whose drawn area brackets the measured ink mass
         side = np.sqrt(area64 / (_shape_stats(shape, 32)[0] / 32 ** 2))
         for size in {int(np.floor(side)), int(np.ceil(side))}:
-            if not 2 <= size <= S.CANVAS:
+            if not 2 <= size <= CANVAS:
                 continue
             _, ox, oy = _shape_stats(shape, size)
             x0, y0 = int(round(mx - ox)), int(round(my - oy))  # box corner, 64×64 coords
@@ -96,8 +87,7 @@ def fit_shape(alpha_hxw: np.ndarray, origin: tuple[int, int], factor: int):
 
 
 def _placed_template(shape, size, x0, y0, sigma, origin, window, factor) -> np.ndarray:
-    """:func:`_soft_template` with its box corner at ``(x0, y0)`` (64×64 coords),
-    pasted into the ``window = (h, w)`` whose top-left pixel is ``origin``, clipped."""
+    # _soft_template with its box corner at (x0, y0) (64×64), pasted into the window at ``origin``.
     (r0, c0), (h, w) = origin, window
     ty, tx = y0 // factor - _PAD - r0, x0 // factor - _PAD - c0  # in the window
     t = _soft_template(shape, size, x0 % factor, y0 % factor, factor, sigma)
@@ -110,7 +100,7 @@ def _placed_template(shape, size, x0, y0, sigma, origin, window, factor) -> np.n
 
 
 def _spans(ink: np.ndarray, line: np.ndarray, along: np.ndarray) -> np.ndarray:
-    """Pixels between the first and last ink pixel of their line (the pixels sharing a ``line`` index, by ``along``)."""
+    # Pixels between the first and last ink pixel of their line (same ``line`` index, ordered by ``along``).
     n = int(line.max()) + 1
     first, last = np.full(n, int(along.max()) + 1), np.full(n, -1)
     np.minimum.at(first, line[ink], along[ink])
@@ -119,22 +109,16 @@ def _spans(ink: np.ndarray, line: np.ndarray, along: np.ndarray) -> np.ndarray:
 
 
 def _lines(shape: tuple[int, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each direction's ``(line, along)`` indices, both from 0, for :func:`_spans`."""
+    # Each direction's (line, along) indices, both from 0, for _spans.
     r, c = np.indices(shape)
     return {"row": (r, c), "column": (c, r), "diagonal": (r - c + shape[1] - 1, r), "anti-diagonal": (r + c, r)}
 
 
 def flat_fill(alpha_hxw: np.ndarray, min_alpha: float) -> tuple[float, float]:
-    """``(concavity, holes)`` of one object's ink (the evaluator's step 4).
-
-    Every Shapes shape is convex and flat-filled, so each line of a rendered
-    object's ink in every ``SPAN_DIRECTIONS`` is one unbroken run, however it
-    is blurred, noised or block-averaged. ``concavity`` is the ink missing
-    from those runs' spans (notches, bites, pinched sides, holes) as a
-    fraction of the ink area; the diagonals catch a four-pointed star, whose
-    rows and columns are unbroken when its points lie on the axes. ``holes``
-    is the part enclosed by ink, in pixels of ``alpha_hxw``. Each missing
-    pixel counts by how far it falls below ``min_alpha``.
+    """``(concavity, holes)`` of one object's ink: Shapes are convex and flat-filled, so each
+    line of ink in every ``SPAN_DIRECTIONS`` is one run, however blurred. ``concavity`` is the
+    ink missing from those spans as a fraction of the ink; ``holes`` the part enclosed by ink
+    (pixels of ``alpha_hxw``). A missing pixel counts by how far it falls below ``min_alpha``.
     """
     ink = alpha_hxw >= min_alpha
     lines = _lines(ink.shape)

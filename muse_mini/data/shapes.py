@@ -1,23 +1,12 @@
-"""The Shapes world: muse_mini's built-in toy text-to-image dataset (objects, pixels, sampling).
+"""The Shapes world: muse_mini's toy text-to-image dataset (objects, pixels, sampling).
 
-Muse's headline claims are about language understanding: cardinality
-("three bottles") and composition ("a cup left of a book") (Muse §3.1, Fig. 6).
-The Shapes world makes those claims measurable on a CPU: every scene is drawn
-by this program, so every caption is true by construction, and
-``muse_mini.data.evaluator`` can check any generated image against it. The
-caption grammar (vocabulary, canonical captions, paraphrases, prompt lists)
-lives in ``muse_mini.data.captions``; its names are re-exported here.
-
-The contract is the Shapes spec (``spec/shapes.md``). Choices it leaves free:
-
-- objects are drawn in integer-aligned boxes, so a shape's pixels depend only
-  on ``(shape, size)`` and rendering is a cached-mask copy;
-- bounding boxes are kept ``MIN_GAP`` px apart (wider than the spec's minimum)
-  so the 32×32 image still has clean background between objects;
-- placements keep a safety margin from every region / relation boundary so a
-  true caption stays true after blur or 2× downsampling;
-- the kind of sample ``index`` is ``kinds[index % len(kinds)]``, so any run of
-  consecutive indices is balanced across kinds.
+Muse's headline claims are about cardinality and composition (§3.1, Fig. 6). Every
+Shapes scene is drawn by this program, so its caption is true by construction and
+:mod:`muse_mini.data.evaluator` can check any generated image against it. The caption
+grammar is :mod:`muse_mini.data.captions`; the contract is ``docs/shapes.md``. Free
+choices: boxes are integer-aligned (rendering copies a cached mask), ``MIN_GAP`` apart,
+and kept clear of region and relation boundaries so a caption stays true after blur or
+downsampling; sample ``index`` has kind ``kinds[index % len(kinds)]``.
 """
 
 from __future__ import annotations
@@ -28,11 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# The caption grammar: used for sampling, and re-exported for ``from muse_mini.data.shapes import ...``.
-from muse_mini.data.captions import (  # noqa: F401
-    ALL_PAIRS, COLOURS, HOLDOUT_PAIRS, KINDS, NUMBER_WORDS, REGIONS, RELATIONS, SHAPES, SIZES,
-    SPLITS, TRAIN_PAIRS, Requirements, all_canonical_captions, canonical_caption,
-    canonical_prompts, check_int, check_kinds, check_split, paraphrase, parse_caption, pick,
+from muse_mini.data.captions import (
+    ALL_PAIRS, COLOURS, HOLDOUT_PAIRS, KINDS, NUMBER_WORDS, REGIONS, RELATIONS, SHAPES, SIZES, TRAIN_PAIRS,
+    Requirements, canonical_caption, check_int, check_kinds, check_split, paraphrase, pick,
 )
 
 CANVAS = 64  # high-res side (spec: "Images")
@@ -53,13 +40,8 @@ _RELATION_OTHER_MARGIN = 2.0  # off-axis offset this far below half the on-axis 
 # --- Scene description ---
 @dataclasses.dataclass(frozen=True)
 class ShapeObject:
-    """One flat-filled object.
-
-    ``cx, cy`` is the centre of the bounding box and ``size`` its side, in
-    64×64 pixel coordinates (x right, y down; pixel ``i`` spans ``[i, i+1)``).
-    The box ``[cx - size/2, cx + size/2)`` must be pixel-aligned (so odd sizes
-    have centres at ``.5``).
-    """
+    """One flat-filled object: its box's centre ``cx, cy`` and side ``size`` in 64×64 pixel
+    coordinates (x right, y down); the box must be pixel-aligned."""
 
     colour: str
     shape: str
@@ -88,11 +70,7 @@ class ShapeObject:
 
 @dataclasses.dataclass(frozen=True)
 class Scene:
-    """A sampled scene: its objects, canonical caption and optional paraphrase.
-
-    ``text`` is what a model should be trained on (the paraphrase when one was
-    drawn, else the canonical caption); evaluation always uses ``caption``.
-    """
+    """A sampled scene; a model trains on ``text`` (the paraphrase, if drawn), evaluation uses ``caption``."""
 
     kind: str
     objects: tuple[ShapeObject, ...]
@@ -114,14 +92,8 @@ class Scene:
 # --- Rendering ---
 @functools.lru_cache(maxsize=None)
 def shape_mask(shape: str, width: int, height: int | None = None) -> np.ndarray:
-    """Boolean ``[height, width]`` mask of ``shape`` filling a box (not anti-aliased).
-
-    Pixels are tested at their centres, with the rules chosen so that for a
-    square box the mask touches all four box sides: the bounding box of the
-    drawn pixels is exactly the requested box (spec: sizes are bounding boxes).
-    The triangle is isosceles, apex up, base at the bottom; the diamond has
-    vertical and horizontal diagonals equal to the box sides.
-    """
+    """Boolean ``[height, width]`` mask of ``shape`` filling its box, pixels tested at their
+    centres so the drawn pixels' bounding box is the box (spec: sizes are bounding boxes)."""
     height = width if height is None else height
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
@@ -153,13 +125,7 @@ def _draw(img_HxWx3: np.ndarray, objects: Sequence[ShapeObject]) -> None:
 
 
 def render(objects: Sequence[ShapeObject], resolution: int = CANVAS) -> np.ndarray:
-    """Draw objects on a white 64×64 canvas; ``resolution=32`` also downsamples.
-
-    Returns
-    -------
-    np.ndarray
-        ``uint8 [resolution, resolution, 3]``.
-    """
+    """``uint8 [resolution, resolution, 3]``: objects on a white 64×64 canvas, downsampled for 32."""
     _check_resolution(resolution)
     img_64x64x3 = np.full((CANVAS, CANVAS, 3), BACKGROUND, np.uint8)
     _draw(img_64x64x3, objects)
@@ -167,12 +133,8 @@ def render(objects: Sequence[ShapeObject], resolution: int = CANVAS) -> np.ndarr
 
 
 def downsample(img: np.ndarray, factor: int = 2) -> np.ndarray:
-    """Downsample by averaging ``factor × factor`` pixel blocks (spec: the low-res image is ×2).
-
-    Works on ``[..., H, W, 3]`` uint8 with ``H, W`` divisible by ``factor``; the
-    mean is rounded half up (``(sum + f²/2) // f²``) so the result is exact and
-    platform-independent.
-    """
+    """``[..., H, W, 3]`` uint8 averaged over ``factor × factor`` blocks, rounded half up
+    (exact on every platform); spec: the low-res image is ×2."""
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim < 3 or img.shape[-1] != 3:
         raise ValueError(f"img must be uint8 [..., H, W, 3], got {img.dtype} {img.shape}")
@@ -186,11 +148,8 @@ def downsample(img: np.ndarray, factor: int = 2) -> np.ndarray:
 
 # --- Geometry rules shared with the evaluator ---
 def in_region(region: str, cx, cy, margin: float = 0.0):
-    """Whether a centre lies in ``region`` (spec: quarters; ``center`` = middle third).
-
-    ``margin > 0`` demands the centre be that far inside; ``< 0`` loosens.
-    Works elementwise on arrays.
-    """
+    """Whether a centre lies ``margin`` px inside ``region`` (spec: quarters; ``center`` =
+    middle third); elementwise on arrays."""
     half, third = CANVAS / 2, CANVAS / 6
     if region == "center":
         return (np.abs(cx - half) <= third - margin) & (np.abs(cy - half) <= third - margin)
@@ -203,12 +162,8 @@ def in_region(region: str, cx, cy, margin: float = 0.0):
 
 
 def relation_offsets(relation: str, a_cx, a_cy, b_cx, b_cy):
-    """``(along, other)`` for "A {relation} B" (spec: relations compare centres).
-
-    ``along`` is how far A is on the stated side of B along the stated axis
-    (positive when the relation holds), ``other`` the absolute offset on the
-    other axis. The spec's rule is ``along >= 12`` and ``other <= along / 2``.
-    """
+    """``(along, other)`` for "A {relation} B": A's offset to the stated side of B, and the
+    absolute offset on the other axis (spec: ``along >= 12`` and ``other <= along / 2``)."""
     if relation == "left of":
         return b_cx - a_cx, np.abs(b_cy - a_cy)
     if relation == "right of":
@@ -336,22 +291,9 @@ def _sample_layout(kind: str, split: str, rng: np.random.Generator):
 
 def sample_scene(seed: int, split: str, index: int, *, paraphrase_prob: float = 0.0,
                  kinds: Sequence[str] = KINDS) -> Scene:
-    """Sample scene ``index`` of a split: a pure function of its arguments (spec: "Determinism").
-
-    Parameters
-    ----------
-    seed, index : int
-        Non-negative integers; with ``split`` they seed ``np.random.default_rng``.
-    split : {"train", "holdout"}
-        ``train`` never contains a hold-out pair (in any object or caption);
-        every ``holdout`` scene contains at least one.
-    paraphrase_prob : float
-        Probability of also drawing a non-canonical paraphrase (``Scene.text``).
-        Drawn from a separate stream: pixels and canonical captions do not
-        depend on it.
-    kinds : sequence of str
-        Scene kinds to draw from; sample ``index`` has kind ``kinds[index % len(kinds)]``.
-    """
+    """Scene ``index`` of ``split`` (``holdout`` scenes hold a hold-out pair, ``train`` ones never),
+    a pure function of its arguments (spec: "Determinism"). The paraphrase, drawn with
+    ``paraphrase_prob``, has its own random stream: pixels and captions do not depend on it."""
     seed = check_int("seed", seed)
     index = check_int("index", index)
     split_id = check_split(split)
@@ -371,16 +313,8 @@ def sample_scene(seed: int, split: str, index: int, *, paraphrase_prob: float = 
 def generate(n: int, *, seed: int = 0, split: str = "train", start: int = 0,
              kinds: Sequence[str] = KINDS, paraphrase_prob: float = 0.0,
              resolution: int = CANVAS) -> tuple[np.ndarray, list[str], list[Scene]]:
-    """Samples ``start .. start + n - 1`` of a split.
-
-    Returns
-    -------
-    images : np.ndarray
-        ``uint8 [n, resolution, resolution, 3]``.
-    captions : list of str
-        ``Scene.text`` per sample (canonical unless ``paraphrase_prob > 0``).
-    scenes : list of Scene
-    """
+    """Samples ``start .. start + n - 1`` of a split: ``uint8 [n, res, res, 3]`` images, each
+    scene's ``text``, and the scenes."""
     n = check_int("n", n)
     start = check_int("start", start)
     _check_resolution(resolution)
