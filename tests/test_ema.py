@@ -108,7 +108,8 @@ def base_run(tmp_path_factory):
     from muse_mini.models.build import build_base
     from muse_mini.training.base import stage_metadata
     from muse_mini.training.loop import train
-    from muse_mini.training.optim import TrainState
+    from muse_mini.training.rundir import RunSpec
+    from muse_mini.training.losses import TrainState
 
     cfg = get_preset("toy", overrides=[
         "base.depth=1", "base.width=16", "base.mlp_dim=32", "base.num_heads=2", "base.remat=false",
@@ -124,10 +125,10 @@ def base_run(tmp_path_factory):
         model = eqx.combine(jax.tree.unflatten(treedef, noisy), static)
         return TrainState(model, state.opt_state), {"loss": jnp.float32(0.0)}
 
-    train(run, state=TrainState(build_base(cfg, jax.random.key(0)), None), step_fn=step_fn,
-          batch_fn=lambda step: np.int32(step), cfg=cfg.base_train, progress=False,
-          metadata=stage_metadata(run, cfg, "base", tokenizer_run=run.parent / "tokenizer-base"),
-          config_defaults={"config": MuseConfig().to_dict()}, model_of=lambda s: s.model)
+    spec = RunSpec(run, cfg.base_train, stage_metadata(run, cfg, "base", tokenizer_run=run.parent / "tokenizer-base"),
+                   defaults={"config": MuseConfig().to_dict()}, model_of=lambda s: s.model)
+    train(spec, state=TrainState(build_base(cfg, jax.random.key(0)), None), step_fn=step_fn,
+          batch_fn=lambda step: np.int32(step), progress=False)
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2, 4, 6]
     return run
 
