@@ -1,11 +1,6 @@
-"""Layout hints: the one way a device mesh reaches the models.
-
-:class:`~muse_mini.models.layers.BlockStack` and :class:`~muse_mini.models.layers.Embedding`
-have a static ``layout`` field, None by default (one device, sampling: nothing is
-constrained). A trainer on a mesh sets it with :func:`with_layout` on the state it
-traces a step with, and strips it (``layout=None``) before the state leaves the step,
-so saved models and the jit cache never hold it.
-"""
+"""Layout hints, the one way a device mesh reaches the models: ``BlockStack`` and ``Embedding``
+have a static ``layout`` field, None (nothing constrained) unless a trainer on a mesh sets it
+with :func:`with_layout` for the step it traces, and strips it before the state leaves."""
 
 from __future__ import annotations
 
@@ -20,11 +15,9 @@ __all__ = ["LayoutHints", "with_layout"]
 
 
 class LayoutHints(Protocol):
-    def layer(self, block_params: Any, x: Any) -> tuple[Any, Any]:
-        """One scanned layer's weights and input, pinned to their shards (``BlockStack``)."""
+    def layer(self, block_params: Any, x: Any) -> tuple[Any, Any]: ...  # a scanned layer's weights and input
 
-    def gathered(self, weight: Any) -> Any:
-        """An embedding table, whole before its lookup (``Embedding``)."""
+    def gathered(self, weight: Any) -> Any: ...  # an embedding table before its lookup
 
 
 def _has_layout(node) -> bool:

@@ -1,13 +1,10 @@
 """The base masked transformer (Muse §2.3) and the masked-token core super-res reuses (§2.4).
 
-Image tokens (some replaced by ``[MASK]``) are embedded, given learned positions, and
-passed through blocks that cross-attend to the projected text; an output head gives
-logits over the VQGAN codebook. ``encode_condition`` computes what the blocks attend to
-(constant while an image is decoded, so samplers encode it once); ``logits`` consumes it.
-
-Every call takes ONE example (Equinox's convention), or a batch along one leading axis
-(shapes ``*B``): training calls the whole batch, whose flat 2-D matrix products XLA's CPU
-backend differentiates faster than ``jax.vmap`` over examples.
+Masked image tokens are embedded, given learned positions, and passed through blocks that
+cross-attend to the projected text; a head gives codebook logits. ``encode_condition``
+computes what the blocks attend to (constant while an image is decoded); ``logits`` uses it.
+Calls take ONE example (Equinox's convention) or a batch along one leading axis (``*B``):
+training passes the whole batch, whose 2-D products XLA's CPU backend differentiates faster.
 """
 
 from __future__ import annotations

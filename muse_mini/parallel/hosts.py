@@ -1,21 +1,8 @@
-"""Several processes, one job: ``jax.distributed`` start-up and each process's data.
+"""Several processes, one job: ``jax.distributed`` start-up and each process's rows.
 
-A multi-host job (a TPU pod slice, a SLURM allocation, several processes on
-one machine) runs the same program in every process. :func:`initialize`
-calls ``jax.distributed.initialize`` once, before any computation, when the
-environment says the job has several processes:
-
-* ``MUSE_COORDINATOR`` (``host:port``), ``MUSE_NUM_PROCESSES`` and
-  ``MUSE_PROCESS_ID``: explicit, e.g. two processes on localhost;
-* ``MUSE_DISTRIBUTED=1``: JAX's own cluster detection, wherever the
-  environment says nothing else (a TPU VM slice reads its workers from the
-  metadata server);
-* an ``srun`` job step of several tasks (``SLURM_STEP_NUM_TASKS`` > 1) or TPU pod variables (``TPU_WORKER_HOSTNAMES`` with
-  more than one host, ``MEGASCALE_*``): JAX's own cluster detection.
-
-Every process computes the same global batch indices (they depend on the seed
-and the step only) and gathers only its own rows, :func:`local_rows`; the
-loop assembles the global array with ``jax.make_array_from_process_local_data``.
+:func:`initialize` starts ``jax.distributed`` when the environment names several processes
+(``MUSE_COORDINATOR`` with ``MUSE_NUM_PROCESSES`` and ``MUSE_PROCESS_ID``; or
+``MUSE_DISTRIBUTED=1``, an ``srun`` step, a TPU pod). Each process keeps its own rows.
 """
 
 from __future__ import annotations

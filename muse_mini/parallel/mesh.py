@@ -1,11 +1,8 @@
 """The device mesh a run trains and samples on (MaxText's ``data``/``fsdp``/``tensor``).
 
-The config's ``mesh`` section (:class:`muse_mini.config.MeshConfig`) gives a
-size per axis, ``-1`` meaning "all remaining devices". The product must be
-the number of devices in the job (every process's, once ``jax.distributed``
-is up). Devices are laid out with ``mesh_utils.create_device_mesh``, which
-keeps each process's devices together, so a process's rows of the batch are
-one contiguous slice (:func:`muse_mini.parallel.hosts.local_rows`).
+The config's ``mesh`` section gives a size per axis (``-1``: the remaining devices);
+the product is the job's device count. ``create_device_mesh`` keeps each process's
+devices together, so its rows of the batch are one contiguous slice.
 """
 
 from __future__ import annotations
@@ -42,12 +39,8 @@ def resolve_mesh_shape(cfg: MeshConfig, num_devices: int) -> dict[str, int]:
 
 
 def make_mesh(cfg: MeshConfig | None = None, devices=None) -> Mesh:
-    """The ``(data, fsdp, tensor)`` mesh over ``devices``.
-
-    By default a mesh with a ``-1`` axis spans every device of the job, and one
-    of fixed size takes the first that many devices of a one-process job (so
-    the default 1×1×1 runs on one device, wherever it runs).
-    """
+    """The ``(data, fsdp, tensor)`` mesh over ``devices`` (default: every device of the job for
+    a ``-1`` axis, else the first that many of a one-process job, so 1×1×1 is one device)."""
     cfg = cfg or MeshConfig()
     if devices is None:
         devices = jax.devices()

@@ -1,21 +1,12 @@
 """Logical axis names → mesh axes, and a training state placed by them (MaxText/nanodo).
 
-Every transformer weight names its axes (:class:`muse_mini.models.layers.Named`).
-One small table, `RULES`, says which mesh axes each name is split over. A
-weight dimension whose size the mesh axes do not divide stays whole (e.g. the
-token table's ``vocab + 1`` rows), and a mesh axis is used at most once per
-weight. Arrays outside named modules (the VQGAN's convolutions, optimiser
-counters) and Adafactor's factored statistics (``v_row``/``v_col``, one
-number per row or column) are replicated: the tokenizer stages train
-data-parallel only.
-
-Optimiser state needs no rules of its own: optax keeps its moments in trees
-shaped like the filtered model, made of the same named modules, so the same
-table splits them like the weights they track.
-
-:func:`init_sharded` builds a state *inside* ``jax.jit`` with these output
-shardings: each device computes only its own shards, and no full copy of a
-3B model ever exists on the host or one device.
+`RULES` says which mesh axes each logical name (:class:`muse_mini.models.layers.Named`)
+is split over; a dimension they do not divide stays whole, and a mesh axis is used once
+per weight. Other arrays (VQGAN convolutions, counters, Adafactor's factored statistics)
+are replicated. Optax's moments mirror the model's named modules, so they split like the
+weights. :func:`init_sharded` builds a state inside ``jit`` straight into its shardings,
+so no full copy of a 3B model exists on one device. :class:`MeshLayout` gives the layers
+their hints on a mesh (:mod:`muse_mini.models.constraints`).
 """
 
 from __future__ import annotations
@@ -164,9 +155,8 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
 
 
 def init_sharded(make_state: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh, abstract: Any = None) -> Any:
-    """``make_state(key)`` computed under ``jit`` straight into its shardings (nanodo's init).
-
-    ``abstract``: ``eqx.filter_eval_shape(make_state, key)``, when the caller has it already."""
+    """``make_state(key)`` computed under ``jit`` straight into its shardings (nanodo's init);
+    ``abstract`` is its ``eqx.filter_eval_shape``, when the caller has it."""
     abstract = eqx.filter_eval_shape(make_state, key) if abstract is None else abstract
     shardings = state_shardings(abstract, mesh)
     static = eqx.filter(abstract, lambda x: not is_array_like(x))

@@ -1,14 +1,8 @@
 """Where a training state and its batches live: one device, or a mesh across processes.
 
-`Placement` is the trainer's one handle on devices. On the default 1×1×1 mesh
-in one process everything is as before meshes: the state sits on one device,
-batches go in as NumPy, and checkpoints are single ``.eqx`` files. On a mesh
-of several devices (or processes) the state is created straight into its
-shardings (:func:`muse_mini.parallel.rules.init_sharded`), each process
-assembles its rows of the global batch, the update's outputs are pinned to
-the state's shardings (so step ``s + 1`` sees the layout step ``s`` produced
-and nothing recompiles), and checkpoints go through Orbax
-(:mod:`muse_mini.runs.sharded`).
+On a mesh the state is created into its shardings, each process assembles its rows of
+the batch, the step is traced with the layers' layout hints (:meth:`Placement.with_layout`),
+and its outputs are pinned to the state's shardings, so every step is one program.
 """
 
 from __future__ import annotations
@@ -35,10 +29,7 @@ FROZEN = "frozen"
 
 
 class Placement:
-    """The mesh, the state's shardings, and how batches and states are placed on it.
-
-    ``like`` is the state or its abstract shape (``eqx.filter_eval_shape``).
-    """
+    """The mesh, the shardings of a state shaped ``like`` (real or abstract), and placing on it."""
 
     def __init__(self, like: Any, mesh: Mesh | None = None):
         self.mesh = make_mesh() if mesh is None else mesh
@@ -65,10 +56,7 @@ class Placement:
         return place(state, self.shardings) if self.sharded else state
 
     def batch(self, batch: Any, global_size: int | None) -> Any:
-        """This process's rows of ``batch`` (all rows, or its own) as global arrays.
-
-        A :data:`FROZEN` entry is placed by the weights' rules, once, and passed through.
-        """
+        """This process's rows of ``batch`` as global arrays (a :data:`FROZEN` entry: placed once)."""
         if not self.sharded:
             return batch
         if isinstance(batch, dict) and FROZEN in batch:
@@ -90,8 +78,7 @@ class Placement:
         return placed[1]
 
     def with_layout(self, state: Any) -> Any:
-        """``state`` to trace a step with: on a mesh, its layers carry the mesh's layout hints
-        (:mod:`muse_mini.models.constraints`); on one device, unchanged."""
+        """``state`` to trace a step with: on a mesh, its layers carry the mesh's layout hints."""
         return with_layout(state, self.layout) if self.sharded else state
 
     def constrain(self, state: Any) -> Any:
@@ -103,8 +90,7 @@ class Placement:
         return eqx.combine(jax.lax.with_sharding_constraint(arrays, self.shardings), static)
 
     def gather(self, tree: Any) -> Any:
-        """``tree``'s arrays whole, as NumPy on every process's host (to write ``model.eqx``):
-        never a full copy on an accelerator."""
+        """``tree``'s arrays whole, as NumPy on every host (to write ``model.eqx``)."""
         if not self.sharded:
             return tree
         arrays, static = eqx.partition(tree, is_array_like)
