@@ -1,16 +1,13 @@
-"""The checks every config field runs on its value, each a ``ValueError`` naming the field.
-
-They run in the dataclasses' ``__post_init__`` (:mod:`muse_mini.config.schema`)
-and on command-line flags such as ``sample --seed``, so bad input fails before
-JAX sees it.
-"""
+"""The checks config fields and command-line flags run on their values, each a ``ValueError`` naming the field."""
 
 from __future__ import annotations
 
 import math
+import numbers
 
-# jax.random.key takes a signed 64-bit seed.
-SEED_RANGE = (-(2 ** 63), 2 ** 63)
+# Every seed, of training or sampling: what jax.random.key accepts on every backend and dtype setting.
+SEED_RANGE = (0, 2 ** 32)
+SEED_RANGE_TEXT = "[0, 2**32)"
 
 
 def check_int(where: str, value, minimum: int = 1) -> None:
@@ -28,7 +25,7 @@ def check_number(where: str, value, low: float = 0.0, high: float = math.inf, *,
 
 
 def check_seed(where: str, value) -> None:
-    """Raise unless ``value`` is an integer seed that ``jax.random.key`` accepts (signed 64 bits)."""
+    """An integer seed in ``SEED_RANGE``."""
     low, high = SEED_RANGE
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
-        raise ValueError(f"{where}: expected an integer seed in [-2**63, 2**63), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value < high:
+        raise ValueError(f"{where}: expected an integer seed in {SEED_RANGE_TEXT}, got {value!r}")

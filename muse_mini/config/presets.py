@@ -1,11 +1,8 @@
-"""Named presets (model sizes) and recipes (a preset plus overrides, and where it runs).
+"""Named presets (model sizes) and recipes (a preset trained a given way, and where).
 
-One code path from the laptop to the paper: ``toy`` (Shapes, CPU minutes),
-``cc3m`` (Muse Table 1: 632M base + 268M super-res) and ``paper-3b`` (Muse
-Tables 4-6) differ only in numbers. A recipe is a preset trained a given way:
-``quick`` (``make demo``), ``full`` (the same models for longer) and
-``smoke`` (every stage for a few steps, to exercise the code in tests and
-notebooks). All of them are data here, so there is one list of each.
+``toy`` (Shapes, CPU minutes), ``cc3m`` (Table 1) and ``paper-3b`` (Tables 4-6)
+run one code path and differ only in numbers. Recipes: ``quick`` (``make demo``),
+``full`` (the same models for longer), ``smoke`` (every stage for a few steps).
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import typing
 
 from muse_mini.config.overrides import apply_overrides
 from muse_mini.config.schema import (
-    DataConfig, DecoderConfig, MuseConfig, SamplerConfig, SuperResConfig, TextConfig, TrainConfig,
+    DataConfig, DecoderConfig, EditConfig, MuseConfig, SamplerConfig, SuperResConfig, TextConfig, TrainConfig,
     TransformerConfig, VQGANConfig,
 )
 
@@ -23,13 +20,8 @@ T5_XXL = TextConfig(encoder="google/t5-v1_1-xxl", width=4096, max_length=128)
 
 
 def _toy_tokenizer() -> tuple[VQGANConfig, TrainConfig]:
-    """The toy base tokenizer and how it trains.
-
-    Tiny convolutional tokenizers with 8-dim l2-normalised codes and frequent
-    dead-code restarts reconstruct Shapes well enough for the evaluator. No
-    pretrained VGG can be downloaded offline, so ``perceptual="none"``: the toy
-    tokenizers train on reconstruction and codebook losses only.
-    """
+    """The toy base tokenizer: 8-dim l2-normalised codes, frequent dead-code restarts, and no
+    perceptual loss (no VGG weights offline), which reconstructs Shapes well enough for the evaluator."""
     tok = VQGANConfig(
         image_size=32, base_channels=8, channel_mult=(1, 4, 8), num_res_blocks=1,
         codebook_size=256, code_dim=8, perceptual="none", adversarial_weight=0.0,
@@ -48,19 +40,9 @@ def _toy_tokenizer() -> tuple[VQGANConfig, TrainConfig]:
 def _toy() -> MuseConfig:
     """Shapes on a laptop CPU: 32×32 → 8×8 base tokens, 64×64 → 16×16 high-res.
 
-    Sizes come from measured sweeps on a small CPU (tokenizers: :func:`_toy_tokenizer`);
-    the high-res tokenizer trains on 32×32 crops (it is fully convolutional, §2.2).
-
-    Three measured departures from the paper's architecture, all off in the
-    paper presets: the high-res tokenizer uses the local encoder (every white
-    cell one code, so super-res does not have to guess among many "whites"),
-    super-res adds the low-res features to its input embeddings
-    (``lowres_skip``), and it sees the low-res tokens as the patches they
-    decode to (``lowres_input="pixels"``; the full recipe widens each patch by
-    its neighbours' pixels, ``lowres_margin``). The base tokenizer keeps the
-    paper's encoder: with the local one the base model's samples collapse to
-    blank images. The base stage's steps trade the quick recipe's time budget
-    for caption accuracy (docs/results.md).
+    Departures from the paper, all off in the paper presets: the high-res tokenizer's
+    local encoder (every white cell one code), super-res's ``lowres_skip`` and
+    ``lowres_input="pixels"``, and mask-free editing without guidance.
     """
     tok, tok_train = _toy_tokenizer()
     return MuseConfig(
@@ -74,6 +56,8 @@ def _toy() -> MuseConfig:
         # one it does.
         data=DataConfig(source="shapes", num_examples=20_000,
                         kinds=("single", "placed", "count", "relation", "count", "relation")),
+        # The base tokenizer keeps the paper's encoder: with the local one the base model's samples
+        # collapse to blank images. The high-res one trains on 32×32 crops (it is convolutional, §2.2).
         tokenizer=tok,
         highres_tokenizer=dataclasses.replace(tok, image_size=64, train_crop=32, encoder="local"),
         # remat: faster on CPU, see TransformerConfig. Two layers: in the quick
@@ -103,8 +87,8 @@ def _toy() -> MuseConfig:
             weight_decay=0.045, warmup_steps=50, clip_norm=1.0,
             checkpoint_every=200, log_every=10,
         ),
-        # Chosen on the three quick seeds' models (evaluator v4, docs/results.md): the
-        # paper's 24 steps (§2.8), choice temperature 2 and guidance 1.5 beat 12, 1 and 2.
+        # The paper's 24 steps (§2.8); choice temperature 2 and guidance 1.5 beat 1 and 2 on
+        # the quick recipe's models (docs/results.md).
         sampler=SamplerConfig(
             steps=24, temperature=0.2, choice_temperature=2.0, guidance=1.5,
         ),
@@ -117,20 +101,17 @@ def _toy() -> MuseConfig:
         # enables it.
         decoder=DecoderConfig(enabled=False, channels=16, res_blocks=2),
         decoder_train=dataclasses.replace(tok_train, steps=2400),
+        # Constant guidance 4 makes the walk redraw the scene (the object moves); without
+        # guidance it recolours the object in place (docs/editing.md).
+        edit=EditConfig(guidance=0.0),
     )
 
 
 def _cc3m() -> MuseConfig:
-    """Muse Table 1's CC3M model: 632M base + 268M super-res.
+    """Muse Table 1's CC3M model, 632M base + 268M super-res (the paper gives only the totals).
 
-    The paper states only the totals. We keep Table 4's 4× MLP ratio (MLP =
-    4 × width), 64-dim heads and T5-XXL text, and choose base width 1280 ×
-    depth 23 and super-res width 1024 with 5 low-res encoder + 10 high-res
-    layers — Table 6's 1:2 encoder:decoder ratio; tests/test_transformer.py
-    and tests/test_superres.py check the totals against Table 1, and
-    `muse-mini params` prints them. Both compute in bfloat16 with per-layer
-    rematerialisation: without it every layer's saved activations must fit
-    in accelerator memory at once.
+    Table 4's 4× MLP ratio, 64-dim heads and T5-XXL; base 1280 wide × 23 deep,
+    super-res 1024 wide with 5 low-res + 10 high-res layers (Table 6's 1:2).
     """
     cfg = _paper3b()
     return dataclasses.replace(
@@ -216,7 +197,7 @@ RECIPES = {
         "base.depth=4", "base.mlp_dim=512", "base.pos_init=normal",  # the measured full model
         "base_train.steps=16000", "base_train.warmup_steps=500",
         "superres.mlp_dim=512", "superres.lowres_margin=2", "superres_train.steps=3500", "decoder.enabled=true",
-        # its figures were measured with the sampler the quick recipe had until 2026-12-04
+        # the sampler its figures were measured with
         "sampler.steps=12", "sampler.choice_temperature=1.0", "sampler.guidance=2.0",
     )),
     "smoke": Recipe("toy", "runs/smoke", SMOKE_OVERRIDES),
@@ -228,11 +209,7 @@ TRAIN_SECTIONS = ("tokenizer_train", "highres_tokenizer_train", "base_train", "s
 
 
 def seed_overrides(seed: int) -> tuple[str, ...]:
-    """Overrides that train every stage with ``seed``: one training seed of a recipe.
-
-    The Shapes data (``data.seed``) stay the same, so seeds differ only in how
-    the models learn, which is the spread a recipe's figures must survive (issue 21).
-    """
+    """Overrides that train every stage with ``seed``; the Shapes data (``data.seed``) stay the same."""
     return tuple(f"{section}.seed={seed}" for section in TRAIN_SECTIONS)
 
 

@@ -1,16 +1,12 @@
 # long: one frozen dataclass per component, kept together so the whole config reads as one table.
-"""The config dataclasses, one per component.
-
-Every dataclass is frozen and checks its sizes in ``__post_init__``, so a bad
-value (``base.depth=-1``, heads that do not divide the width, a seed beyond 64
-bits) is a ``ValueError`` naming the field, raised before any model is built,
-rather than a trace from inside JAX.
-"""
+"""The config dataclasses, one per component: frozen, each checking its fields in ``__post_init__``
+so a bad value is a ``ValueError`` naming the field before any model is built."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from muse_mini.config.checks import SEED_RANGE, check_int, check_number, check_seed  # noqa: F401 (SEED_RANGE re-exported)
@@ -18,13 +14,8 @@ from muse_mini.config.checks import SEED_RANGE, check_int, check_number, check_s
 
 @dataclass(frozen=True)
 class TextConfig:
-    """The frozen text encoder (Muse §2.1).
-
-    ``encoder`` is ``"minilm"`` (the offline default, all-MiniLM-L6-v2), a local
-    Hugging Face directory, or a hub name such as ``google/t5-v1_1-xxl``.
-    ``width`` is the encoder's output width; the transformers project it to
-    their own hidden size.
-    """
+    """The frozen text encoder (Muse §2.1): ``"minilm"`` (offline default), a local Hugging Face
+    directory or a hub name such as ``google/t5-v1_1-xxl``; ``width`` is its output width."""
 
     encoder: str = "minilm"
     width: int = 384
@@ -37,13 +28,8 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class VQGANConfig:
-    """A VQGAN tokenizer (Muse §2.2, §A.2, Table 5).
-
-    The downsampling factor is ``f = 2 ** (len(channel_mult) - 1)``; an image of
-    side ``image_size`` becomes a ``grid × grid`` token map with
-    ``grid = image_size // f``. ``decoder_*`` fields size the finetunable decoder
-    (§2.5: more residual blocks and channels, encoder and codebook frozen).
-    """
+    """A VQGAN tokenizer (Muse §2.2, §A.2, Table 5): ``grid = image_size // 2 ** (len(channel_mult) - 1)``;
+    ``decoder_*`` size the finetunable decoder (§2.5)."""
 
     image_size: int = 256
     base_channels: int = 128
@@ -105,18 +91,11 @@ ATTENTION_KERNELS = ("xla", "cudnn")  # jax.nn.dot_product_attention implementat
 class TransformerConfig:
     """The base masked transformer (Muse §2.3, Table 4).
 
-    Blocks are self-attention over image tokens, cross-attention to the
-    projected text, then an MLP. ``dtype`` is the compute dtype; parameters stay
-    float32. ``cond_drop`` is the classifier-free-guidance dropout (§2.7).
-    ``remat`` recomputes each layer's activations in the backward pass
-    (``jax.checkpoint``), trading compute for memory at large sizes. On
-    XLA:CPU it is also faster: without it the layer scan stacks every
-    layer's saved activations into ``depth``-long buffers, and those copies
-    cost more than recomputing the forward pass. ``attention`` picks the
-    kernel behind :func:`jax.nn.dot_product_attention`: ``"xla"`` runs
-    anywhere, ``"cudnn"`` is the fused (flash) kernel on NVIDIA GPUs, for
-    bfloat16/float16 compute, used for the unmasked self-attention (the
-    masked cross-attention to the text stays on XLA's kernel).
+    ``dtype`` is the compute dtype (parameters stay float32); ``cond_drop`` the
+    guidance dropout (§2.7). ``remat`` recomputes each layer in the backward
+    pass: less memory at scale, and faster on XLA:CPU, where the layer scan's
+    saved-activation copies cost more than recomputing. ``attention="cudnn"``
+    is the fused GPU kernel for 16-bit unmasked self-attention.
     """
 
     depth: int = 48
@@ -216,12 +195,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Iterative parallel decoding (Muse §2.7-2.8).
-
-    ``guidance`` is t in ℓg = (1 + t)ℓc − t·ℓu; with ``guidance_schedule =
-    "linear"`` it rises from 0 to ``guidance`` over the steps (the paper's
-    choice). ``choice_temperature`` scales the confidence noise (MaskGIT).
-    """
+    """Iterative parallel decoding (Muse §2.7-2.8): ``guidance`` is t in ℓg = (1 + t)ℓc − t·ℓu, rising
+    from 0 over the steps when ``"linear"`` (the paper's); ``choice_temperature`` scales the confidence noise."""
 
     steps: int = 24
     schedule: str = "cosine"
@@ -232,6 +207,28 @@ class SamplerConfig:
     guidance_schedule: str = "linear"
 
 
+@dataclass(frozen=True)
+class EditConfig:
+    """Mask-free editing (Muse §3.3.2): ``iterations`` rounds, each resampling ``resample_fraction`` of
+    the tokens with top-k and constant ``guidance``. The paper's defaults; the toy preset's guidance is 0."""
+
+    iterations: int = 100
+    resample_fraction: float = 0.08
+    top_k: int | None = 3
+    guidance: float = 4.0
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        check_int("edit.iterations", self.iterations)
+        check_number("edit.resample_fraction", self.resample_fraction, high=1.0, low_open=True)
+        if self.top_k is not None:
+            check_int("edit.top_k", self.top_k)
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not math.isfinite(
+                self.guidance):
+            raise ValueError(f"edit.guidance: expected a finite number, got {self.guidance!r}")
+        check_number("edit.temperature", self.temperature, low_open=True)
+
+
 DATA_FEEDS = ("auto", "cache", "shards", "images")
 # DataConfig fields that change how fast data arrive, never which: a run may resume with others.
 DATA_RUNTIME_FIELDS = ("workers", "cache_max")
@@ -239,26 +236,10 @@ DATA_RUNTIME_FIELDS = ("workers", "cache_max")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Training data: ``shapes`` (built in) or any image-text dataset, and how it is fed.
-
-    ``source`` is ``shapes``, a webdataset (a folder of img2dataset ``.tar``
-    shards or a ``DIR/{00000..00099}.tar`` pattern), a parquet file or folder,
-    an ``imagefolder`` folder (captions in ``metadata.jsonl``), a
-    ``save_to_disk`` folder, or a Hugging Face hub name (docs/real_data.md).
-
-    The transformer stages are fed one of three ways (``feed``):
-
-    - ``"cache"``: tokenise every image once into the run's ``data.npz`` and
-      keep it in memory (Shapes and other small sets, up to ``cache_max``
-      examples);
-    - ``"shards"``: stream the pre-tokenised shards at ``tokens`` (written by
-      ``muse-mini tokenize``; the default at scale);
-    - ``"images"``: stream images and captions and run the frozen tokenizers
-      and text encoder inside the training step.
-
-    ``"auto"`` is ``"shards"`` when ``tokens`` is set, else ``"cache"``. Text
-    embeddings are cached as one array only for at most ``text_cache_max``
-    examples; above it they are stored per shard or computed in the step.
+    """Training data: ``shapes`` or an image-text dataset (webdataset, parquet, imagefolder,
+    ``save_to_disk`` or a hub name; docs/real_data.md), and how the transformer stages are fed:
+    ``"cache"`` (tokenised once, in memory, up to ``cache_max``), ``"shards"`` (pre-tokenised by
+    ``muse-mini tokenize``), ``"images"`` (tokenised in the step); ``"auto"``: shards when ``tokens`` is set.
     """
 
     source: str = "shapes"
@@ -312,14 +293,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """The finetuned high-res decoder (Muse §2.5, §A.2).
-
-    A larger decoder (§A.2: 4 residual blocks per resolution and 256 base
-    channels, against the tokenizer's 2 and 128) is trained on the high-res
-    tokenizer's frozen encoder and codebook, after the transformers, so the
-    token "language" is unchanged. With ``enabled=False`` the pipeline decodes
-    with the high-res tokenizer's own decoder.
-    """
+    """The finetuned high-res decoder (Muse §2.5, §A.2: 4 residual blocks, 256 channels), trained on the
+    frozen high-res encoder and codebook after the transformers; ``enabled=False`` keeps the tokenizer's."""
 
     enabled: bool = True
     channels: int = 256
@@ -335,14 +310,8 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 @dataclass(frozen=True)
 class MeshConfig:
-    """The device mesh every stage trains on (MaxText's ``data``/``fsdp``/``tensor`` axes).
-
-    ``data`` replicates the weights and splits the batch; ``fsdp`` splits the
-    batch *and* the weights' ``embed`` axis (ZeRO-3 style, gathered per layer);
-    ``tensor`` splits heads and MLP widths (Megatron style). ``-1`` on one axis
-    takes all remaining devices (``mesh.fsdp=-1``). The default 1×1×1 is one
-    device, as before meshes existed. See :mod:`muse_mini.parallel`.
-    """
+    """The device mesh (MaxText's axes): ``data`` splits the batch, ``fsdp`` the batch and the weights'
+    ``embed`` axis, ``tensor`` heads and MLP widths; ``-1`` takes the remaining devices (:mod:`muse_mini.parallel`)."""
 
     data: int = 1
     fsdp: int = 1
@@ -365,9 +334,7 @@ TOKENIZER_STAGES = ("base", "highres", "decoder")
 
 
 def tokenizer_stage_config(cfg: "MuseConfig", stage: str) -> VQGANConfig:
-    """A tokenizer stage's model: ``base`` → ``cfg.tokenizer``; ``highres`` →
-    ``cfg.highres_tokenizer``; ``decoder`` → the high-res tokenizer with
-    ``cfg.decoder``'s larger decoder (§2.5)."""
+    """A tokenizer stage's model; ``decoder`` is the high-res tokenizer with ``cfg.decoder``'s decoder (§2.5)."""
     if stage not in TOKENIZER_STAGES:
         raise ValueError(f"stage: expected one of {TOKENIZER_STAGES}, got {stage!r}")
     if stage == "base":
@@ -406,6 +373,7 @@ class MuseConfig:
     superres_train: TrainConfig = field(default_factory=TrainConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     superres_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=8))
+    edit: EditConfig = field(default_factory=EditConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     decoder_train: TrainConfig = field(default_factory=_paper_vqgan_train)
     mesh: MeshConfig = field(default_factory=MeshConfig)
