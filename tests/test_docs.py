@@ -37,6 +37,14 @@ def test_every_path_the_current_docs_name_exists():
     assert not missing, "\n".join(missing)
 
 
+def test_every_module_the_docs_name_by_its_package_path_exists():
+    """``decoding/sampler.py`` in a table means ``muse_mini/decoding/sampler.py``."""
+    missing = [f"{doc.relative_to(ROOT)}: {p}" for doc in CURRENT_DOCS
+               for p in re.findall(r"`((?:[a-z_]+/)+[a-z_0-9]+\.py)`", doc.read_text())
+               if not (ROOT / p).exists() and not (ROOT / "muse_mini" / p).exists()]
+    assert not missing, "\n".join(missing)
+
+
 def test_every_environment_variable_the_package_reads_is_in_the_readme():
     read = {name for path in (ROOT / "muse_mini").rglob("*.py")
             for name in re.findall(r"\b(MUSE_[A-Z_]+)\b", path.read_text())}
