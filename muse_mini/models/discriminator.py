@@ -1,8 +1,4 @@
-"""The adversarial part of VQGAN training (§A.2: adversarial loss weight 0.1).
-
-A PatchGAN discriminator and the hinge losses. Only training uses them, so
-loading a tokenizer for sampling never builds one.
-"""
+"""The adversarial part of VQGAN training (§A.2: weight 0.1): a PatchGAN discriminator and hinge losses, used by training only."""
 
 from __future__ import annotations
 
@@ -18,11 +14,7 @@ __all__ = ["PatchDiscriminator", "hinge_d_loss", "hinge_g_loss"]
 
 
 class PatchDiscriminator(eqx.Module):
-    """PatchGAN: stride-2 4×4 convs, then one logit per overlapping patch.
-
-    GroupNorm replaces BatchNorm so the discriminator needs no state. An image
-    ``HxWx3`` gives a logit map of roughly ``H/2^L × W/2^L`` (``L = num_layers``).
-    """
+    """PatchGAN: stride-2 4×4 convs, one logit per overlapping patch; GroupNorm, so no BatchNorm state."""
 
     convs: list[eqx.nn.Conv2d]
     norms: list[eqx.nn.GroupNorm]

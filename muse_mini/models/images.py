@@ -1,8 +1,4 @@
-"""Image conversion and validation shared by the tokenizer, its codec and its training.
-
-Users pass channel-last images ``(N, H, W, 3)``: uint8 in ``[0, 255]`` or float in
-``[-1, 1]``.
-"""
+"""Image conversion and validation shared by the tokenizer, its codec and its training: ``(N, H, W, 3)`` uint8 or float in ``[-1, 1]``."""
 
 from __future__ import annotations
 
@@ -20,12 +16,7 @@ _FLOAT_RANGE_SLACK = 1e-3
 
 
 def check_images(images, *, size: int | tuple[int, int] | None = None, multiple_of: int = 1, name: str = "images"):
-    """Validate a batch ``(N, H, W, 3)`` of uint8 or float images; return it as an array.
-
-    ``size`` fixes H and W exactly (an int for square images); otherwise both
-    must be multiples of ``multiple_of``. Errors name the argument and the
-    expected shape.
-    """
+    """A batch ``(N, H, W, 3)`` of uint8 or float images as an array: sides ``size`` exactly, else multiples of ``multiple_of``."""
     images = np.asarray(images) if not isinstance(images, jax.Array) else images
     want_hw = (size, size) if isinstance(size, int) else size
     shown = f"(N, {want_hw[0]}, {want_hw[1]}, 3)" if want_hw else f"(N, H, W, 3) with H, W multiples of {multiple_of}"

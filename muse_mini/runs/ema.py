@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from muse_mini.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from muse_mini.runs.layout import CKPT_DIR, read_run_config
-from muse_mini.runs.sharded import SHARDED_DIR, ShardedCheckpoints, sharded_steps
+from muse_mini.runs.layout import CKPT_DIR, SHARDED_DIR, read_run_config
+from muse_mini.runs.sharded import ShardedCheckpoints, sharded_steps
 
 EMA_FILE = "model_ema.eqx"
 PAPER_DECAY = 0.7  # Muse §3
