@@ -39,12 +39,11 @@ from muse_mini.models.build import build_base, build_superres
 from muse_mini.models.params import train_flops_per_example
 from muse_mini.parallel.mesh import describe_mesh, make_mesh, resolve_mesh_shape
 from muse_mini.parallel.rules import abstract_like, batch_sharding, check_batch_size, state_shardings
-from muse_mini.training.base import _base_loss
 from muse_mini.training.keys import init_key
 from muse_mini.training.loop import make_update
-from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step
+from muse_mini.training.losses import init_train_state, make_train_step, stage_loss
+from muse_mini.training.optim import make_optimizer
 from muse_mini.training.placement import Placement
-from muse_mini.training.superres import _superres_loss
 
 __all__ = ["CHIPS", "Plan", "plan", "plan_in_subprocess", "format_plan", "format_table", "fits", "devices_needed"]
 
@@ -78,11 +77,8 @@ class Plan:
 
 
 def _stage(cfg: MuseConfig, stage: str):
-    if stage == "base":
-        return build_base, _base_loss(cfg), cfg.base_train
-    if stage == "superres":
-        return build_superres, _superres_loss(cfg), cfg.superres_train
-    raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
+    loss_fn = stage_loss(cfg, stage)  # refuses another stage
+    return (build_base, loss_fn, cfg.base_train) if stage == "base" else (build_superres, loss_fn, cfg.superres_train)
 
 
 def _abstract_batch(cfg: MuseConfig, stage: str, batch: int, mesh) -> dict:
@@ -95,9 +91,6 @@ def _abstract_batch(cfg: MuseConfig, stage: str, batch: int, mesh) -> dict:
            "text": spec((batch, length, width), jnp.float32), "text_mask": spec((batch, length), jnp.bool_)}
     if stage == "superres":
         out["hr_tokens"] = spec((batch, cfg.highres_tokenizer.grid ** 2), jnp.int32)
-        if cfg.superres.lowres_input == "pixels":  # the low-res tokens decoded, stored with the data
-            side = cfg.tokenizer.image_size
-            out["lowres_images"] = spec((batch, side, side, 3), jnp.uint8)
     return out
 
 
@@ -108,14 +101,14 @@ def _per_device_bytes(tree, shardings) -> int:
     return total
 
 
-def _compile(update, batch, state):
+def _compile(update, step_fn, batch, state):
     """``jax.jit`` the trainer's update (``compile_step``'s function) on abstract inputs."""
     is_abstract = lambda x: isinstance(x, jax.ShapeDtypeStruct)  # noqa: E731
     arrays, static = eqx.partition(state, is_abstract)
 
     def step(batch, arrays, step):
-        new_state, metrics, ok = update(batch, eqx.combine(arrays, static), step)
-        return eqx.filter(new_state, eqx.is_array), metrics, ok
+        new_state, metrics = update(step_fn, batch, eqx.combine(arrays, static), step)
+        return eqx.filter(new_state, eqx.is_array), metrics
 
     return jax.jit(step, donate_argnums=1).lower(batch, arrays, jax.ShapeDtypeStruct((), jnp.uint32)).compile()
 
@@ -129,12 +122,11 @@ def plan(cfg: MuseConfig, mesh_cfg: MeshConfig, batch: int, stage: str = "base")
     check_batch_size(batch, mesh, "--batch")
     optimizer = make_optimizer(tc)
     abstract = eqx.filter_eval_shape(lambda k: init_train_state(build(cfg, k), optimizer), init_key(0))
-    where = Placement(abstract, mesh)
     shard = state_shardings(abstract, mesh)
-    update = make_update(make_train_step(loss_fn, optimizer), 0, ("loss",), where)
+    update = make_update(0, Placement(abstract, mesh))
     t0 = time.perf_counter()
     batch_abstract = _abstract_batch(cfg, stage, batch, mesh)
-    compiled = _compile(update, batch_abstract, abstract_like(abstract, shard))
+    compiled = _compile(update, make_train_step(loss_fn, optimizer), batch_abstract, abstract_like(abstract, shard))
     compile_s = time.perf_counter() - t0
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()

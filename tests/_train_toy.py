@@ -20,9 +20,11 @@ import numpy as np
 import optax
 
 from muse_mini.config import TrainConfig
+from muse_mini.training.hooks import TrainerHooks
 from muse_mini.training.keys import epoch_batch_indices, init_key
 from muse_mini.training.loop import train
 from muse_mini.training.optim import make_optimizer
+from muse_mini.training.rundir import RunSpec
 
 
 class ToyState(eqx.Module):
@@ -79,13 +81,20 @@ def make_toy(cfg: TrainConfig, *, nan_at: int | None = None, poison_at: int | No
     return state, step_fn, batch_fn
 
 
+class Sleep(TrainerHooks):
+    """Slows every update down, so a test's SIGKILL lands mid-run."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_step(self, step, state, metrics):
+        time.sleep(self.seconds)
+
+
 def run(run_dir, cfg: TrainConfig, *, sleep: float = 0.0, **kw):
     state, step_fn, batch_fn = make_toy(cfg, **kw)
-    callbacks = [lambda s, st, m: time.sleep(sleep)] if sleep else None
-    return train(
-        run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
-        metadata={"stage": "toy", "data": {"n": 40}}, progress=False, callbacks=callbacks,
-    )
+    return train(RunSpec(run_dir, cfg, {"stage": "toy", "data": {"n": 40}}), state=state, step_fn=step_fn,
+                 batch_fn=batch_fn, progress=False, hooks=[Sleep(sleep)] if sleep else [])
 
 
 def kill_after_first_checkpoint(cmd, env, checkpoints, *, timeout: float) -> None:

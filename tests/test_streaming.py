@@ -142,6 +142,46 @@ def test_a_missing_shard_is_named(wds):
         WebDatasetImages(pattern, on_error="raise")
 
 
+def _with_a_broken_tar(wds, dst):
+    import shutil
+
+    shutil.copytree(wds, dst)
+    (dst / "00001.tar").write_bytes(b"garbage\0\0\0 not a tar header at all")  # tarfile: "truncated header"
+    return dst
+
+
+def test_a_shard_that_is_not_a_tar_file_is_skipped_or_named(wds, tmp_path):
+    bad = _with_a_broken_tar(wds, tmp_path / "bad")
+    with pytest.warns(DataWarning, match=r"shard .*00001.tar is not a tar file; skipped"):
+        assert WebDatasetImages(bad).names == ["00000.tar", "00002.tar"]
+    with pytest.raises(DataError, match=r"shard .*00001.tar is not a tar file \(set data.on_error=skip"):
+        WebDatasetImages(bad, on_error="raise")
+    (bad / "00001_stats.json").unlink()  # a truncated tar past its first header is named too
+    with tarfile.open(wds / "00001.tar") as tar, tarfile.open(bad / "00001.tar", "w") as out:
+        member = tar.getmembers()[0]
+        out.addfile(member, tar.extractfile(member))
+    (bad / "00001.tar").write_bytes((bad / "00001.tar").read_bytes()[:700])
+    with pytest.raises(ValueError, match=r"shard .*00001.tar is not a readable tar file"):
+        Shard(bad / "00001.tar").index
+
+
+def test_tokenize_and_train_tokenizer_name_a_broken_tar_in_one_line(wds, smoke_runs, tmp_path, capsys):
+    from muse_mini.cli import main
+
+    bad = _with_a_broken_tar(wds, tmp_path / "bad")
+    run = smoke_runs / "smoke"
+    smoke = ["tokenizer_train.steps=2", "tokenizer_train.batch_size=4", "data.workers=1", "--no-progress"]
+    tokenize = ["tokenize", "--source", str(bad), "--run", str(run), "--out", str(tmp_path / "tokens")]
+    for command in (tokenize, ["train-tokenizer", "--stage", "base", "--run", str(tmp_path / "tok"),
+                               f"data.source={bad}"]):
+        assert main([*command, "data.on_error=raise", *smoke]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "00001.tar is not a tar" in err, err
+    with pytest.warns(DataWarning, match="00001.tar is not a tar file"):
+        assert main([*tokenize, *smoke]) == 0
+    assert [s["count"] for s in TokenShards(tmp_path / "tokens").manifest["shards"]] == [9, 10]
+
+
 # --------------------------------------------------------------------------- token shards
 
 
@@ -174,7 +214,7 @@ def _smoke(*overrides):
 @pytest.fixture(scope="module")
 def shapes_tokens(smoke_runs, tmp_path_factory):
     """256 Shapes scenes tokenised with the session's smoke tokenizers, in 4 shards."""
-    from muse_mini.training.tokenize import tokenize_dataset
+    from muse_mini.training.pretokenize import tokenize_dataset
 
     out = tmp_path_factory.mktemp("tokens") / "shapes"
     runs = smoke_runs / "smoke"
@@ -188,7 +228,7 @@ def test_tokenize_matches_the_in_memory_tokens_and_resumes(shapes_tokens, smoke_
     from muse_mini.data.shapes import downsample, generate
     from muse_mini.models.codec import encode_images
     from muse_mini.runs.load import load_tokenizer
-    from muse_mini.training.tokenize import tokenize_dataset
+    from muse_mini.training.pretokenize import tokenize_dataset
 
     shards = TokenShards(shapes_tokens)
     assert shards.counts == [64, 64, 64, 64]
@@ -223,13 +263,15 @@ class Crash(Exception):
 def _train_base(cfg, run, tokenizer_run, crash_after=None, monkeypatch=None):
     """train_base, optionally stopped by an exception after update ``crash_after`` (a crash mid-epoch)."""
     import muse_mini.training.base as base
+    from muse_mini.training.hooks import TrainerHooks
 
-    if crash_after is not None:
-        def crash(step, state, metrics):
+    class CrashAfter(TrainerHooks):
+        def on_step(self, step, state, metrics):
             if step == crash_after:
                 raise Crash
 
-        monkeypatch.setattr(base, "train", functools.partial(base.train, callbacks=[crash]))
+    if crash_after is not None:
+        monkeypatch.setattr(base, "train", functools.partial(base.train, hooks=[CrashAfter()]))
     try:
         return base.train_base(cfg, run, tokenizer_run=tokenizer_run, progress=False)
     finally:
@@ -263,16 +305,19 @@ def test_shards_of_another_tokenizer_are_refused(shapes_tokens, smoke_runs, tmp_
         train_base(cfg, tmp_path / "b", tokenizer_run=smoke_runs / "smoke" / "tokenizer-highres", progress=False)
 
 
-def test_a_downstream_stage_takes_the_tokenizers_source_or_refuses_another(tmp_path):
-    from muse_mini.training.feeds import data_from_tokenizer
+def test_a_stage_on_other_data_than_its_tokenizer_names_the_override(tmp_path):
+    """The config is never rewritten from the tokenizer run: another source is refused in one line."""
+    from muse_mini.training.feeds import check_data_source
 
     run = tmp_path / "tok"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"metadata": {"data": {"source": "/data/mine", "image_column": "img"}}}))
-    adopted = data_from_tokenizer(_smoke(), run)
-    assert (adopted.data.source, adopted.data.image_column) == ("/data/mine", "img")
-    with pytest.raises(ValueError, match="differs from '/data/mine'"):
-        data_from_tokenizer(_smoke("data.source=/data/other"), run)
+    with pytest.raises(ValueError, match=r"trained on '/data/mine', not 'shapes'; pass data.source=/data/mine "
+                                         r"data.image_column=img") as e:
+        check_data_source(_smoke(), run)
+    assert "\n" not in str(e.value)
+    check_data_source(_smoke("data.source=/data/mine", "data.image_column=img"), run)  # the same data: fine
+    check_data_source(_smoke("data.tokens=/some/shards"), run)  # shards name their tokenizer runs
 
 
 def test_the_images_feed_encodes_in_the_step_like_the_token_shards(shapes_tokens, smoke_runs):
@@ -280,23 +325,50 @@ def test_the_images_feed_encodes_in_the_step_like_the_token_shards(shapes_tokens
     from muse_mini.data.shapes import generate
     from muse_mini.models.text.encoder import load_text_encoder
     from muse_mini.runs.load import load_tokenizer
-    from muse_mini.training.feeds import FROZEN, encode_in_step
+    from muse_mini.training.feeds import ImageEncoder
 
     cfg = _smoke()
     runs = smoke_runs / "smoke"
     images, captions, _ = generate(4, seed=0, start=64, kinds=cfg.data.kinds)
     encoder = load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length)
     ids, mask = encoder.tokenize(list(captions))
-    batch = {"images": images, "text_ids": ids, "text_ids_mask": mask,
-             FROZEN: {"tokenizer": load_tokenizer(runs / "tokenizer-base"), "text": encoder.model,
-                      "highres": load_tokenizer(runs / "tokenizer-highres")}}
-    out = eqx.filter_jit(functools.partial(encode_in_step, factor=2, stage="superres", lowres_pixels=False))(batch)
+    batch = {"images": images, "text_ids": ids, "text_ids_mask": mask}
+    encode = ImageEncoder(load_tokenizer(runs / "tokenizer-base"), encoder.model,
+                          load_tokenizer(runs / "tokenizer-highres"), factor=2)
+    out = eqx.filter_jit(lambda e, b: e(b))(encode, batch)
     stored = TokenShards(shapes_tokens).read([[1, r] for r in range(4)])
     np.testing.assert_array_equal(np.asarray(out["tokens"]), stored["tokens"].astype(np.int32))
     np.testing.assert_array_equal(np.asarray(out["hr_tokens"]), stored["hr_tokens"].astype(np.int32))
     text, text_mask = encoder.encode(list(captions))
     np.testing.assert_array_equal(np.asarray(out["text_mask"]), text_mask)
     np.testing.assert_allclose(np.asarray(out["text"]), text, atol=2e-5)
+
+
+def test_the_images_feed_trains_with_the_frozen_encoders_as_step_inputs(smoke_runs, tmp_path):
+    """feed=images: the step gets the frozen models as an argument, not in the batch dict; they
+    are not trained and not checkpointed, and a resumed run continues bit for bit."""
+    from muse_mini.runs.checkpoint import read_header
+    from muse_mini.training.base import train_base
+    from muse_mini.training.feeds import open_feed
+
+    tok = smoke_runs / "smoke" / "tokenizer-base"
+    cfg = _smoke("data.feed=images", "data.workers=1", "base_train.steps=4", "base_train.checkpoint_every=2",
+                 "base_train.batch_size=4")
+    feed = open_feed(cfg, stage="base", tokenizer_runs={"tokenizer_run": tok}, rows=slice(0, 4), batch_size=4,
+                     seed=0, run_dir=tmp_path / "feed")
+    assert sorted(feed.batch_fn(0)) == ["images", "text_ids", "text_ids_mask"] and feed.encode is not None
+    feed.close()
+    ref = train_base(cfg, tmp_path / "ref", tokenizer_run=tok, progress=False)
+    leaves = [leaf["path"] for leaf in read_header(tmp_path / "ref" / "final.eqx")["leaves"]]
+    assert all(p.startswith((".model", ".opt_state")) for p in leaves)
+    import shutil
+
+    shutil.copytree(tmp_path / "ref", tmp_path / "cut")
+    for name in ("DONE.json", "final.eqx", "model.eqx", "checkpoints/ckpt_00000004.eqx"):
+        (tmp_path / "cut" / name).unlink()
+    resumed = train_base(cfg, tmp_path / "cut", tokenizer_run=tok, progress=False)
+    for a, b in zip(jax.tree.leaves(eqx.filter(ref, eqx.is_array)), jax.tree.leaves(eqx.filter(resumed, eqx.is_array))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_feed_cache_refuses_a_dataset_too_large_for_memory(tmp_path):

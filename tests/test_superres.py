@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from muse_mini.models import layers, transformer as T
-from muse_mini.config import SuperResConfig, get_preset
+from muse_mini.config import SuperResConfig, VQGANConfig, get_preset
+from muse_mini.models.codec import decode_tokens
 from muse_mini.models.superres import SuperResTransformer, _children_to_grid, _patches, lowres_condition
+from muse_mini.models.vqgan import VQGAN
 from muse_mini.training.losses import superres_loss
 
 VOCAB, SEQ, LOW_VOCAB, LOW_SEQ, TEXT_W, L = 12, 16, 10, 4, 8, 3
@@ -22,11 +24,17 @@ def key(seed):
     return jax.random.key(seed, impl="rbg")
 
 
+# A tiny low-res tokenizer, f=2: the 2×2 low-res grid draws a 4×4 image.
+LOW_TOKENIZER = VQGANConfig(image_size=4, base_channels=4, channel_mult=(1, 2), num_res_blocks=1,
+                            codebook_size=LOW_VOCAB, code_dim=4, perceptual="none", adversarial_weight=0.0,
+                            decoder_channels=4, decoder_res_blocks=1)
+
+
 def make(cfg=CFG, k=None):
-    # lowres_patch 2: with lowres_input="pixels" the 2×2 low-res grid is a 4×4 image.
+    tokenizer = VQGAN(LOW_TOKENIZER, key=key(9)) if cfg.lowres_input == "pixels" else None
     return SuperResTransformer(
         cfg, vocab_size=VOCAB, seq_len=SEQ, lowres_vocab_size=LOW_VOCAB, lowres_seq_len=LOW_SEQ,
-        text_width=TEXT_W, lowres_patch=2, key=key(0) if k is None else k,
+        text_width=TEXT_W, lowres_tokenizer=tokenizer, key=key(0) if k is None else k,
     )
 
 
@@ -123,6 +131,8 @@ def test_lowres_margin_needs_pixel_input():
         dataclasses.replace(CFG, lowres_margin=1)
     model = make(dataclasses.replace(CFG, lowres_input="pixels", lowres_margin=1))
     assert model.lowres_patch_proj.weight.shape == (4 * 4 * 3, CFG.width)  # 2×2 cells + 1 pixel each side
+    tokens, lowres, text, text_mask = _batch()
+    assert call(model, tokens, lowres, text, text_mask).shape == (4, SEQ, VOCAB)
 
 
 def test_lowres_skip_adds_one_projection_and_changes_the_output():
@@ -139,31 +149,64 @@ def test_lowres_skip_adds_one_projection_and_changes_the_output():
 PIXELS = dataclasses.replace(CFG, lowres_input="pixels", lowres_skip=True)
 
 
-def test_pixel_input_embeds_decoded_patches():
+def test_pixel_input_takes_ids_and_decodes_them_inside_like_the_tokenizer():
+    """The pixel path's input is the low-res ids (Figure 4); the frozen decoder inside draws
+    exactly the uint8 image the tokenizer's own decode gives."""
     model = make(PIXELS)
     assert model.lowres_embed is None and model.lowres_patch_proj.weight.shape == (2 * 2 * 3, CFG.width)
-    assert model.lowres_shape == (4, 4, 3)
-    tokens, _, text, text_mask = _batch()
-    image = jax.random.uniform(key(3), (4, 4, 4, 3), minval=-1.0)
-    logits = call(model, tokens, image, text, text_mask)
-    assert logits.shape == (4, SEQ, VOCAB) and np.isfinite(np.asarray(logits)).all()
-    # The low-res condition matters: another image, other logits.
-    assert not np.allclose(logits, call(model, tokens, -image, text, text_mask))
-
-
-def test_pixel_model_rejects_token_ids_by_name():
     tokens, lowres, text, text_mask = _batch()
-    with pytest.raises(ValueError, match=r"lowres: expected decoded low-res image .* shape \(4, 4, 3\)"):
-        make(PIXELS)(tokens, lowres, text, text_mask)
+    drawn = eqx.filter_jit(lambda m, ids: m.lowres_pixels(ids))(model, lowres)
+    np.testing.assert_array_equal(drawn, decode_tokens(VQGAN(LOW_TOKENIZER, key=key(9)), np.asarray(lowres)))
+    logits = call(model, tokens, lowres, text, text_mask)
+    assert logits.shape == (4, SEQ, VOCAB) and np.isfinite(np.asarray(logits)).all()
+    assert not np.allclose(logits, call(model, tokens, (lowres + 1) % LOW_VOCAB, text, text_mask))
+    np.testing.assert_array_equal(lowres_condition(model, lowres, tokenizer=None, images=None), lowres)
 
 
-def test_lowres_condition():
+def test_pixel_input_needs_its_tokenizer_and_refuses_images_by_name():
+    with pytest.raises(ValueError, match="lowres_tokenizer: superres.lowres_input='pixels' needs"):
+        SuperResTransformer(PIXELS, vocab_size=VOCAB, seq_len=SEQ, lowres_vocab_size=LOW_VOCAB,
+                            lowres_seq_len=LOW_SEQ, text_width=TEXT_W, key=key(0))
+    tokens, _, text, text_mask = _batch()
+    with pytest.raises(ValueError, match=r"lowres: expected low-res token ids of shape \(4,\)"):
+        make(PIXELS)(tokens, jnp.zeros((4, 4, 4, 3)), text, text_mask)
+
+
+def test_the_frozen_decoder_gets_no_gradient_and_no_update(tmp_path):
+    """A training step changes the pixel path's projection but leaves the decoder bit for bit
+    (no gradient, no weight decay), and a saved model decodes the same after loading."""
+    from muse_mini.config import TrainConfig
+    from muse_mini.runs.checkpoint import load_checkpoint, save_checkpoint
+    from muse_mini.training.losses import init_train_state, make_train_step, trainable
+    from muse_mini.training.optim import make_optimizer
+
+    model = make(PIXELS)
+    assert not any(jax.tree.leaves(trainable(model).lowres_decoder))
+    opt = make_optimizer(TrainConfig(steps=10, optimizer="adamw", lr=1e-2, weight_decay=0.5, warmup_steps=1))
+    state = init_train_state(model, opt)
+    tokens, lowres, text, text_mask = _batch()
+    batch = {"hr_tokens": tokens, "tokens": lowres, "text": text, "text_mask": text_mask}
+
+    def loss_fn(m, b, k):
+        return superres_loss(m, b["hr_tokens"], b["tokens"], b["text"], b["text_mask"], k, cond_drop=0.1)
+
+    step = eqx.filter_jit(make_train_step(loss_fn, opt))
+    for s in range(2):
+        state, metrics = step(state, batch, key(s))
+    for a, b in zip(jax.tree.leaves(model.lowres_decoder), jax.tree.leaves(state.model.lowres_decoder), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(model.lowres_patch_proj.weight, state.model.lowres_patch_proj.weight)
+    grads = eqx.filter_grad(lambda m: loss_fn(m, batch, key(0))[0])(model)
+    assert all(not np.any(g) for g in jax.tree.leaves(grads.lowres_decoder))  # stop_gradient
+
+    save_checkpoint(tmp_path / "model.eqx", state.model, metadata={})
+    loaded = load_checkpoint(tmp_path / "model.eqx", eqx.filter_eval_shape(make, PIXELS))[0]
+    np.testing.assert_array_equal(loaded.lowres_pixels(lowres), state.model.lowres_pixels(lowres))
+
+
+def test_lowres_condition_is_the_ids():
     tokens = np.array([[1, 2, 3, 4]], np.int32)
-    np.testing.assert_array_equal(lowres_condition(make(CFG), tokens), tokens)  # "tokens": the ids
-    images = np.array([[[[0, 255, 51]]]], np.uint8)
-    np.testing.assert_allclose(lowres_condition(make(PIXELS), tokens, images=images), [[[[-1.0, 1.0, -0.6]]]])
-    with pytest.raises(ValueError, match="tokenizer: a super-res model with lowres_input='pixels'"):
-        lowres_condition(make(PIXELS), tokens)
+    np.testing.assert_array_equal(lowres_condition(make(CFG), tokens), tokens)
 
 
 def test_unknown_lowres_input_is_named():

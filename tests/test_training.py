@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 
 from muse_mini.runs.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from muse_mini.training.loop import (
-    ConfigMismatchError, NonFiniteLossError, RunLock, TrainConfig, epoch_batch_indices, init_key, load_final, make_optimizer, make_schedule, step_key, train,
-)
+from muse_mini.config import TrainConfig
+from muse_mini.training.hooks import NonFiniteLossError
+from muse_mini.training.keys import epoch_batch_indices, init_key, step_key
+from muse_mini.training.loop import train
+from muse_mini.training.optim import make_optimizer, make_schedule
+from muse_mini.training.rundir import ConfigMismatchError, RunLock, RunSpec, load_final
 from muse_mini.viz.figures import plot_metrics
 from muse_mini.runs.layout import read_metrics, relative_run_path, stage_complete
 
@@ -148,8 +151,8 @@ def finished_run(tmp_path_factory):
         traces.append(1)  # Python side effect: runs once per trace
         return step_fn(state, batch, key)
 
-    final = train(run_dir, state=state, step_fn=counting_step, batch_fn=batch_fn, cfg=cfg,
-                  metadata={"stage": "toy", "data": {"n": 40}}, progress=False)
+    final = train(RunSpec(run_dir, cfg, {"stage": "toy", "data": {"n": 40}}), state=state, step_fn=counting_step,
+                  batch_fn=batch_fn, progress=False)
     return run_dir, state, final, len(traces)
 
 
@@ -173,9 +176,8 @@ def test_full_run_then_finished_run_returns_immediately(finished_run):
     # Called again: no step runs, the stored final state comes back.
     cfg = toy_cfg(steps=12)
     _, step_fn, batch_fn = make_toy(cfg)
-    again = train(run_dir, state=state, step_fn=step_fn, cfg=cfg,
-                  batch_fn=lambda s: pytest.fail("a finished run must not train"),
-                  metadata={"stage": "toy", "data": {"n": 40}}, progress=False)
+    again = train(RunSpec(run_dir, cfg, {"stage": "toy", "data": {"n": 40}}), state=state, step_fn=step_fn,
+                  batch_fn=lambda s: pytest.fail("a finished run must not train"), progress=False)
     assert_bit_identical(final, again)
 
     import matplotlib
@@ -193,8 +195,8 @@ def test_model_of_writes_model_alone_and_a_run_without_it_says_how_to_convert(tm
 
     cfg = toy_cfg(steps=4)
     state, step_fn, batch_fn = make_toy(cfg)
-    final = train(tmp_path, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
-                  metadata={"stage": "toy"}, progress=False, model_of=lambda s: s.model)
+    spec = RunSpec(tmp_path, cfg, {"stage": "toy"}, model_of=lambda s: s.model)
+    final = train(spec, state=state, step_fn=step_fn, batch_fn=batch_fn, progress=False)
     paths = [leaf["path"] for leaf in read_header(tmp_path / "model.eqx")["leaves"]]
     assert paths and all(not p.startswith(".opt_state") for p in paths)
     assert paths == [jax.tree_util.keystr(p) for p, _ in
@@ -207,22 +209,20 @@ def test_model_of_writes_model_alone_and_a_run_without_it_says_how_to_convert(tm
     assert "\n" not in str(e.value)
     (tmp_path / "DONE.json").unlink()  # the conversion the message gives
     state, step_fn, batch_fn = make_toy(cfg)
-    train(tmp_path, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
-          metadata={"stage": "toy"}, progress=False, model_of=lambda s: s.model)
+    train(spec, state=state, step_fn=step_fn, batch_fn=batch_fn, progress=False)
     assert_bit_identical(load_model(tmp_path, like), final.model)
 
 
-def test_finite_guard_checks_the_previous_update_and_names_the_bad_step():
+def test_finite_guard_names_the_bad_step_and_a_missing_metric():
     from muse_mini.training.hooks import FiniteGuard
 
     guard = FiniteGuard(["loss"], describe=lambda s: f"(context {s})")
-    assert guard.push(0, {"loss": jnp.float32(1.0)}, jnp.array(True)) is None  # nothing checked yet
-    step, metrics = guard.push(1, {"loss": jnp.float32(jnp.nan)}, jnp.array(False))
-    assert step == 0 and float(metrics["loss"]) == 1.0  # update 0 comes back once 1 is dispatched
+    guard.on_checked(0, {"loss": jnp.float32(1.0)})  # finite: nothing happens
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss=nan at step 1 \(context 1\)") as e:
-        guard.flush()
+        guard.on_checked(1, {"loss": jnp.float32(jnp.nan)})
     assert e.value.step == 1 and math.isnan(e.value.values["loss"])
-    assert guard.flush() is None
+    with pytest.raises(KeyError, match="lack \\['loss'\\]"):
+        guard.on_checked(2, {"accuracy": 1.0})
 
 
 def test_hooks_see_every_update_in_order_and_close_on_failure(tmp_path):
@@ -238,7 +238,7 @@ def test_hooks_see_every_update_in_order_and_close_on_failure(tmp_path):
         def on_checked(self, step, metrics):
             self.events.append(("checked", step))
 
-        def on_checkpoint(self, step):
+        def on_checkpoint(self, step, state):
             self.events.append(("checkpoint", step))
 
         def close(self):
@@ -247,15 +247,15 @@ def test_hooks_see_every_update_in_order_and_close_on_failure(tmp_path):
     cfg = toy_cfg(steps=4, checkpoint_every=2)
     state, step_fn, batch_fn = make_toy(cfg)
     rec = Recorder()
-    train(tmp_path / "ok", state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg, metadata={},
-          progress=False, hooks=[rec])
+    train(RunSpec(tmp_path / "ok", cfg, {}), state=state, step_fn=step_fn, batch_fn=batch_fn, progress=False,
+          hooks=[rec])
     assert rec.events == [("start", 0), ("checked", 0), ("checked", 1), ("checkpoint", 2),
                           ("checked", 2), ("checked", 3), ("checkpoint", 4), ("close",)]
     state, step_fn, batch_fn = make_toy(cfg, nan_at=1)
     rec = Recorder()
     with pytest.raises(NonFiniteLossError):
-        train(tmp_path / "nan", state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg, metadata={},
-              progress=False, hooks=[rec])
+        train(RunSpec(tmp_path / "nan", cfg, {}), state=state, step_fn=step_fn, batch_fn=batch_fn, progress=False,
+              hooks=[rec])
     assert rec.events == [("start", 0), ("checked", 0), ("close",)]
 
 
@@ -266,8 +266,8 @@ def test_config_mismatch_on_resume(finished_run, tmp_path):
     cfg = toy_cfg(steps=12)
     state, step_fn, batch_fn = make_toy(cfg)
     with pytest.raises(ConfigMismatchError, match=r"metadata\.stage: 'toy' -> 'other'"):
-        train(run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
-              metadata={"stage": "other", "data": {"n": 40}}, progress=False)
+        train(RunSpec(run_dir, cfg, {"stage": "other", "data": {"n": 40}}), state=state, step_fn=step_fn,
+              batch_fn=batch_fn, progress=False)
     # Only `steps` (and bookkeeping fields) may change: this extends the finished run.
     run(run_dir, toy_cfg(steps=14, log_every=2))
     assert json.loads((run_dir / "DONE.json").read_text())["step"] == 14
@@ -275,39 +275,37 @@ def test_config_mismatch_on_resume(finished_run, tmp_path):
     assert read_metrics(run_dir)["step"].tolist() == list(range(12)) + [12, 13]
 
 
-def _reload_kwargs() -> dict:
-    """``train`` arguments that reload ``finished_run``, failing if it would train."""
+def _reload(run_dir, metadata, **spec):
+    """Reload ``finished_run`` from ``run_dir`` with this metadata, failing if it would train."""
     cfg = toy_cfg(steps=12)
     state, step_fn, _ = make_toy(cfg)
-    return dict(state=state, step_fn=step_fn, cfg=cfg, progress=False,
-                batch_fn=lambda s: pytest.fail("a finished run must not train"))
+    return train(RunSpec(run_dir, cfg, metadata, **spec), state=state, step_fn=step_fn, progress=False,
+                 batch_fn=lambda s: pytest.fail("a finished run must not train"))
 
 
 def test_config_ignore_lets_unrelated_sections_change(finished_run, tmp_path):
     """A stage's run stores the whole config, but another stage's settings must not void it."""
     run_dir = copy_run(finished_run[0], tmp_path / "run")
-    kw = _reload_kwargs()
     changed = {"stage": "toy", "data": {"n": 40}, "sampler": {"guidance": 2.0}}
     with pytest.raises(ConfigMismatchError, match=r"metadata\.sampler\.guidance: '<missing>' -> 2\.0"):
-        train(run_dir, metadata=changed, **kw)
-    assert_bit_identical(finished_run[2], train(run_dir, metadata=changed, config_ignore=["sampler"], **kw))
+        _reload(run_dir, changed)
+    assert_bit_identical(finished_run[2], _reload(run_dir, changed, ignore=["sampler"]))
     assert json.loads((run_dir / "config.json").read_text())["metadata"]["sampler"] == {"guidance": 2.0}
     # Not a prefix match on names: "data" is still checked when "dat" is ignored.
     with pytest.raises(ConfigMismatchError, match=r"metadata\.data\.n: 40 -> 41"):
-        train(run_dir, metadata={**changed, "data": {"n": 41}}, config_ignore=["sampler", "dat"], **kw)
+        _reload(run_dir, {**changed, "data": {"n": 41}}, ignore=["sampler", "dat"])
 
 
 def test_a_field_added_later_counts_as_its_default(finished_run, tmp_path):
     """Runs written before a config field existed stay valid while the field keeps its default."""
     run_dir = copy_run(finished_run[0], tmp_path / "run")
-    kw = _reload_kwargs()
     stored = json.loads((run_dir / "config.json").read_text())["metadata"]
     newer = {**stored, "data": {**stored.get("data", {}), "margin": 0}}
     defaults = {"data": {"margin": 0}}
-    assert_bit_identical(finished_run[2], train(run_dir, metadata=newer, config_defaults=defaults, **kw))
+    assert_bit_identical(finished_run[2], _reload(run_dir, newer, defaults=defaults))
     changed = {**stored, "data": {**stored.get("data", {}), "margin": 2}}
     with pytest.raises(ConfigMismatchError, match=r"metadata\.data\.margin: 0 -> 2"):
-        train(copy_run(finished_run[0], tmp_path / "other"), metadata=changed, config_defaults=defaults, **kw)
+        _reload(copy_run(finished_run[0], tmp_path / "other"), changed, defaults=defaults)
 
 
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
@@ -356,8 +354,8 @@ def test_invalid_config_and_metadata_fail_before_training(tmp_path):
     cfg = toy_cfg(steps=4)
     state, step_fn, batch_fn = make_toy(cfg)
     with pytest.raises(TypeError, match="JSON"):
-        train(tmp_path, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
-              metadata={"x": float("nan")}, progress=False)
+        train(RunSpec(tmp_path, cfg, {"x": float("nan")}), state=state, step_fn=step_fn, batch_fn=batch_fn,
+              progress=False)
     assert not (tmp_path / "config.json").exists()
 
 
@@ -431,6 +429,6 @@ def test_a_finished_run_whose_final_state_is_gone_says_so(finished_run, tmp_path
     (run_dir / "checkpoints" / "ckpt_00000012.eqx").unlink()
     (run_dir / "model.eqx").write_bytes(b"stand-in: the weights alone")
     with pytest.raises(FileNotFoundError, match="finished 12 steps, but its final training state is gone"):
-        train(run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=cfg,
-              metadata={"stage": "toy", "data": {"n": 40}}, progress=False)
+        train(RunSpec(run_dir, cfg, {"stage": "toy", "data": {"n": 40}}), state=state, step_fn=step_fn,
+              batch_fn=batch_fn, progress=False)
     assert (run_dir / "DONE.json").is_file()  # nothing was cleared

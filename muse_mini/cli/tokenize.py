@@ -50,7 +50,7 @@ def _runs(args) -> tuple[Path, Path | None]:
 
 
 def main(args) -> int:
-    from muse_mini.training.tokenize import tokenize_dataset
+    from muse_mini.training.pretokenize import tokenize_dataset
 
     out = check_out_dir(args.out)
     cfg = get_preset(args.preset, [*args.overrides, f"data.source={args.source}"])

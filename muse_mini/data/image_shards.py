@@ -24,10 +24,12 @@ import concurrent.futures
 import io
 import json
 import os
+import tarfile
 import threading
 import warnings
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -39,7 +41,7 @@ from muse_mini.data.webdataset import (
 )
 
 __all__ = ["DataError", "DataWarning", "WebDatasetImages", "ArrowImages", "ShapesImages", "open_image_shards",
-           "ImageBatches", "ON_ERROR"]
+           "open_image_reader", "ImageBatches", "ON_ERROR"]
 
 ON_ERROR = ("skip", "raise")
 
@@ -67,12 +69,15 @@ class WebDatasetImages:
             raise FileNotFoundError(f"data.source: no .tar shards in {str(source)!r}")
         self.shards = []
         for path in paths:
-            if Shard(path).exists():
-                self.shards.append(Shard(path))
-            else:
+            shard = Shard(path)
+            if not shard.exists():
                 _problem(on_error, f"data.source: shard {path} is missing")
+            elif not tarfile.is_tarfile(path):
+                _problem(on_error, f"data.source: shard {path} is not a tar file")
+            else:
+                self.shards.append(shard)
         if not self.shards:
-            raise DataError(f"data.source: none of the {len(paths)} shards of {str(source)!r} exists")
+            raise DataError(f"data.source: none of the {len(paths)} shards of {str(source)!r} is a tar file")
         self.source = str(source)
 
     @property
@@ -175,6 +180,16 @@ def open_image_shards(data_cfg, *, rows_per_shard: int | None = None):
     ds = load_source(source, "train", None)
     return ArrowImages(ds, image_column=data_cfg.image_column, caption_column=data_cfg.caption_column,
                        rows_per_shard=rows_per_shard, source=str(source))
+
+
+def open_image_reader(data_cfg, image_size: int, *, rows: int | None = None, seed: int = 0) -> "ImageBatches":
+    """``data_cfg.source`` as ``image_size`` images: with ``rows``, ``reader(step)`` gives this
+    process's ``rows`` examples of each step (:class:`ShardedOrder`); without, ``reader.read(pairs)``."""
+    source = open_image_shards(data_cfg)
+    order = None if rows is None else ShardedOrder(
+        source.counts, rows, seed=seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        window=data_cfg.shuffle_shards)
+    return ImageBatches(source, order, image_size, workers=data_cfg.workers, on_error=data_cfg.on_error)
 
 
 def _decode(image, size: int, center_crop: bool) -> np.ndarray:

@@ -10,7 +10,6 @@ stages stream the ids. A token-shard directory is::
     SHARDS/00000/captions.npy   (n,) fixed-width unicode
     SHARDS/00000/text.npy       (n, L, D) float16 text embeddings  } only in text mode "shards"
     SHARDS/00000/text_mask.npy  (n, L) bool                        }
-    SHARDS/00000/lowres_images.npy (n, h, w, 3) uint8, decoded low-res ids (superres lowres_input="pixels")
 
 Rows are read with ``os.pread`` at their byte offsets, so a batch costs a
 few small reads and resident memory stays one batch, whatever the dataset's

@@ -103,15 +103,16 @@ class Shard:
     def index(self) -> dict[str, dict[str, Member]]:
         """``key -> {extension -> Member}`` in the tar's order (one pass over the headers)."""
         samples: dict[str, dict[str, Member]] = {}
-        with tarfile.open(self.path, mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                name = info.name.rsplit("/", 1)[-1]
-                key, dot, ext = name.partition(".")
-                if not dot or key.startswith("_"):
-                    continue
-                samples.setdefault(key, {})[ext.lower()] = Member(info.offset_data, info.size)
+        try:
+            with tarfile.open(self.path, mode="r:") as tar:
+                for info in tar:
+                    if not info.isfile():
+                        continue
+                    key, dot, ext = info.name.rsplit("/", 1)[-1].partition(".")
+                    if dot and not key.startswith("_"):
+                        samples.setdefault(key, {})[ext.lower()] = Member(info.offset_data, info.size)
+        except tarfile.TarError as e:
+            raise ValueError(f"data.source: shard {self.path} is not a readable tar file ({e})") from None
         return samples
 
     @functools.cached_property

@@ -1,27 +1,14 @@
 """The super-resolution token translator (Muse §2.4, Figure 4, Table 6).
 
-A ``16×16`` low-res token map (from the base model, or the low-res VQGAN at
-training time) is translated into a ``64×64`` high-res map for the f=8 VQGAN.
-Figure 4: the low-res tokens pass through ``lowres_depth`` self-attention-only
-layers; their output embeddings are concatenated (along the sequence) with the
-projected text, and the high-res masked transformer — the same blocks as the
-base model — cross-attends to that concatenation. Training masks high-res tokens
-at arccos rates and drops the text on 10% of examples; the low-res
-conditioning is always kept (it is the input being translated).
+Low-res token ids pass through ``lowres_depth`` self-attention layers; their
+outputs, next to the projected text, are what the high-res masked transformer
+(the base model's blocks) cross-attends to. The low-res condition is never dropped.
 
-How the low-res tokens are embedded is ``cfg.lowres_input``:
-
-* ``"tokens"`` (the paper): a learned table, one vector per low-res code.
-* ``"pixels"`` (the toy preset): the frozen low-res VQGAN decodes the tokens
-  and each token's ``f×f`` pixel patch is projected linearly, as a ViT embeds
-  patches. The input is still a function of the low-res tokens alone (the
-  decoder is frozen), but the model is handed what each code *looks like*
-  instead of learning it for every code from scratch; on the toy world the
-  token table learned too slowly to be useful.
-  :func:`lowres_condition` turns token maps into what the model takes.
-  ``cfg.lowres_margin`` widens each patch by that many pixels of its
-  neighbours on every side (overlapping windows, border pixels repeated), so
-  the embedding of a token already sees the edges that cross into it.
+``cfg.lowres_input`` picks how the low-res ids are embedded: ``"tokens"`` (the
+paper) a learned table; ``"pixels"`` (the toy preset) the frozen low-res
+tokenizer, held inside the model, decodes them and each token's ``f×f`` patch
+(plus ``lowres_margin`` neighbouring pixels) is projected, as a ViT embeds patches.
+Either way the model's input is the ids alone, as in Figure 4.
 """
 
 from __future__ import annotations
@@ -35,37 +22,48 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from muse_mini.config import SuperResConfig
-from muse_mini.models.codec import decode_tokens
-from muse_mini.models.vqgan import to_float
+from muse_mini.models.codec import decode_ids_uint8
+from muse_mini.models.images import to_float
 from muse_mini.models.layers import BlockStack, Embedding, LayerNorm, LearnedPositions, Linear, compute_dtype
+from muse_mini.models.quantizer import VectorQuantizer
 from muse_mini.models.transformer import (
     Condition, MaskedTokenTransformer, TokenPredictor, check_same_batch, project_text,
 )
+from muse_mini.models.vqgan import VQGAN, Decoder
+
+
+class FrozenDecoder(eqx.Module):
+    """The low-res tokenizer's codebook and decoder (§2.2), kept frozen inside the super-res model."""
+
+    quantizer: VectorQuantizer
+    decoder: Decoder
+    downsample: int = eqx.field(static=True)  # f: each id draws an f×f patch
+
+    def __init__(self, tokenizer: VQGAN):
+        self.quantizer, self.decoder, self.downsample = tokenizer.quantizer, tokenizer.decoder, tokenizer.downsample
+
+    def decode_ids(self, ids_hxw: Int[Array, "h w"]) -> Float[Array, "H W 3"]:
+        z_Dxhxw = jnp.transpose(self.quantizer.embed(ids_hxw), (2, 0, 1))
+        return jnp.transpose(self.decoder(z_Dxhxw), (1, 2, 0))  # as VQGAN.decode_ids
 
 
 class SuperResTransformer(TokenPredictor):
-    """Masked high-res tokens + low-res tokens + text → high-res codebook logits.
+    """Masked high-res tokens + low-res token ids + text → high-res codebook logits.
 
-    ``vocab_size``/``seq_len`` are the high-res tokenizer's codebook and
-    ``grid²``; ``lowres_vocab_size``/``lowres_seq_len`` the low-res one's. The
-    low-res tokens are always complete, so their table has no ``[MASK]`` row;
-    the high-res ``mask_id`` is ``vocab_size``. ``lowres_patch`` is the low-res
-    tokenizer's downsampling factor f, used when ``cfg.lowres_input ==
-    "pixels"``: the model then takes the decoded low-res image instead of the
-    token ids (see the module docstring).
+    ``vocab_size``/``seq_len`` are the high-res tokenizer's codebook and grid²,
+    ``lowres_*`` the low-res one's; the high-res ``mask_id`` is ``vocab_size``.
+    ``lowres_tokenizer`` (required for ``lowres_input="pixels"``) is copied in,
+    encoder dropped, as ``lowres_decoder``: gradients never reach it and the
+    optimiser leaves it alone (``training.optim.trainable``).
 
-    With ``cfg.lowres_skip`` each low-res encoder output is also projected to
-    one vector per high-res token it covers (a 2×2 block when the grids are 8
-    and 16; a learned "sub-pixel" projection, one slice per child position),
-    which is added to that token's input embedding. Figure 4 has
-    cross-attention only, which must learn from scratch which low-res keys sit
-    above each high-res query; the toy model did not learn that alignment in
-    its step budget and decoded blank images. The skip hands it the
-    alignment; the paper presets keep it off.
+    ``cfg.lowres_skip`` (toy only) also projects each low-res output to the
+    high-res tokens it covers and adds that to their input embeddings, handing
+    the tiny model the alignment Figure 4 leaves to cross-attention.
     """
 
     lowres_embed: Embedding | None
     lowres_patch_proj: Linear | None
+    lowres_decoder: FrozenDecoder | None
     lowres_pos: LearnedPositions
     lowres_encoder: BlockStack
     lowres_norm: LayerNorm
@@ -75,19 +73,27 @@ class SuperResTransformer(TokenPredictor):
     lowres_vocab_size: int = eqx.field(static=True)
     lowres_seq_len: int = eqx.field(static=True)
     lowres_input: str = eqx.field(static=True)
-    lowres_patch: int = eqx.field(static=True)
     lowres_margin: int = eqx.field(static=True)
     text_width: int = eqx.field(static=True)
 
     def __init__(
         self, cfg: SuperResConfig, *, vocab_size: int, seq_len: int, lowres_vocab_size: int,
-        lowres_seq_len: int, text_width: int, lowres_patch: int = 1, key,
+        lowres_seq_len: int, text_width: int, lowres_tokenizer: VQGAN | None = None, key,
     ):
         k_emb, k_pos, k_enc, k_text, k_dec, k_skip = jax.random.split(key, 6)
         pixels = cfg.lowres_input == "pixels"
         self.lowres_embed = None if pixels else Embedding(lowres_vocab_size, cfg.width, key=k_emb)
-        patch_dim = (lowres_patch + 2 * cfg.lowres_margin) ** 2 * 3
-        self.lowres_patch_proj = Linear(patch_dim, cfg.width, ("patch", "embed"), key=k_emb) if pixels else None
+        self.lowres_decoder = self.lowres_patch_proj = None
+        if pixels:
+            if lowres_tokenizer is None:
+                raise ValueError("lowres_tokenizer: superres.lowres_input='pixels' needs the low-res tokenizer "
+                                 "whose decoder draws the low-res tokens")
+            if lowres_tokenizer.grid ** 2 != lowres_seq_len:
+                raise ValueError(f"lowres_tokenizer: its {lowres_tokenizer.grid}² grid does not make "
+                                 f"{lowres_seq_len} low-res tokens")
+            self.lowres_decoder = FrozenDecoder(lowres_tokenizer)
+            patch_dim = (lowres_tokenizer.downsample + 2 * cfg.lowres_margin) ** 2 * 3
+            self.lowres_patch_proj = Linear(patch_dim, cfg.width, ("patch", "embed"), key=k_emb)
         self.lowres_pos = LearnedPositions(lowres_seq_len, cfg.width, key=k_pos)
         self.lowres_encoder = BlockStack(
             cfg.lowres_depth, cfg.width, cfg.mlp_dim, cfg.num_heads, cross=False,
@@ -101,7 +107,6 @@ class SuperResTransformer(TokenPredictor):
         self.lowres_vocab_size = lowres_vocab_size
         self.lowres_seq_len = lowres_seq_len
         self.lowres_input = cfg.lowres_input
-        self.lowres_patch = lowres_patch
         self.lowres_margin = cfg.lowres_margin
         self.text_width = text_width
         self.lowres_children = None
@@ -109,56 +114,44 @@ class SuperResTransformer(TokenPredictor):
             _, r = _grid_ratio(lowres_seq_len, seq_len)
             self.lowres_children = Linear(cfg.width, r * r * cfg.width, ("embed", "children"), key=k_skip)
 
-    @property
-    def lowres_shape(self) -> tuple[int, ...]:
-        """The shape of one example's low-res input: token ids, or the decoded image."""
-        if self.lowres_input == "tokens":
-            return (self.lowres_seq_len,)
-        side = math.isqrt(self.lowres_seq_len) * self.lowres_patch
-        return (side, side, 3)
+    def lowres_pixels(self, lowres_M: Int[Array, "*batch M"]) -> Array:
+        """The uint8 image the frozen low-res decoder draws for the ids
+        (:func:`muse_mini.models.codec.decode_ids_uint8`); no gradient reaches the decoder."""
+        arrays, static = eqx.partition(self.lowres_decoder, eqx.is_array)
+        frozen = eqx.combine(jax.lax.stop_gradient(arrays), static)
+        side = math.isqrt(self.lowres_seq_len)
+        images = decode_ids_uint8(frozen, lowres_M.reshape(-1, side, side))
+        return images.reshape(*lowres_M.shape[:-1], *images.shape[1:])
 
-    def encode_lowres(self, lowres, *, key=None) -> Float[Array, "M D"]:
-        """The low-res encoder of Figure 4: embedded tokens through self-attention layers.
-
-        ``lowres`` is ``(M,)`` token ids, or with ``lowres_input="pixels"`` the
-        ``(H, W, 3)`` image they decode to (float in [-1, 1]); either with an
-        optional leading batch axis.
-        """
-        shape = self.lowres_shape
-        if lowres.ndim not in (len(shape), len(shape) + 1) or tuple(lowres.shape[-len(shape):]) != shape:
-            what = "token ids" if self.lowres_input == "tokens" else "decoded low-res image (lowres_condition)"
-            raise ValueError(
-                f"lowres: expected {what} of shape {shape} for one example or (batch, *{shape}), "
-                f"got {tuple(lowres.shape)}"
-            )
+    def encode_lowres(self, lowres_M: Int[Array, "*batch M"], *, key=None) -> Float[Array, "*batch M D"]:
+        """The low-res encoder of Figure 4: embedded ids through self-attention layers."""
+        if lowres_M.ndim not in (1, 2) or lowres_M.shape[-1] != self.lowres_seq_len:
+            raise ValueError(f"lowres: expected low-res token ids of shape ({self.lowres_seq_len},) or "
+                             f"(batch, {self.lowres_seq_len}), got {tuple(lowres_M.shape)}")
         dt = compute_dtype(self.decoder.dtype)
         if self.lowres_input == "tokens":
-            low_MxD = self.lowres_embed(lowres, dt)
+            low_MxD = self.lowres_embed(lowres_M, dt)
         else:
-            patches = _patches(lowres.astype(dt), self.lowres_patch, margin=self.lowres_margin)
+            pixels = to_float(self.lowres_pixels(lowres_M)).astype(dt)
+            patches = _patches(pixels, self.lowres_decoder.downsample, margin=self.lowres_margin)
             low_MxD = self.lowres_patch_proj(patches)
         low_MxD = low_MxD + self.lowres_pos(dt)
         return self.lowres_norm(self.lowres_encoder(low_MxD, key=key))
 
-    def __call__(self, tokens_N: Int[Array, " N"], lowres, text_LxD: Float[Array, "L D"],
+    def __call__(self, tokens_N: Int[Array, " N"], lowres_M: Int[Array, " M"], text_LxD: Float[Array, "L D"],
                  text_mask_L: Bool[Array, " L"], *, key=None) -> Float[Array, "N V"]:
-        """Logits (float32) for one example or a batch; dropout only when ``key`` is given.
-
-        ``lowres`` is what :func:`lowres_condition` gives: token ids, or the
-        decoded low-res image for ``lowres_input="pixels"``.
-        """
+        """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
         enc_key, dec_key = (None, None) if key is None else jax.random.split(key)
-        cond = self.encode_condition(lowres, text_LxD, text_mask_L, key=enc_key)
+        cond = self.encode_condition(lowres_M, text_LxD, text_mask_L, key=enc_key)
         check_same_batch(tokens=tokens_N, lowres=cond.context[..., 0], text=text_LxD[..., 0])
         return self.logits(tokens_N, cond, key=dec_key)
 
-    def encode_condition(self, lowres, text_LxD, text_mask_L, *, key=None) -> Condition:
+    def encode_condition(self, lowres_M, text_LxD, text_mask_L, *, key=None) -> Condition:
         """Figure 4's context: the encoded low-res tokens next to the projected text, plus the skip.
 
-        Constant while the high-res tokens are decoded, so a sampler encodes
-        it once per generation and calls :meth:`logits` at every step.
+        Constant while the high-res tokens are decoded: a sampler encodes it once per generation.
         """
-        low_MxW = self.encode_lowres(lowres, key=key)
+        low_MxW = self.encode_lowres(jnp.asarray(lowres_M), key=key)
         check_same_batch(lowres=low_MxW[..., 0], text=text_LxD[..., 0])
         text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
         context_SxW = jnp.concatenate([low_MxW, text_LxW], axis=-2)
@@ -214,18 +207,6 @@ def _patches(image_xHxWx3: Array, patch: int, *, margin: int = 0) -> Array:
     return x.reshape(*lead, (h // patch) * (w // patch), k * k * ch)
 
 
-def lowres_condition(model: SuperResTransformer, lowres_tokens_BxM, *, tokenizer=None, images=None):
-    """What ``model`` takes as its low-res input, from low-res token maps ``(B, M)``.
-
-    The token ids themselves, or for ``lowres_input="pixels"`` the images the
-    frozen low-res ``tokenizer`` decodes them to, as float in [-1, 1]. Pass
-    those ``images`` (uint8) instead of the tokenizer when they are at hand.
-    """
-    if model.lowres_input == "tokens":
-        return jnp.asarray(lowres_tokens_BxM)
-    if images is None:
-        if tokenizer is None:
-            raise ValueError("tokenizer: a super-res model with lowres_input='pixels' needs the low-res "
-                             "tokenizer (or the decoded images) to see its tokens")
-        images = decode_tokens(tokenizer, np.asarray(lowres_tokens_BxM))
-    return to_float(images)
+def lowres_condition(model: SuperResTransformer, lowres_tokens_BxM, **_ignored):
+    """What ``model`` takes as its low-res input: the token ids themselves (Figure 4)."""
+    return jnp.asarray(lowres_tokens_BxM)

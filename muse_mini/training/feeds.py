@@ -1,19 +1,15 @@
-"""How a transformer stage gets its batches: a cache in memory, streamed token shards, or images.
+"""Batches for the transformer stages: token ids and text embeddings (§2.1-2.2: both encoders frozen).
 
-``data.feed`` (:class:`muse_mini.config.DataConfig`) picks one:
+``data.feed`` picks how a stage gets them:
 
-- ``cache``: every image tokenised once into the run's ``data.npz`` and held
-  in memory (Shapes and other small sets; refused above ``data.cache_max``);
-- ``shards``: pre-tokenised shards (``muse-mini tokenize``) read a batch at a
-  time, each process its own shards (:mod:`muse_mini.data.stream`);
-- ``images``: images and captions streamed, and the frozen tokenizers and
-  text encoder run inside the training step (Muse §2.1-2.2: they are frozen,
-  so this is the same data, paid for at every step instead of once). The
-  frozen modules ride in the batch under :data:`FROZEN`; the placement puts
-  them on the mesh once (the T5 encoder split like the model,
-  :func:`muse_mini.parallel.rules.frozen_shardings`).
+- ``cache``: every image tokenised and every distinct caption embedded once, into
+  the run's ``data.npz``, held in memory (Shapes and other sets up to ``data.cache_max``);
+- ``shards``: pre-tokenised shards (``muse-mini tokenize``), a batch read at a time;
+- ``images``: images and captions streamed, encoded inside the step by the frozen
+  tokenizers and text encoder (`ImageEncoder`, the feed's ``encode``).
 
-Every feed's ``batch_fn(step)`` is pure in the step, so runs resume exactly.
+A batch is ``tokens``, ``text``, ``text_mask`` (and super-res's ``hr_tokens``), and
+``batch_fn(step)`` is pure in the step, so runs resume exactly.
 """
 
 from __future__ import annotations
@@ -22,74 +18,179 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from muse_mini.config import DataConfig, MuseConfig
-from muse_mini.data.image_shards import ImageBatches, open_image_shards
+from muse_mini.config import MuseConfig
+from muse_mini.data.image_shards import open_image_reader, open_image_shards
+from muse_mini.data.shapes import CANVAS, downsample, generate
 from muse_mini.data.stream import Prefetch, ShardedOrder
 from muse_mini.data.token_shards import TokenShards
-from muse_mini.models.codec import decode_ids_uint8
+from muse_mini.models.codec import encode_images
 from muse_mini.models.images import to_float
 from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
+from muse_mini.parallel.hosts import barrier, is_main_process
 from muse_mini.runs.layout import read_run_config
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.training.keys import epoch_batch_indices
-from muse_mini.training.placement import FROZEN
 
-__all__ = ["Feed", "make_feed", "loss_for_feed", "data_from_tokenizer", "FROZEN"]
+__all__ = ["Feed", "open_feed", "check_data_source", "TokenData", "training_images", "base_images", "ImageEncoder"]
 
 
 @dataclasses.dataclass
 class Feed:
-    """A stage's ``batch_fn`` and what to call when training stops."""
+    """A stage's ``batch_fn``, the ``encode`` its step applies first (or None), and its ``close``."""
 
     batch_fn: Callable[[int], dict]
+    encode: eqx.Module | None = None
     close: Callable[[], None] = lambda: None
 
 
-def data_from_tokenizer(cfg: MuseConfig, tokenizer_run) -> MuseConfig:
-    """``cfg`` with the data source its base tokenizer run was trained on.
+def open_feed(cfg: MuseConfig, *, stage: str, tokenizer_runs: dict, rows: slice, batch_size: int, seed: int,
+              run_dir: Path, progress: bool = True) -> Feed:
+    """The feed ``cfg.data.resolved_feed`` names, for this process's ``rows`` of each batch.
 
-    A stage given only ``--tokenizer-run`` trains on that tokenizer's data:
-    the default source (``shapes``) is replaced by the recorded one; an
-    explicit other source is refused rather than silently mixed.
+    ``tokenizer_runs`` maps ``tokenizer_run`` (and for super-res ``highres_tokenizer_run``) to runs.
     """
+    feed, n_rows = cfg.data.resolved_feed, rows.stop - rows.start
+    if feed == "shards":
+        return shard_feed(cfg, stage=stage, tokenizer_runs=tokenizer_runs, rows=n_rows, seed=seed,
+                          cache_dir=run_dir.parent / "text-cache")
+    if feed == "images":
+        return image_feed(cfg, tokenizer_runs=tokenizer_runs, rows=n_rows, seed=seed)
+    check_cache_size(cfg)
+    data = cached_token_data(run_dir, cfg, tokenizer_runs, progress=progress)
+    return Feed(lambda step: data.batch(epoch_batch_indices(len(data), batch_size, seed, step)[rows]))
+
+
+def check_data_source(cfg: MuseConfig, tokenizer_run) -> None:
+    """Refuse to train on other images than the base tokenizer was trained on, naming the override."""
     try:
         recorded = read_run_config(tokenizer_run)["metadata"].get("data") or {}
     except (FileNotFoundError, ValueError):
-        return cfg
-    source = recorded.get("source")
-    if source is None or source == cfg.data.source or cfg.data.tokens:
-        return cfg
-    if cfg.data.source != DataConfig().source:
-        raise ValueError(f"data.source: {cfg.data.source!r} differs from {source!r}, the data the tokenizer run "
-                         f"{tokenizer_run} was trained on; pass data.source={source} or train a tokenizer on "
-                         "the new data")
-    keep = {k: recorded[k] for k in ("source", "image_column", "caption_column") if k in recorded}
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **keep))
-
-
-def _order(cfg: MuseConfig, counts, rows: int, seed: int) -> ShardedOrder:
-    return ShardedOrder(counts, rows, seed=seed, process_index=jax.process_index(),
-                        process_count=jax.process_count(), window=cfg.data.shuffle_shards)
+        return
+    if cfg.data.tokens:  # token shards name their tokenizer runs (checked against the manifest)
+        return
+    fields = ("source", "image_column", "caption_column")
+    differ = [f"data.{k}={recorded[k]}" for k in fields if k in recorded and recorded[k] != getattr(cfg.data, k)]
+    if differ:
+        raise ValueError(f"data.source: the tokenizer run {tokenizer_run} was trained on {recorded['source']!r}, "
+                         f"not {cfg.data.source!r}; pass {' '.join(differ)}, or train a tokenizer on this data")
 
 
 # --------------------------------------------------------------------------
 # cache: everything in memory
 
 
-def cache_feed(cached_data: Callable, rows: slice, batch_size: int, seed: int) -> Feed:
-    """Today's small-data feed: ``cached_data()`` (the run's ``data.npz``) gathered by index."""
+def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """The first ``n`` (default ``data.num_examples``; 0: all) high-res training images and captions.
 
-    def batch_fn(step):
-        data = cached_data()
-        return data.batch(epoch_batch_indices(len(data), batch_size, seed, step)[rows])
+    Shapes' train split, or any source :func:`open_image_shards` reads, all in memory.
+    """
+    n = cfg.data.num_examples if n is None else n
+    size = cfg.highres_tokenizer.image_size
+    if cfg.data.source == "shapes":
+        if size != CANVAS:
+            raise ValueError(f"highres_tokenizer.image_size: Shapes images are {CANVAS}px, got {size}")
+        images, captions, _ = generate(n, seed=cfg.data.seed, split="train", paraphrase_prob=cfg.data.paraphrase_prob,
+                                       kinds=cfg.data.kinds)
+        return images, list(captions)
+    reader = open_image_reader(cfg.data, size)
+    try:
+        pairs = [(s, r) for s, count in enumerate(reader.shards.counts) for r in range(count)][: n or None]
+        return reader.read(pairs, fill=False)
+    finally:
+        reader.close()
 
-    return Feed(batch_fn)
+
+def base_images(cfg: MuseConfig, images_hr: np.ndarray) -> np.ndarray:
+    """The base stage's images: the high-res ones box-downsampled (2×2 mean)."""
+    return downsample(images_hr, cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
+
+
+@dataclasses.dataclass
+class TokenData:
+    """Tokenised image-text pairs; ``caption_index`` points into ``captions``/``text``."""
+
+    tokens: np.ndarray  # N×n_lo int32, base tokenizer
+    caption_index: np.ndarray  # N int32
+    captions: list[str]  # U distinct captions
+    text: np.ndarray  # U×L×D float32, frozen encoder outputs
+    text_mask: np.ndarray  # U×L bool
+    hr_tokens: np.ndarray | None = None  # N×n_hi int32, high-res tokenizer
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, idx: np.ndarray) -> dict:
+        cap = self.caption_index[idx]
+        out = {"tokens": self.tokens[idx], "text": self.text[cap], "text_mask": self.text_mask[cap]}
+        if self.hr_tokens is not None:
+            out["hr_tokens"] = self.hr_tokens[idx]
+        return out
+
+    def save(self, path) -> None:
+        """One ``.npz`` without pickles (captions as fixed-width unicode): loading runs no code."""
+        arrays = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "captions"}
+        arrays["captions"] = np.array(self.captions, dtype=np.str_).reshape(len(self.captions))
+        tmp = Path(path).with_suffix(".tmp.npz")
+        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path) -> TokenData:
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                fields = {k: f[k] for k in f.files}
+            fields["captions"] = [str(c) for c in fields["captions"]]
+            return cls(**fields)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"data.npz: {path} is not a token cache this muse_mini reads ({e}); delete it and "
+                             "rerun the stage, which rebuilds it") from None
+
+
+def encode_captions(cfg: MuseConfig, captions: list[str], cache_dir=None):
+    """``(unique, index_N, text_UxLxD, mask_UxL)``: each distinct caption embedded once (§2.1)."""
+    unique = sorted(set(captions))
+    lookup = {c: i for i, c in enumerate(unique)}
+    index = np.array([lookup[c] for c in captions], dtype=np.int32)
+    encoder = load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length)
+    text, mask = EmbeddingCache(encoder, directory=cache_dir).encode(unique)
+    return unique, index, np.asarray(text, np.float32), np.asarray(mask, bool)
+
+
+def build_token_data(cfg: MuseConfig, tokenizer, highres_tokenizer=None, *, cache_dir=None,
+                     progress: bool = True) -> TokenData:
+    """Tokenise the training images with the frozen tokenizer(s) and embed the captions."""
+    images_hr, captions = training_images(cfg)
+    tokens = encode_images(tokenizer, base_images(cfg, images_hr), progress=progress)
+    hr_tokens = None
+    if highres_tokenizer is not None:
+        hr_tokens = encode_images(highres_tokenizer, images_hr, progress=progress)
+        hr_tokens = hr_tokens.reshape(len(hr_tokens), -1).astype(np.int32)
+    unique, index, text, mask = encode_captions(cfg, captions, cache_dir)
+    return TokenData(tokens=tokens.reshape(len(tokens), -1).astype(np.int32), caption_index=index,
+                     captions=unique, text=text, text_mask=mask, hr_tokens=hr_tokens)
+
+
+def cached_token_data(run_dir: Path, cfg: MuseConfig, tokenizer_runs: dict, progress: bool = True) -> TokenData:
+    """``run_dir/data.npz``, built once per run (by process 0; the others read it)."""
+    path, data = run_dir / "data.npz", None
+    if is_main_process():
+        if path.is_file():
+            data = TokenData.load(path)
+        else:
+            tokenizers = [load_tokenizer(run) for run in tokenizer_runs.values()]
+            data = build_token_data(cfg, *tokenizers, cache_dir=run_dir.parent / "text-cache", progress=progress)
+            data.save(path)
+    barrier(f"token data {path}")
+    return data if data is not None else TokenData.load(path)
 
 
 def check_cache_size(cfg: MuseConfig) -> None:
@@ -108,7 +209,7 @@ def check_cache_size(cfg: MuseConfig) -> None:
 # shards: pre-tokenised
 
 
-def _check_manifest(shards: TokenShards, tokenizer_runs: dict, stage: str, cfg: MuseConfig) -> None:
+def _check_manifest(shards: TokenShards, tokenizer_runs: dict, cfg: MuseConfig) -> None:
     where = f"data.tokens: {shards.path}"
     for name, run in tokenizer_runs.items():
         made = shards.manifest.get(name)
@@ -118,9 +219,6 @@ def _check_manifest(shards: TokenShards, tokenizer_runs: dict, stage: str, cfg: 
         if os.path.realpath(made) != os.path.realpath(run):
             raise ValueError(f"{where} was tokenised with {name} {made}, not {run}; tokens of another "
                              "tokenizer mean nothing to this stage")
-    if stage == "superres" and cfg.superres.lowres_input == "pixels" and "lowres_images" not in shards.fields:
-        raise ValueError(f"{where} has no decoded low-res images, which superres.lowres_input=pixels needs; "
-                         "tokenize again with that setting")
     text = shards.manifest.get("text", {})
     if (text.get("encoder"), text.get("max_length")) != (cfg.text.encoder, cfg.text.max_length):
         raise ValueError(f"{where} was made for text encoder {text.get('encoder')!r} (max_length "
@@ -135,25 +233,19 @@ def _caption_table(cfg: MuseConfig, shards: TokenShards, order: ShardedOrder, ca
     return {c: i for i, c in enumerate(unique)}, np.asarray(text, np.float32), np.asarray(mask, bool)
 
 
-def shard_feed(cfg: MuseConfig, *, stage: str, tokenizer_runs: dict, rows: int, seed: int,
-               cache_dir=None) -> Feed:
-    """Stream ``cfg.data.tokens``: each step reads its rows, nothing else stays in memory."""
+def shard_feed(cfg: MuseConfig, *, stage: str, tokenizer_runs: dict, rows: int, seed: int, cache_dir=None) -> Feed:
+    """Stream ``cfg.data.tokens``: each process its own shards, one batch in memory."""
     shards = TokenShards(cfg.data.tokens)
-    _check_manifest(shards, tokenizer_runs, stage, cfg)
-    order = _order(cfg, shards.counts, rows, seed)
+    _check_manifest(shards, tokenizer_runs, cfg)
+    order = ShardedOrder(shards.counts, rows, seed=seed, process_index=jax.process_index(),
+                         process_count=jax.process_count(), window=cfg.data.shuffle_shards)
     fields = ["tokens"] + (["hr_tokens"] if stage == "superres" else [])
-    if stage == "superres" and cfg.superres.lowres_input == "pixels":
-        fields.append("lowres_images")
-    table = functools.cache(lambda: _caption_table(cfg, shards, order, cache_dir))
     fields += ["text", "text_mask"] if shards.text_mode == "shards" else ["captions"]
+    table = functools.cache(lambda: _caption_table(cfg, shards, order, cache_dir))
 
     def batch_fn(step):
         got = shards.read(order(step), fields)
-        out = {"tokens": got["tokens"].astype(np.int32)}
-        if "hr_tokens" in got:
-            out["hr_tokens"] = got["hr_tokens"].astype(np.int32)
-        if "lowres_images" in got:
-            out["lowres_images"] = got["lowres_images"]
+        out = {k: got[k].astype(np.int32) for k in ("tokens", "hr_tokens") if k in got}
         if "text" in got:
             out["text"], out["text_mask"] = got["text"].astype(np.float32), got["text_mask"]
         else:
@@ -179,38 +271,37 @@ def downsample_jax(images_BxHxWx3, factor: int):
     return ((x.sum((2, 4)) + factor * factor // 2) // (factor * factor)).astype(jnp.uint8)
 
 
-def encode_in_step(batch: dict, *, factor: int, stage: str, lowres_pixels: bool) -> dict:
+class ImageEncoder(eqx.Module):
     """Inside the step: images → token ids, caption ids → text embeddings, with the frozen modules."""
-    frozen = batch[FROZEN]
-    images = batch["images"]
-    lowres = downsample_jax(images, factor)
-    b = images.shape[0]
-    ids = jax.vmap(frozen["tokenizer"].encode)(to_float(lowres))
-    text = jax.vmap(frozen["text"])(batch["text_ids"], batch["text_ids_mask"]).astype(jnp.float32)
-    mask = batch["text_ids_mask"]
-    out = {"tokens": ids.reshape(b, -1), "text": jnp.where(mask[..., None], text, 0.0), "text_mask": mask}
-    if stage == "superres":
-        out["hr_tokens"] = jax.vmap(frozen["highres"].encode)(to_float(images)).reshape(b, -1)
-        if lowres_pixels:
-            out["lowres_images"] = decode_ids_uint8(frozen["tokenizer"], ids)
-    return jax.lax.stop_gradient(out)
+
+    tokenizer: Any
+    text: Any
+    highres: Any | None
+    factor: int = eqx.field(static=True)
+
+    def __call__(self, batch: dict) -> dict:
+        images, mask = batch["images"], batch["text_ids_mask"]
+        b = images.shape[0]
+        ids = jax.vmap(self.tokenizer.encode)(to_float(downsample_jax(images, self.factor)))
+        text = jax.vmap(self.text)(batch["text_ids"], mask).astype(jnp.float32)
+        out = {"tokens": ids.reshape(b, -1), "text": jnp.where(mask[..., None], text, 0.0), "text_mask": mask}
+        if self.highres is not None:
+            out["hr_tokens"] = jax.vmap(self.highres.encode)(to_float(images)).reshape(b, -1)
+        return jax.lax.stop_gradient(out)
 
 
-def image_feed(cfg: MuseConfig, *, stage: str, tokenizer_runs: dict, rows: int, seed: int) -> Feed:
+def image_feed(cfg: MuseConfig, *, tokenizer_runs: dict, rows: int, seed: int) -> Feed:
     """Stream images and captions; the step tokenises and embeds them (``data.feed=images``)."""
-    source = open_image_shards(cfg.data)
-    size = cfg.highres_tokenizer.image_size
-    reader = ImageBatches(source, _order(cfg, source.counts, rows, seed), size,
-                          workers=cfg.data.workers, on_error=cfg.data.on_error)
+    reader = open_image_reader(cfg.data, cfg.highres_tokenizer.image_size, rows=rows, seed=seed)
     tokenizers = {name: load_tokenizer(run) for name, run in tokenizer_runs.items()}
-    encoder = load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length)
-    frozen = {"tokenizer": tokenizers["tokenizer_run"], "text": encoder.model,
-              "highres": tokenizers.get("highres_tokenizer_run")}
+    text_encoder = load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length)
+    encode = ImageEncoder(tokenizers["tokenizer_run"], text_encoder.model, tokenizers.get("highres_tokenizer_run"),
+                          cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size)
 
     def batch_fn(step):
         images, captions = reader(step)
-        ids, mask = encoder.tokenize(captions)
-        return {"images": images, "text_ids": ids, "text_ids_mask": mask, FROZEN: frozen}
+        ids, mask = text_encoder.tokenize(captions)
+        return {"images": images, "text_ids": ids, "text_ids_mask": mask}
 
     prefetch = Prefetch(batch_fn)
 
@@ -218,30 +309,4 @@ def image_feed(cfg: MuseConfig, *, stage: str, tokenizer_runs: dict, rows: int, 
         prefetch.close()
         reader.close()
 
-    return Feed(prefetch, close)
-
-
-def loss_for_feed(cfg: MuseConfig, stage: str, loss_fn: Callable) -> Callable:
-    """``loss_fn`` as the feed's batches need it: with ``feed=images``, encode them first."""
-    if cfg.data.resolved_feed != "images":
-        return loss_fn
-    factor = cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size
-    lowres_pixels = cfg.superres.lowres_input == "pixels"
-
-    def loss_on_images(model, batch, key):
-        return loss_fn(model, encode_in_step(batch, factor=factor, stage=stage, lowres_pixels=lowres_pixels), key)
-
-    return loss_on_images
-
-
-def make_feed(cfg: MuseConfig, *, stage: str, tokenizer_runs: dict, rows: slice, batch_size: int, seed: int,
-              cached_data: Callable, cache_dir=None) -> Feed:
-    """The feed ``cfg.data.resolved_feed`` names, for this process's ``rows`` of each batch."""
-    feed = cfg.data.resolved_feed
-    n_rows = rows.stop - rows.start
-    if feed == "shards":
-        return shard_feed(cfg, stage=stage, tokenizer_runs=tokenizer_runs, rows=n_rows, seed=seed,
-                          cache_dir=cache_dir)
-    if feed == "images":
-        return image_feed(cfg, stage=stage, tokenizer_runs=tokenizer_runs, rows=n_rows, seed=seed)
-    return cache_feed(cached_data, rows, batch_size, seed)
+    return Feed(prefetch, encode, close)

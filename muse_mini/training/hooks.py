@@ -1,19 +1,12 @@
 """What hangs on the training loop (Levanter's ``TrainerHooks``, ``checkpointer.on_step``).
 
-The loop (:func:`muse_mini.training.loop.train`) dispatches updates and calls
-hooks; each concern is one small piece testable alone:
-
-* `FiniteGuard`  - the lagged NaN/inf check of the guarded metrics,
-* `Checkpointer` - checks the state is finite, then writes and prunes checkpoints,
-* `MetricsWriter` - ``metrics.jsonl``, truncated on resume to what is recomputed,
-* `ProgressBar`  - ``tqdm.auto``,
-* `CallbackHook` - the ``callbacks=`` of `train` as a hook.
-
-A hook sees, in order: ``on_start(step)``; per update ``s``: ``on_step(s, state,
-metrics)`` right after ``s`` was dispatched (device scalars, nothing synced),
-``on_checked(s, metrics)`` once ``s`` was found finite (host scalars),
-``on_checkpoint(step)`` just before the checkpoint of ``step`` is written
-(everything a hook logged must be durable by then); ``close()`` always, last.
+One protocol, called in list order: ``on_start(step)``; per update ``s``
+``on_step(s, state, metrics)`` right after dispatch (device scalars, nothing synced),
+``on_checked(s, metrics)`` once the loop reads ``s`` back, ``on_checkpoint(step, state)``
+when a checkpoint is due (every earlier update checked); ``close()`` always, last.
+The trainer's list is `FiniteGuard` (first: a NaN stops the others seeing it),
+`MetricsWriter`, `ProgressBar`, the caller's hooks, `Checkpointer` (last: what
+they logged is durable before the checkpoint is).
 """
 
 from __future__ import annotations
@@ -35,8 +28,7 @@ from muse_mini.runs.checkpoint import (
 )
 
 __all__ = [
-    "NonFiniteLossError", "TrainerHooks", "HookList", "CallbackHook", "MetricsWriter", "ProgressBar",
-    "FiniteGuard", "Checkpointer",
+    "NonFiniteLossError", "TrainerHooks", "HookList", "MetricsWriter", "ProgressBar", "FiniteGuard", "Checkpointer",
 ]
 
 
@@ -62,7 +54,7 @@ class TrainerHooks:
     def on_start(self, step: int) -> None: ...
     def on_step(self, step: int, state: Any, metrics: dict) -> None: ...
     def on_checked(self, step: int, metrics: dict) -> None: ...
-    def on_checkpoint(self, step: int) -> None: ...
+    def on_checkpoint(self, step: int, state: Any) -> None: ...
     def close(self) -> None: ...
 
 
@@ -84,9 +76,9 @@ class HookList(TrainerHooks):
         for h in self.hooks:
             h.on_checked(step, metrics)
 
-    def on_checkpoint(self, step):
+    def on_checkpoint(self, step, state):
         for h in self.hooks:
-            h.on_checkpoint(step)
+            h.on_checkpoint(step, state)
 
     def close(self):
         errors = []
@@ -97,17 +89,6 @@ class HookList(TrainerHooks):
                 errors.append(e)
         if errors:
             raise errors[0]
-
-
-class CallbackHook(TrainerHooks):
-    """``cb(step, state, metrics)`` after each dispatch. Don't keep ``state``: its buffers
-    are donated to the next update."""
-
-    def __init__(self, callback: Callable[[int, Any, dict], None]):
-        self.callback = callback
-
-    def on_step(self, step, state, metrics):
-        self.callback(step, state, metrics)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -145,7 +126,7 @@ class MetricsWriter(TrainerHooks):
             self.file.write(json.dumps({"step": step, "time": time.time(), **row}) + "\n")
             self.file.flush()
 
-    def on_checkpoint(self, step):
+    def on_checkpoint(self, step, state):
         # Metrics up to a checkpoint must be on disk before the checkpoint is.
         self.file.flush()
         os.fsync(self.file.fileno())
@@ -177,33 +158,26 @@ class ProgressBar(TrainerHooks):
             self.bar.close()
 
 
-class FiniteGuard:
-    """The lagged finiteness check: `push` update ``s``, get update ``s-1`` back checked.
+class FiniteGuard(TrainerHooks):
+    """Stops training at the first update whose ``names`` metrics are not finite.
 
-    Checking update ``s-1`` after dispatching ``s`` costs one device->host sync per
-    update without idling the device: the host prepares the next batch while it works.
-    ``describe(step)`` returns the context a `NonFiniteLossError` message ends with.
+    The loop reads update ``s`` back after dispatching ``s + 1``, so the check costs
+    one device->host read per update without idling the device. ``describe(step)``
+    gives the context a `NonFiniteLossError` message ends with.
     """
 
     def __init__(self, names: Sequence[str], describe: Callable[[int], str]):
         self.names, self.describe = tuple(names), describe
-        self.pending = None
 
-    def push(self, step: int, metrics: dict, ok: jax.Array) -> tuple[int, dict] | None:
-        previous, self.pending = self.flush(), (step, metrics, ok)
-        return previous
-
-    def flush(self) -> tuple[int, dict] | None:
-        """Wait for the pending update; raise if a guarded metric is not finite."""
-        if self.pending is None:
-            return None
-        (step, metrics, ok), self.pending = self.pending, None
-        if not bool(ok):
-            values = {k: scalar(k, metrics[k]) for k in self.names}
-            bad = ", ".join(f"{k}={v}" for k, v in values.items() if not np.isfinite(v))
+    def on_checked(self, step, metrics):
+        missing = [k for k in self.names if k not in metrics]
+        if missing:
+            raise KeyError(f"step_fn metrics {sorted(metrics)} lack {missing}, which the finiteness guard reads")
+        values = {k: scalar(k, metrics[k]) for k in self.names}
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not np.isfinite(v))
+        if bad:
             raise NonFiniteLossError(f"non-finite {bad} at step {step} {self.describe(step)}",
                                      step=step, values=values)
-        return step, metrics
 
 
 @eqx.filter_jit
@@ -220,7 +194,7 @@ def first_nonfinite_leaf(tree) -> str | None:
     return None
 
 
-class Checkpointer:
+class Checkpointer(TrainerHooks):
     """Writes a checkpoint every ``every`` updates and at ``steps``; keeps the newest ``keep``
     and every ``keep_every``-th.
 
@@ -238,6 +212,14 @@ class Checkpointer:
 
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step == self.steps
+
+    def on_start(self, step):
+        self._t0, self._wall_before = time.time(), self.wall_time_s  # the resumed run's earlier time
+
+    def on_checkpoint(self, step, state):
+        if step == self.steps and self.has_final():  # resumed at its last step: already written
+            return
+        self.save(step, state, wall_time_s=self._wall_before + time.time() - self._t0)
 
     def has_final(self) -> bool:
         steps = self.store.steps() if self.store is not None else [s for s, _ in list_checkpoints(self.directory)]

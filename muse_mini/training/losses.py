@@ -1,24 +1,24 @@
-"""Training losses of the transformers: masked-token cross-entropy (Muse §2.3, §2.4, §2.6, §2.7).
+"""The transformers' training step: masked-token loss (Muse §2.3, §2.4, §2.6, §2.7) and one update.
 
-Base and super-res share one loss: tokens are masked at arccos rates (§2.6),
-the text is dropped on a ``cond_drop`` fraction of examples for
-classifier-free guidance (§2.7), and cross-entropy counts the masked
-positions only (§2.3).
+Base and super-res share it: tokens are masked at arccos rates (§2.6), the text
+is dropped on a ``cond_drop`` fraction of examples for classifier-free guidance
+(§2.7), cross-entropy counts the masked positions only (§2.3), and `TrainStep`
+applies the optimiser (Tables 4 and 6) to the gradient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 
 from muse_mini.decoding.masking import mask_tokens
-from muse_mini.models.superres import SuperResTransformer
+from muse_mini.models.superres import FrozenDecoder, SuperResTransformer
 from muse_mini.models.transformer import BaseTransformer
-
-
 
 
 def masked_cross_entropy(logits_BxNxV, targets_BxN, mask_BxN):
@@ -76,10 +76,7 @@ def superres_loss(
     model: SuperResTransformer, tokens_BxN, lowres_BxM, text_BxLxD, text_mask_BxL, key, *, cond_drop: float,
 ):
     """Super-res training loss (§2.4): arccos-masked high-res tokens, text dropped on
-    ``cond_drop`` of examples, low-res kept. ``lowres_BxM`` is what
-    :func:`lowres_condition` gives. Returns ``(loss, metrics)`` as
-    :func:`muse_mini.models.transformer.masked_token_loss`.
-    """
+    ``cond_drop`` of examples, the low-res token ids ``lowres_BxM`` always kept."""
 
     def predict(inputs_BxN, text_mask_BxL, key):
         return model(inputs_BxN, lowres_BxM, text_BxLxD, text_mask_BxL, key=key)  # the whole batch
@@ -87,3 +84,63 @@ def superres_loss(
     return masked_prediction_loss(
         predict, tokens_BxN, text_mask_BxL, key, mask_id=model.mask_id, cond_drop=cond_drop
     )
+
+
+def stage_loss(cfg, stage: str) -> Callable:
+    """``loss_fn(model, batch, key) -> (loss, metrics)`` of the ``"base"`` or ``"superres"`` stage
+    on a batch of ``tokens``, ``text``, ``text_mask`` (and the high-res ``hr_tokens``)."""
+    if stage == "base":
+        return lambda model, batch, key: masked_token_loss(
+            model, batch["tokens"], batch["text"], batch["text_mask"], key, cond_drop=cfg.base.cond_drop)
+    if stage == "superres":  # translate the low-res tokens into the high-res ones
+        return lambda model, batch, key: superres_loss(
+            model, batch["hr_tokens"], batch["tokens"], batch["text"], batch["text_mask"], key,
+            cond_drop=cfg.superres.cond_drop)
+    raise ValueError(f"stage: expected 'base' or 'superres', got {stage!r}")
+
+
+def trainable(model: Any) -> Any:
+    """``eqx.partition`` spec of what the optimiser updates: every float array except the
+    frozen copy of the low-res decoder a pixel-input super-res model holds (§2.4)."""
+    return jax.tree.map(eqx.is_inexact_array, model, is_leaf=lambda x: isinstance(x, FrozenDecoder))
+
+
+class TrainState(eqx.Module):
+    """What a single-model stage checkpoints: the model and its optimiser state."""
+
+    model: Any
+    opt_state: Any
+
+
+def init_train_state(model, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(model, optimizer.init(eqx.filter(model, trainable(model))))
+
+
+class TrainStep(eqx.Module):
+    """``step(state, batch, key) -> (state, metrics)``: one update of ``loss_fn(model, batch, key)``.
+
+    ``encode`` (``data.feed=images``) turns the raw batch into the loss's batch with
+    frozen modules (§2.1-2.2). The trainer passes the step into its compiled update as
+    an argument, so those modules are inputs placed once on the mesh, not constants.
+    """
+
+    loss_fn: Callable = eqx.field(static=True)
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    encode: Callable | None = None
+
+    def __call__(self, state: TrainState, batch, key):
+        if self.encode is not None:
+            batch = self.encode(batch)
+        params, frozen = eqx.partition(state.model, trainable(state.model))
+        (loss, metrics), grads = eqx.filter_value_and_grad(
+            lambda p: self.loss_fn(eqx.combine(p, frozen), batch, key), has_aux=True
+        )(params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
+        model = eqx.apply_updates(state.model, updates)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_norm(grads))
+        return TrainState(model, opt_state), metrics
+
+
+def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, encode=None) -> TrainStep:
+    """The base and super-res stages' step (they differ only in ``loss_fn``); see `TrainStep`."""
+    return TrainStep(loss_fn, optimizer, encode)

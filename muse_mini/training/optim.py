@@ -1,19 +1,15 @@
-"""Optimisers, schedules and the generic single-model train step (Muse Tables 4-6)."""
+"""Optimisers and learning-rate schedules (Muse Tables 4-6)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = [
-    "make_schedule", "make_optimizer", "weight_decay_mask",
-    "TrainState", "init_train_state", "make_train_step",
-]
+__all__ = ["make_schedule", "make_optimizer", "weight_decay_mask"]
 
 
 def make_schedule(
@@ -74,7 +70,7 @@ def make_optimizer(cfg: Any, end_fraction: float = 0.0) -> optax.GradientTransfo
 
     Weight decay only touches ``ndim >= 2`` leaves (`weight_decay_mask`). With
     ``clip_norm`` set, gradients are first clipped to that global norm.
-    Apply it to ``eqx.filter(model, eqx.is_inexact_array)``.
+    Apply it to the trainable arrays (``training.losses.trainable``).
     """
     schedule = make_schedule(cfg.lr, cfg.warmup_steps, cfg.steps, end_fraction)
     decay = (
@@ -99,34 +95,3 @@ def make_optimizer(cfg: Any, end_fraction: float = 0.0) -> optax.GradientTransfo
             f"unknown optimizer {cfg.optimizer!r}; expected 'adam', 'adamw' or 'adafactor'"
         )
     return optax.chain(*clip, *core, optax.scale_by_learning_rate(schedule))
-
-
-class TrainState(eqx.Module):
-    """What a single-model stage checkpoints: the model and its optimiser state."""
-
-    model: Any
-    opt_state: Any
-
-
-def init_train_state(model, optimizer: optax.GradientTransformation) -> TrainState:
-    return TrainState(model, optimizer.init(eqx.filter(model, eqx.is_inexact_array)))
-
-
-def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
-    """``step_fn(state, batch, key)`` for :func:`train`, from ``loss_fn(model, batch, key)``.
-
-    ``loss_fn`` returns ``(loss, metrics)``. The base and super-res stages share
-    this step; only their losses differ.
-    """
-
-    def step_fn(state: TrainState, batch, key):
-        (loss, metrics), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
-            state.model, batch, key
-        )
-        params = eqx.filter(state.model, eqx.is_inexact_array)
-        updates, opt_state = optimizer.update(grads, state.opt_state, params)
-        model = eqx.apply_updates(state.model, updates)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_norm(grads))
-        return TrainState(model, opt_state), metrics
-
-    return step_fn

@@ -38,8 +38,8 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = [
-    "RESUMABLE_FIELDS", "ConfigMismatchError", "RunLock", "RunDirectory",
-    "load_final", "load_latest", "validate_train_config", "write_json",
+    "RESUMABLE_FIELDS", "ConfigMismatchError", "RunSpec", "RunLock", "RunDirectory", "load_final", "load_latest",
+    "write_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,33 @@ _UNFINISHED, _FINISHED, _BEYOND = 0, 1, 2  # process 0's verdict on a run direct
 
 class ConfigMismatchError(ValueError):
     """A run directory holds a run with a different configuration."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A run: where it lives, how it trains, and what its ``config.json`` records and checks.
+
+    ``metadata`` is the stage's JSON-able configuration. On resume it must match,
+    except under the dotted prefixes ``ignore`` (sections the stage does not depend
+    on); a field an older run did not store counts as its value in ``defaults``.
+    ``model_of(state)``, when given, is written alone to ``model.eqx`` (what sampling loads).
+    """
+
+    path: str | os.PathLike
+    cfg: Any  # a TrainConfig; its seed defines every key
+    metadata: dict
+    ignore: Sequence[str] = ()
+    defaults: dict | None = None
+    model_of: Callable[[Any], Any] | None = None
+
+    def check_config(self) -> None:
+        """Raise `ConfigMismatchError` now if ``path`` holds another run (before any data is read)."""
+        RunDirectory(self).check_config()
+
+    def finished(self) -> bool:
+        """Whether ``path`` holds this run finished at exactly ``cfg.steps`` (no data needed)."""
+        done = Path(self.path) / DONE_FILE
+        return stage_complete(self.path) and json.loads(done.read_text())["step"] == self.cfg.steps
 
 
 def _json_default(x: Any) -> Any:
@@ -79,18 +106,6 @@ def normalise(x: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
-def validate_train_config(cfg: Any) -> None:
-    """Refuse counts the loop cannot honour, naming each offending field."""
-    problems = [
-        f"{name}={getattr(cfg, name)!r} (need >= {lo})"
-        for name, lo in [("steps", 0), ("checkpoint_every", 1), ("log_every", 1),
-                         ("keep_checkpoints", 0)]
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < lo
-    ]
-    if problems:
-        raise ValueError(f"invalid TrainConfig: {', '.join(problems)}")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -155,14 +170,14 @@ def load_final(run_dir: str | os.PathLike, like: Any) -> Any:
         return load_checkpoint(run_dir / FINAL_FILE, like)[0]
     from muse_mini.training.placement import Placement  # a run on a mesh: its last Orbax step
 
-    return RunDirectory(run_dir, {}).load_final(Placement(like), None)
+    return RunDirectory(RunSpec(run_dir, None, {})).load_final(Placement(like), None)
 
 
 def load_latest(run_dir: str | os.PathLike, like: Any) -> tuple[Any, int]:
     """``(state, step)`` of the newest checkpoint (``.eqx`` or Orbax), e.g. to inspect a run in progress."""
     from muse_mini.training.placement import Placement  # onto one device
 
-    resumed = RunDirectory(run_dir, {}).resume_point(Placement(like), None, steps=2 ** 62)
+    resumed = RunDirectory(RunSpec(run_dir, None, {})).resume_point(Placement(like), None, steps=2 ** 62)
     if resumed is None:
         raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CKPT_DIR}")
     return resumed[0], resumed[1]
@@ -187,18 +202,14 @@ def _publish_final(ckpt: Path, final: Path) -> None:
 class RunDirectory:
     """One run's directory: checks its config, finds where to resume, publishes the result.
 
-    ``config`` is ``{"train_config": ..., "metadata": ...}`` (JSON-normalised here);
-    ``ignore`` are dotted ``config`` prefixes allowed to differ on resume and
-    ``defaults`` a ``config``-shaped dict of values for fields an old run lacks.
     Use it inside ``with RunLock(rd.path)``: every method assumes nobody else writes.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, config: dict, *, ignore: Sequence[str] = (),
-                 defaults: dict | None = None, say: Callable[[str], None] = logger.info):
-        self.path = Path(run_dir)
-        self.config = normalise(config)
-        self.ignore, self.defaults = list(ignore), normalise(defaults or {})
-        self.say = say
+    def __init__(self, spec: RunSpec, *, say: Callable[[str], None] = logger.info):
+        self.spec, self.path, self.say = spec, Path(spec.path), say
+        self.config = normalise({"train_config": spec.cfg, "metadata": spec.metadata})
+        self.ignore = [f"metadata.{p}" for p in spec.ignore]
+        self.defaults = normalise({"metadata": spec.defaults or {}})
         self.ckpt_dir = self.path / CKPT_DIR
         self.metrics_path = self.path / METRICS_FILE
         self.path.mkdir(parents=True, exist_ok=True)
@@ -252,7 +263,7 @@ class RunDirectory:
             p.unlink(missing_ok=True)
         return _UNFINISHED
 
-    def resume_point(self, where, store, steps: int) -> tuple[Any, int, float, Path | None] | None:
+    def resume_point(self, placement, store, steps: int) -> tuple[Any, int, float, Path | None] | None:
         """``(state, step, wall_time_s, path)`` of the newest checkpoint, or None on a fresh start.
 
         ``.eqx`` files and Orbax steps (``store``) are both looked at, so a run
@@ -263,11 +274,11 @@ class RunDirectory:
         file_step = _file_step(latest)
         orbax = sharded_steps(self.ckpt_dir / SHARDED_DIR)
         if orbax and (latest is None or orbax[-1] > file_step):
-            return self._resume_sharded(where, store, orbax[-1], steps)
+            return self._resume_sharded(placement, store, orbax[-1], steps)
         if latest is None:
             return None
         try:
-            state, meta = load_checkpoint(latest, where.like)
+            state, meta = load_checkpoint(latest, placement.like)
         except CheckpointError as e:
             raise CheckpointError(
                 f"{e}. Cannot resume from the newest checkpoint. If the file is damaged, "
@@ -276,13 +287,13 @@ class RunDirectory:
         start = int(meta["step"])
         if checkpoint_path(self.ckpt_dir, start).name != latest.name:
             raise CheckpointError(f"{latest} holds step {start}, not the step in its name")
-        return self._resumed(where.put(state), start, meta, latest, steps)
+        return self._resumed(placement.put(state), start, meta, latest, steps)
 
-    def _resume_sharded(self, where, store, step: int, steps: int):
+    def _resume_sharded(self, placement, store, step: int, steps: int):
         path = self.ckpt_dir / SHARDED_DIR / f"{step:08d}"
         reader = store or ShardedCheckpoints(self.ckpt_dir / SHARDED_DIR, keep=0)
         try:
-            state, meta = reader.restore(step, where.target())
+            state, meta = reader.restore(step, placement.target())
         except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
             raise CheckpointError(f"cannot restore {path}: {e}. If it is damaged, delete it to resume "
                                   "from the previous checkpoint.") from e
@@ -300,17 +311,17 @@ class RunDirectory:
         self.say(f"{self.path}: resuming from {path.name} (step {start})")
         return state, start, float(meta.get("wall_time_s", 0.0)), path
 
-    def load_final(self, where, store) -> Any:
-        """The stored final state of a finished run (exactly its last step), placed on ``where``'s mesh."""
+    def load_final(self, placement, store) -> Any:
+        """The stored final state of a finished run (exactly its last step), placed on ``placement``'s mesh."""
         if (self.path / FINAL_FILE).is_file():
-            state = load_checkpoint(self.path / FINAL_FILE, where.like)[0]
-            return where.put(state)
+            state = load_checkpoint(self.path / FINAL_FILE, placement.like)[0]
+            return placement.put(state)
         step = int(json.loads((self.path / DONE_FILE).read_text())["step"])
         if step in sharded_steps(self.ckpt_dir / SHARDED_DIR):
-            return self._resume_sharded(where, store, step, step)[0]
+            return self._resume_sharded(placement, store, step, step)[0]
         if checkpoint_path(self.ckpt_dir, step).is_file():
-            state = load_checkpoint(checkpoint_path(self.ckpt_dir, step), where.like)[0]
-            return where.put(state)
+            state = load_checkpoint(checkpoint_path(self.ckpt_dir, step), placement.like)[0]
+            return placement.put(state)
         raise FileNotFoundError(
             f"{self.path} finished {step} steps, but its final training state is gone ({FINAL_FILE} and "
             f"the step-{step} checkpoint): its model.eqx still samples; to train further, start a new run"

@@ -1,28 +1,14 @@
-"""Stage 1: training the VQGAN tokenizers (Muse §2.2, §2.5, §A.2, Table 5).
+"""§2.2: training the VQGAN tokenizers (and §2.5's finetuned decoder; §A.2, Table 5).
 
-Glue only: the model is :mod:`muse_mini.models.vqgan`, the codebook
-:mod:`muse_mini.models.quantizer`, the perceptual term :mod:`muse_mini.models.perceptual`,
-and the loop is the shared trainer (:func:`muse_mini.training.loop.train`), so runs
-resume bit-exactly. Two tokenizers are trained on the same images: stage
-``"base"`` on the low-res images (``cfg.tokenizer``, 32×32 → 8×8 tokens in the
-toy preset) and stage ``"highres"`` on the high-res ones
-(``cfg.highres_tokenizer``, 64×64 → 16×16).
-
-The generator loss is ``‖x − x̂‖² + codebook + β·commitment
-+ perceptual_weight · LPIPS + adversarial_weight · hinge_G`` (Table 5: 0.05 and
-0.1). The adversarial term and the discriminator's updates start at
-``adversarial_start``. The ``toy`` preset sets ``perceptual="none"`` and
-``adversarial_weight=0``: no pretrained VGG16 weights can be downloaded
-offline, so the toy tokenizer trains with reconstruction and codebook losses
-only, and its ``perceptual`` metric is 0 because the term is off, not because
-it was computed. Dead codes are restarted every ``restart_every`` steps.
-
-§2.5 decoder finetuning: ``train_tokenizer(..., finetune_from=RUN)`` loads a
-finished tokenizer, replaces its decoder by a fresh one sized by
-``decoder_channels``/``decoder_res_blocks`` and trains only that decoder
-(encoder and codebook frozen, so the token ids do not change). Stage
-``"decoder"`` is the pipeline's instance of it: the high-res tokenizer with
-the larger decoder of ``cfg.decoder``, trained on ``cfg.decoder_train``.
+Stage ``"base"`` trains ``cfg.tokenizer`` on the low-res images, ``"highres"``
+``cfg.highres_tokenizer`` on the high-res ones, through the shared trainer
+(:func:`muse_mini.training.loop.train`). The generator loss is ``‖x − x̂‖² +
+codebook + β·commitment + perceptual_weight·LPIPS + adversarial_weight·hinge_G``;
+the adversarial term starts at ``adversarial_start``, and dead codes restart every
+``restart_every`` steps. The toy preset has no perceptual or adversarial term: no
+VGG16 weights can be downloaded offline, so its ``perceptual`` metric is 0 because
+the term is off. Stage ``"decoder"`` (§2.5) keeps a finished high-res tokenizer's
+encoder and codebook frozen and trains a larger decoder (``finetune_from``).
 """
 
 from __future__ import annotations
@@ -45,17 +31,18 @@ from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.models.perceptual import load_lpips
 from muse_mini.models.quantizer import code_counts, perplexity, restart_dead_codes, restart_due, usage_fraction
 from muse_mini.parallel.mesh import make_mesh
-from muse_mini.data.image_shards import ImageBatches, open_image_shards
+from muse_mini.data.image_shards import open_image_reader
 from muse_mini.data.shapes import downsample
-from muse_mini.data.stream import Prefetch, ShardedOrder
+from muse_mini.data.stream import Prefetch
 from muse_mini.parallel.hosts import local_rows
 from muse_mini.parallel.rules import batch_sharding, check_batch_size
-from muse_mini.runs.layout import relative_run_path, stage_complete
+from muse_mini.runs.layout import relative_run_path
 from muse_mini.runs.load import load_tokenizer
+from muse_mini.training.feeds import base_images, training_images
 from muse_mini.training.keys import epoch_batch_indices, init_key
 from muse_mini.training.loop import train
 from muse_mini.training.optim import make_optimizer
-from muse_mini.training.token_data import lowres_images, training_images
+from muse_mini.training.rundir import RunSpec
 from muse_mini.models.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from muse_mini.models.images import check_images, psnr, to_float
 from muse_mini.models.vqgan import VQGAN, all_filter, decoder_filter, fast_init, grow_decoder
@@ -230,7 +217,7 @@ def stage_images(cfg: MuseConfig, stage: str) -> np.ndarray:
     stages use).
     """
     images_hr, _ = training_images(cfg)
-    return lowres_images(cfg, images_hr) if stage == "base" else images_hr
+    return base_images(cfg, images_hr) if stage == "base" else images_hr
 
 
 def stage_batches(cfg: MuseConfig, stage: str, mesh):
@@ -252,11 +239,7 @@ def stage_batches(cfg: MuseConfig, stage: str, mesh):
 
         return batch_fn
     rows = local_rows(batch_sharding(mesh), tcfg.batch_size)
-    source = open_image_shards(cfg.data)
-    order = ShardedOrder(source.counts, rows.stop - rows.start, seed=tcfg.seed, process_index=jax.process_index(),
-                         process_count=jax.process_count(), window=cfg.data.shuffle_shards)
-    reader = ImageBatches(source, order, vcfg.image_size * factor, workers=cfg.data.workers,
-                          on_error=cfg.data.on_error)
+    reader = open_image_reader(cfg.data, vcfg.image_size * factor, rows=rows.stop - rows.start, seed=tcfg.seed)
 
     def stream_fn(step):
         batch, _ = reader(step)
@@ -330,20 +313,19 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
                 f"but the config asks for {_encoder_fields(vcfg)}; only decoder_* may differ"
             )
         vqgan = grow_decoder(old, vcfg, key=jax.random.fold_in(init_key(tcfg.seed), 1))
-    done = stage_complete(run_dir)  # then train() just loads the final state
+    run = RunSpec(
+        run_dir, tcfg, _metadata(run_dir, cfg, stage, finetune_from), model_of=lambda s: s.vqgan,
+        defaults={"tokenizer": dataclasses.asdict(VQGANConfig()), "data": dataclasses.asdict(DataConfig())},
+        # how the transformer stages are fed, and how fast, never changes this stage's images
+        ignore=[f"data.{name}" for name in ("feed", "tokens", "text_cache_max", *DATA_RUNTIME_FIELDS)],
+    )
+    run.check_config()  # before any data is read
+    done = run.finished()  # then train() just loads the final state
     lpips = None if done else build_perceptual(vcfg)  # missing weights fail before the init
     state = init_tokenizer_state(vcfg, tcfg, init_key(tcfg.seed), vqgan=vqgan, finetune=finetune)
-    batch_fn = None if done else stage_batches(cfg, stage, mesh)
-
     step_fn = make_tokenizer_step(vcfg, tcfg, finetune=finetune, lpips=lpips)
-    state = train(
-        run_dir, state=state, step_fn=step_fn, batch_fn=batch_fn, cfg=tcfg,
-        metadata=_metadata(run_dir, cfg, stage, finetune_from), progress=progress,
-        model_of=lambda s: s.vqgan, mesh=mesh,  # data-parallel: weights replicated
-        config_defaults={"tokenizer": dataclasses.asdict(VQGANConfig()), "data": dataclasses.asdict(DataConfig())},
-        # how the transformer stages are fed, and how fast, never changes this stage's images
-        config_ignore=[f"data.{name}" for name in ("feed", "tokens", "text_cache_max", *DATA_RUNTIME_FIELDS)],
-    )
+    state = train(run, state=state, step_fn=step_fn, batch_fn=None if done else stage_batches(cfg, stage, mesh),
+                  mesh=mesh, progress=progress)  # data-parallel: weights replicated
     return state.vqgan
 
 

@@ -1,21 +1,11 @@
 """``muse-mini tokenize``: every training image through the frozen tokenizers once, into token shards.
 
-The tokenizers are frozen after stage 1 (Muse §2.2), so the transformer
-stages need only the token ids, never the pixels. This pass reads a source
-(a webdataset, parquet, imagefolder, Shapes), encodes each image with the
-base tokenizer (on the image box-downsampled to its size) and, when given,
-the high-res tokenizer, and writes :mod:`muse_mini.data.token_shards`.
-
-- **Data-parallel.** Process ``p`` of ``P`` takes input shards ``p, p + P,
-  …`` (:func:`muse_mini.data.stream.process_shards`); within a process each
-  chunk is split over its local devices.
-- **Resumable.** Output shard ``i`` holds input shard ``i`` and appears by an
-  atomic rename, so a rerun skips the shards that exist.
-- **Bounded memory.** One input shard's tokens at a time.
-- **Text.** Up to ``data.text_cache_max`` examples, only captions are
-  stored and the training stage embeds the distinct ones once; above it,
-  each shard also stores its captions' embeddings (float16), so no array
-  ever spans the dataset.
+The tokenizers are frozen after §2.2, so the transformer stages need only token ids.
+Each image is encoded by the base tokenizer (box-downsampled to its size) and, when
+given, the high-res one, into :mod:`muse_mini.data.token_shards`. Process ``p`` of
+``P`` takes input shards ``p, p + P, …``; output shard ``i`` holds input shard ``i``
+and appears by an atomic rename, so a rerun skips finished shards. Above
+``data.text_cache_max`` examples each shard also stores its text embeddings (float16).
 """
 
 from __future__ import annotations
@@ -29,11 +19,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from muse_mini.config import MuseConfig
-from muse_mini.data.image_shards import ImageBatches, open_image_shards
+from muse_mini.data.image_shards import open_image_reader
 from muse_mini.data.shapes import downsample
 from muse_mini.data.stream import process_shards
 from muse_mini.data.token_shards import MANIFEST, shard_dir_name, write_manifest, write_shard
-from muse_mini.models.codec import decode_tokens, encode_batch
+from muse_mini.models.codec import encode_batch
 from muse_mini.models.text.encoder import load_text_encoder
 from muse_mini.parallel.hosts import barrier, is_main_process
 from muse_mini.runs.load import load_tokenizer
@@ -71,7 +61,6 @@ def _meta(cfg: MuseConfig, source, tokenizer_run, highres_tokenizer_run, text_mo
         "highres_tokenizer_run": None if highres_tokenizer_run is None else str(Path(highres_tokenizer_run).resolve()),
         "image_size": cfg.highres_tokenizer.image_size,
         "text": {"mode": text_mode, "encoder": cfg.text.encoder, "max_length": cfg.text.max_length},
-        "lowres_pixels": cfg.superres.lowres_input == "pixels",
         "data": {k: v for k, v in dataclasses.asdict(cfg.data).items()
                  if k in ("source", "num_examples", "seed", "image_column", "caption_column", "kinds",
                           "paraphrase_prob", "rows_per_shard")},
@@ -91,9 +80,8 @@ def _check_resume(out: Path, meta: dict) -> None:
         path.write_text(json.dumps(meta, indent=2))
 
 
-def _encode_chunk(images, captions, tok, hr, encode, encode_hr, factor: int, lowres_pixels: bool,
-                  encoder) -> dict[str, np.ndarray]:
-    """One chunk's shard fields: low-res ids (and pixels), high-res ids, captions, text embeddings."""
+def _encode_chunk(images, captions, tok, hr, encode, encode_hr, factor: int, encoder) -> dict[str, np.ndarray]:
+    """One chunk's shard fields: low-res ids, high-res ids, captions, text embeddings."""
     lowres = downsample(images, factor) if factor > 1 else images
     ids = encode(lowres)
     fields = {"tokens": ids.reshape(len(ids), -1).astype(_id_dtype(tok.quantizer.codebook_size)),
@@ -101,8 +89,6 @@ def _encode_chunk(images, captions, tok, hr, encode, encode_hr, factor: int, low
     if encode_hr is not None:
         hr_ids = encode_hr(images)
         fields["hr_tokens"] = hr_ids.reshape(len(ids), -1).astype(_id_dtype(hr.quantizer.codebook_size))
-    if lowres_pixels:
-        fields["lowres_images"] = decode_tokens(tok, ids)
     if encoder is not None:
         text, mask = encoder.encode(captions)
         fields["text"], fields["text_mask"] = text.astype(np.float16), mask
@@ -121,8 +107,8 @@ def tokenize_dataset(cfg: MuseConfig, out, *, tokenizer_run, highres_tokenizer_r
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a directory")
-    source = open_image_shards(cfg.data)
-    counts = source.counts
+    reader = open_image_reader(cfg.data, cfg.highres_tokenizer.image_size)
+    counts = reader.shards.counts
     text_mode = "cache" if sum(counts) <= cfg.data.text_cache_max else "shards"
     meta = _meta(cfg, cfg.data.source, tokenizer_run, highres_tokenizer_run, text_mode)
     _check_resume(out, meta)
@@ -137,7 +123,6 @@ def tokenize_dataset(cfg: MuseConfig, out, *, tokenizer_run, highres_tokenizer_r
                          f"{size}{'' if hr is None else f' (the high-res tokenizer is {hr.image_size})'}")
     encode, encode_hr = _local_encoder(tok), (_local_encoder(hr) if hr is not None else None)
     encoder = load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length) if text_mode == "shards" else None
-    reader = ImageBatches(source, None, size, workers=cfg.data.workers, on_error=cfg.data.on_error)
 
     mine = process_shards(len(counts), jax.process_index(), jax.process_count())
     todo = [s for s in mine if not (out / shard_dir_name(s)).is_dir()]
@@ -151,8 +136,7 @@ def tokenize_dataset(cfg: MuseConfig, out, *, tokenizer_run, highres_tokenizer_r
                 bar.update(len(pairs))
                 if not len(images):
                     continue
-                fields = _encode_chunk(images, captions, tok, hr, encode, encode_hr, factor,
-                                       meta["lowres_pixels"], encoder)
+                fields = _encode_chunk(images, captions, tok, hr, encode, encode_hr, factor, encoder)
                 for k, v in fields.items():
                     parts.setdefault(k, []).append(v)
             if parts:
