@@ -1,7 +1,7 @@
 """Train-step throughput and MFU of the base masked transformer on ONE accelerator.
 
-The step timed is the base stage's real one (:func:`muse_mini.training.optim.make_train_step`
-with the loss of :mod:`muse_mini.training.base`: arccos masking §2.6, 10% text
+The step timed is the base stage's real one (:func:`muse_mini.training.losses.make_train_step`
+with the loss of :func:`muse_mini.training.losses.stage_loss`: arccos masking §2.6, 10% text
 dropout §2.7, masked-token cross-entropy §2.3), with the preset's optimiser,
 on a synthetic batch of the preset's shapes (random tokens, random text
 embeddings). The default target is the ``cc3m`` preset's base model: the 632M
@@ -67,8 +67,8 @@ from muse_mini.config import get_preset  # noqa: E402
 from muse_mini.models.build import build_base  # noqa: E402
 from muse_mini.models.layers import count_params  # noqa: E402
 from muse_mini.models.params import train_flops_per_example  # noqa: E402
-from muse_mini.training.base import _base_loss  # noqa: E402  (the base stage's own loss)
-from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step  # noqa: E402
+from muse_mini.training.losses import init_train_state, make_train_step, stage_loss  # noqa: E402
+from muse_mini.training.optim import make_optimizer  # noqa: E402
 
 # Datasheet dense bf16 peaks (FLOP/s), most specific name first; matched
 # case-insensitively as substrings of ``device_kind``.
@@ -133,7 +133,7 @@ def jit_train_step(cfg, optimizer, static):
     lower an abstract state (``--lower-only``, the FLOP count) the state is split
     here instead; ``static`` is its non-array part.
     """
-    step_fn = make_train_step(_base_loss(cfg), optimizer)
+    step_fn = make_train_step(stage_loss(cfg, "base"), optimizer)
 
     def run(arrays, batch, key):
         state, metrics = step_fn(eqx.combine(arrays, static), batch, key)

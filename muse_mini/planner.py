@@ -1,23 +1,11 @@
 """Will a config train on a given mesh? Compile its real train step and ask XLA.
 
-For a preset, a mesh and a global batch, :func:`plan` builds the base (or
-super-res) stage's training state *abstractly* (``eqx.filter_eval_shape``:
-no weight is allocated), gives every array its sharding from
-:mod:`muse_mini.parallel.rules`, lowers and compiles the very step
-:func:`muse_mini.training.loop.compile_step` runs, and reads back
-
-* per-device bytes of parameters and of optimiser state (from the shard shapes),
-* per-device temporaries (activations, gradients, collectives' buffers) from
-  the compiled program's own ``memory_analysis()``,
-* FLOPs per step from its ``cost_analysis()``, beside the analytic model FLOPs
-  (3 × the forward pass's matrix products) that MFU is defined by.
-
-Where the machine has fewer devices than the mesh, the planner runs in a
-child process with that many simulated CPU devices
-(``--xla_force_host_platform_device_count``). Temporaries are then those of
-XLA:CPU's program for one shard: fusion and remat choices differ somewhat
-between backends, so read them as an estimate, not a guarantee. Muse trained
-the 3B base on 512-core TPUv4 at batch 512 (§4).
+:func:`plan` builds the base or super-res training state abstractly, shards it by
+:mod:`muse_mini.parallel.rules`, compiles the trainer's own update, and reads per-device
+bytes of parameters and optimiser state (shard shapes), temporaries (``memory_analysis``)
+and FLOPs (``cost_analysis``, beside the analytic model FLOPs MFU is defined by). With
+fewer devices than the mesh it runs in a child process with simulated CPU devices, so
+temporaries are XLA:CPU's: an estimate. Muse trained the 3B base on 512-core TPUv4 (§4).
 """
 
 from __future__ import annotations
@@ -138,7 +126,8 @@ def plan(cfg: MuseConfig, mesh_cfg: MeshConfig, batch: int, stage: str = "base")
         param_bytes=_per_device_bytes(arrays(abstract.model), shard.model),
         opt_bytes=_per_device_bytes(arrays(abstract.opt_state), shard.opt_state),
         temp_bytes=int(memory.temp_size_in_bytes),
-        batch_bytes=_per_device_bytes(batch_abstract, [x.sharding for x in jax.tree.leaves(batch_abstract)]), compiled_flops=float(cost.get("flops", float("nan"))),
+        batch_bytes=_per_device_bytes(batch_abstract, [x.sharding for x in jax.tree.leaves(batch_abstract)]),
+        compiled_flops=float(cost.get("flops", float("nan"))),
         model_flops=batch * train_flops_per_example(cfg, stage),
         compile_s=compile_s,
     )

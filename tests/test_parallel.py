@@ -68,6 +68,8 @@ def test_every_logical_axis_the_models_use_has_a_rule():
     used = set()
     for build in (build_base, build_superres):
         model = eqx.filter_eval_shape(build, cfg, jax.random.key(0))
+        if getattr(model, "lowres_decoder", None) is not None:  # the frozen VQGAN decoder: unnamed, replicated
+            model = eqx.tree_at(lambda m: m.lowres_decoder, model, None)
         used |= {n for names in jax.tree.leaves(logical_axes(model), is_leaf=is_axes) for n in names}
     assert {"patch", "children", "text_embed", "embed_out"} <= used
     assert used <= set(RULES), used - set(RULES)

@@ -311,7 +311,8 @@ def test_a_stage_on_other_data_than_its_tokenizer_names_the_override(tmp_path):
 
     run = tmp_path / "tok"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"metadata": {"data": {"source": "/data/mine", "image_column": "img"}}}))
+    recorded = {"source": "/data/mine", "image_column": "img"}
+    (run / "config.json").write_text(json.dumps({"metadata": {"data": recorded}}))
     with pytest.raises(ValueError, match=r"trained on '/data/mine', not 'shapes'; pass data.source=/data/mine "
                                          r"data.image_column=img") as e:
         check_data_source(_smoke(), run)

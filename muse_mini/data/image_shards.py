@@ -1,21 +1,10 @@
-"""Image–caption data read a batch at a time: webdataset shards or an Arrow table, decoded in threads.
+"""Image–caption data read a batch at a time: Shapes, webdataset shards or an Arrow table.
 
-Everything past Shapes reaches training through here: a source is a list of
-shards with known sizes and a ``read(shard, row)``, and :class:`ImageBatches`
-turns :class:`~muse_mini.data.stream.ShardedOrder`'s rows into uint8 images
-and captions. Host memory is one batch plus a shuffle window's index, never
-the dataset.
-
-Decode, resize and centre crop run in a thread pool (``data.workers``).
-Threads rather than processes because Pillow releases the GIL while it
-decodes and resamples, a thread shares the open shard index without
-pickling, and nothing needs to fork a process that holds a JAX runtime.
-``benchmarks/bench_data.py`` measures the rate per core.
-
-Bad samples follow ``data.on_error``: ``"skip"`` (the default) warns, naming
-the shard and key, and fills the slot with the batch's next good sample;
-``"raise"`` stops with a :class:`DataError` naming them. A shard named by a
-brace pattern but missing is skipped with a warning, or raised.
+A source is shards of known sizes with ``read(shard, row)``; :func:`open_image_reader`
+turns it into uint8 images and captions, decoded in a thread pool (Pillow releases
+the GIL, and no process holding a JAX runtime is forked). Bad samples and shards
+follow ``data.on_error``: ``"skip"`` warns naming shard and key, ``"raise"`` stops
+with a one-line :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -102,12 +91,8 @@ class WebDatasetImages:
 
 
 class ArrowImages:
-    """A memory-mapped ``datasets.Dataset`` (parquet, imagefolder, ``save_to_disk``, a
-    downloaded hub dataset) cut into shards of ``rows_per_shard`` rows.
-
-    ``datasets`` keeps the table on disk and maps it, so reading row ``i``
-    touches only that row.
-    """
+    """A memory-mapped ``datasets.Dataset`` (parquet, imagefolder, ``save_to_disk``, a hub
+    dataset) cut into shards of ``rows_per_shard`` rows."""
 
     def __init__(self, ds, *, image_column: str = "image", caption_column: str = "caption",
                  rows_per_shard: int = 1000, source: str = ""):
@@ -137,11 +122,8 @@ class ArrowImages:
 
 
 class ShapesImages:
-    """The Shapes train split (``data.num_examples`` scenes) cut into shards, drawn on demand.
-
-    Scenes are a pure function of their index (spec: "Determinism"), so a
-    shard is generated when first read and nothing else is kept.
-    """
+    """The Shapes train split cut into shards, each drawn when first read (scenes are a
+    function of their index)."""
 
     def __init__(self, data_cfg, *, rows_per_shard: int = 1000):
         self.cfg, self.rows_per_shard, self.source = data_cfg, rows_per_shard, "shapes"
@@ -206,12 +188,8 @@ def _decode(image, size: int, center_crop: bool) -> np.ndarray:
 
 
 class ImageBatches:
-    """``step -> (images uint8 (rows, S, S, 3), captions)``, pure in the step.
-
-    A sample that fails (no image, no caption, an undecodable file) is
-    reported per ``on_error`` and replaced by the next good sample of the
-    same batch, so the batch keeps its shape and stays a function of the step.
-    """
+    """``step -> (images uint8 (rows, S, S, 3), captions)``, pure in the step; a bad sample is
+    replaced by the batch's next good one, so the batch keeps its shape."""
 
     def __init__(self, shards, order: ShardedOrder | None, image_size: int, *, workers: int = 0,
                  on_error: str = "skip", center_crop: bool = True):

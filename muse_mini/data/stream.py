@@ -1,21 +1,11 @@
 """Which examples each process reads at each step: a pure function of ``(seed, step)``.
 
-A large dataset is a list of shards (webdataset tars, token-shard folders,
-row ranges of an Arrow table). Process ``p`` of ``P`` owns shards
-``p, p + P, p + 2P, …`` (MaxText and Grain split data by ``process_index`` the
-same way), so the processes' data are disjoint and together cover it.
-
-Shuffling uses a buffer of whole shards: each epoch a process permutes its
-shards, cuts them into windows of ``window`` shards, and permutes the
-examples within each window. The seed of every permutation is
-``(seed, epoch, process[, window])``, so the rows of step ``s`` are computed
-from ``s`` alone — without replaying the stream — and a resumed run reads
-exactly the batches an uninterrupted one would. Memory is one window's index,
-never the dataset's.
-
-Each epoch has as many steps as the smallest process's share holds whole
-batches, so every process takes the same number of steps; the remainder is
-dropped, as :func:`muse_mini.training.keys.epoch_batch_indices` does.
+Process ``p`` of ``P`` owns shards ``p, p + P, …`` (as MaxText and Grain split data).
+Each epoch it permutes its shards, cuts them into windows of ``window`` shards and
+permutes each window's examples, all seeded by ``(seed, epoch, process[, window])``:
+step ``s``'s rows come from ``s`` alone, so a resumed run reads what an uninterrupted
+one would, and memory is one window's index. Every process takes as many steps per
+epoch as the smallest share holds whole batches.
 """
 
 from __future__ import annotations
@@ -42,16 +32,8 @@ def process_shards(n_shards: int, process_index: int, process_count: int) -> lis
 
 
 class ShardedOrder:
-    """The ``(shard, row)`` pairs one process reads at each step.
-
-    Parameters
-    ----------
-    counts : examples in each shard, for *all* shards (every process computes
-        every share, so all agree on the epoch length without communicating).
-    rows : examples this process reads per step (its part of the global batch).
-    seed : the data-order seed (``TrainConfig.seed``).
-    window : shards per shuffle window (the shuffle buffer, in shards).
-    """
+    """The ``(shard, row)`` pairs one process reads at each step: ``rows`` of them, from ``counts``
+    (examples per shard, of all shards, so every process agrees on the epoch length)."""
 
     def __init__(self, counts: Sequence[int], rows: int, *, seed: int, process_index: int = 0,
                  process_count: int = 1, window: int = 8):
@@ -107,12 +89,7 @@ class ShardedOrder:
 
 
 class Prefetch:
-    """``fn(step)`` with ``fn(step + 1)`` computed in the background meanwhile.
-
-    ``fn`` must be pure in the step (the trainer's contract), so the prefetched
-    result is the one a direct call would give; a step other than the expected
-    one (a resume, a test) is computed directly.
-    """
+    """``fn(step)`` with ``fn(step + 1)`` computed in the background (``fn`` is pure in the step)."""
 
     def __init__(self, fn: Callable[[int], object]):
         self.fn = fn

@@ -1,22 +1,10 @@
-"""Pre-tokenised training data on disk: one folder per shard, one ``.npy`` per field.
+"""Pre-tokenised training data (§2.1-2.2: frozen encoders, so each image is tokenised once).
 
-The tokenizers and the text encoder are frozen (Muse §2.1-2.2), so at scale
-every image is tokenised once (``muse-mini tokenize``) and the transformer
-stages stream the ids. A token-shard directory is::
-
-    SHARDS/manifest.json        fields, shard sizes, the tokenizer runs, the text mode
-    SHARDS/00000/tokens.npy     (n, h·w) uint16/int32 low-res ids (base tokenizer)
-    SHARDS/00000/hr_tokens.npy  (n, H·W) high-res ids (when a high-res tokenizer was given)
-    SHARDS/00000/captions.npy   (n,) fixed-width unicode
-    SHARDS/00000/text.npy       (n, L, D) float16 text embeddings  } only in text mode "shards"
-    SHARDS/00000/text_mask.npy  (n, L) bool                        }
-
-Rows are read with ``os.pread`` at their byte offsets, so a batch costs a
-few small reads and resident memory stays one batch, whatever the dataset's
-size (a memory map would keep every page it touched resident).
-
-A shard folder appears by an atomic rename once complete, so an interrupted
-``tokenize`` resumes by skipping the shards that exist.
+``SHARDS/manifest.json`` lists fields, shard sizes, tokenizer runs and the text mode;
+``SHARDS/00000/`` holds ``tokens.npy`` (low-res ids), ``hr_tokens.npy`` (high-res ids),
+``captions.npy`` and, in text mode "shards", ``text.npy``/``text_mask.npy``. Rows are
+read with ``os.pread`` (a memory map would keep every touched page resident), and a
+shard folder appears by an atomic rename, so an interrupted ``tokenize`` resumes.
 """
 
 from __future__ import annotations

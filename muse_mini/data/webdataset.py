@@ -1,14 +1,8 @@
-"""Webdataset tar shards in img2dataset's layout: list, index, read and write them.
+"""Webdataset tar shards in img2dataset's layout (CC3M, Table 1): list, index, read and write them.
 
-img2dataset (the usual CC3M/LAION downloader) writes ``00000.tar``,
-``00001.tar``, … with three members per sample sharing one key
-(``000000000.jpg``, ``000000000.txt``, ``000000000.json``), plus a
-``00000.parquet`` of the shard's rows and a ``00000_stats.json``. Muse trains
-on CC3M this way (Table 1). This module reads that layout with the standard
-library's :mod:`tarfile`: one pass over a shard's headers gives each member's
-byte offset, so any sample is read later with one seek, without unpacking and
-without holding more than the sample in memory. No ``webdataset`` package is
-needed.
+Each shard ``00000.tar`` holds ``KEY.jpg``, ``KEY.txt``, ``KEY.json`` per sample, beside
+``00000.parquet`` and ``00000_stats.json``. One pass over a shard's headers
+(:mod:`tarfile`) gives each member's offset, so a sample is read with one seek.
 """
 
 from __future__ import annotations
@@ -33,12 +27,8 @@ _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
 def expand_shards(source: str | Path) -> list[Path]:
-    """The shard paths of ``source``: a directory of ``*.tar``, one ``.tar`` file, or a
-    brace pattern ``DIR/{00000..00099}.tar`` (webdataset's notation).
-
-    A brace pattern lists shards whether or not they exist, so a missing one can
-    be reported by name (``data.on_error``); a directory lists what is there.
-    """
+    """The shard paths of a directory of ``*.tar``, one ``.tar``, or ``DIR/{00000..00099}.tar`` (listed
+    whether or not they exist, so a missing one can be named)."""
     text = str(source)
     match = _BRACES.search(text)
     if match:
@@ -70,12 +60,7 @@ class Member:
 
 
 class Shard:
-    """One tar shard: its samples' keys and member offsets, read lazily.
-
-    ``len(shard)`` uses img2dataset's ``NNNNN_stats.json`` (``successes``) when
-    present, so counting a whole dataset opens no tar; the offsets are indexed
-    on the first read.
-    """
+    """One tar shard, indexed on the first read; ``len`` reads ``NNNNN_stats.json`` when present."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -141,13 +126,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_webdataset(samples: Iterable[tuple[bytes, str, dict]], out_dir: str | Path, *,
                      shard_size: int = 10_000, image_ext: str = "jpg") -> list[Path]:
-    """Write ``(image_bytes, caption, meta)`` samples as img2dataset does; returns the shard paths.
-
-    Keys are ``{shard:05d}{row:04d}`` (img2dataset's with 10,000 samples per
-    shard), each sample is ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json``, and every
-    shard gets its ``NNNNN_stats.json`` and ``NNNNN.parquet`` (key, caption,
-    status), so tests and the recipe read exactly the downloader's format.
-    """
+    """Write ``(image_bytes, caption, meta)`` samples exactly as img2dataset does (keys
+    ``{shard:05d}{row:04d}``, stats and parquet files); returns the shard paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -1,8 +1,5 @@
-"""Models sized by a :class:`~muse_mini.config.MuseConfig`: the one place that wires sizes together.
-
-Training, loading and parameter counting all build through these functions, so
-they cannot disagree about a model's shape.
-"""
+"""Models sized by a :class:`~muse_mini.config.MuseConfig`: training, loading and parameter counting
+all build here, so they cannot disagree about a model's shape."""
 
 from __future__ import annotations
 
@@ -30,12 +27,8 @@ def build_base(cfg: MuseConfig, key) -> BaseTransformer:
 
 
 def build_superres(cfg: MuseConfig, key, lowres_tokenizer: VQGAN | None = None) -> SuperResTransformer:
-    """The super-res transformer (§2.4), sized by both tokenizers.
-
-    ``superres.lowres_input="pixels"`` keeps a frozen copy of ``lowres_tokenizer``'s
-    decoder inside the model; without one (a skeleton to load weights into) a
-    fresh tokenizer of ``cfg.tokenizer``'s shape stands in.
-    """
+    """The super-res transformer (§2.4). With ``superres.lowres_input="pixels"`` it keeps a frozen copy
+    of ``lowres_tokenizer``'s decoder; without one (a skeleton to load into) a fresh one stands in."""
     if cfg.superres.lowres_input == "pixels":
         like = eqx.filter_eval_shape(build_tokenizer, cfg, "base", key)
         if lowres_tokenizer is None:

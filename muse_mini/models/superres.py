@@ -1,14 +1,9 @@
 """The super-resolution token translator (Muse §2.4, Figure 4, Table 6).
 
-Low-res token ids pass through ``lowres_depth`` self-attention layers; their
-outputs, next to the projected text, are what the high-res masked transformer
-(the base model's blocks) cross-attends to. The low-res condition is never dropped.
-
-``cfg.lowres_input`` picks how the low-res ids are embedded: ``"tokens"`` (the
-paper) a learned table; ``"pixels"`` (the toy preset) the frozen low-res
-tokenizer, held inside the model, decodes them and each token's ``f×f`` patch
-(plus ``lowres_margin`` neighbouring pixels) is projected, as a ViT embeds patches.
-Either way the model's input is the ids alone, as in Figure 4.
+Low-res token ids pass through self-attention layers; the high-res masked transformer
+cross-attends to their outputs beside the projected text. The ids are embedded by a
+learned table (the paper), or with ``lowres_input="pixels"`` (the toy preset) drawn by
+a frozen copy of the low-res decoder and projected patch by patch, as a ViT does.
 """
 
 from __future__ import annotations
@@ -50,15 +45,9 @@ class FrozenDecoder(eqx.Module):
 class SuperResTransformer(TokenPredictor):
     """Masked high-res tokens + low-res token ids + text → high-res codebook logits.
 
-    ``vocab_size``/``seq_len`` are the high-res tokenizer's codebook and grid²,
-    ``lowres_*`` the low-res one's; the high-res ``mask_id`` is ``vocab_size``.
-    ``lowres_tokenizer`` (required for ``lowres_input="pixels"``) is copied in,
-    encoder dropped, as ``lowres_decoder``: gradients never reach it and the
-    optimiser leaves it alone (``training.optim.trainable``).
-
-    ``cfg.lowres_skip`` (toy only) also projects each low-res output to the
-    high-res tokens it covers and adds that to their input embeddings, handing
-    the tiny model the alignment Figure 4 leaves to cross-attention.
+    ``lowres_tokenizer`` (``lowres_input="pixels"`` only) is kept as ``lowres_decoder``,
+    its encoder dropped. ``cfg.lowres_skip`` (toy only) adds each low-res output to the
+    inputs of the high-res tokens it covers: the alignment Figure 4 leaves to cross-attention.
     """
 
     lowres_embed: Embedding | None
@@ -115,8 +104,7 @@ class SuperResTransformer(TokenPredictor):
             self.lowres_children = Linear(cfg.width, r * r * cfg.width, ("embed", "children"), key=k_skip)
 
     def lowres_pixels(self, lowres_M: Int[Array, "*batch M"]) -> Array:
-        """The uint8 image the frozen low-res decoder draws for the ids
-        (:func:`muse_mini.models.codec.decode_ids_uint8`); no gradient reaches the decoder."""
+        """The uint8 image the frozen low-res decoder draws for the ids (as ``codec.decode_ids_uint8``)."""
         arrays, static = eqx.partition(self.lowres_decoder, eqx.is_array)
         frozen = eqx.combine(jax.lax.stop_gradient(arrays), static)
         side = math.isqrt(self.lowres_seq_len)
@@ -147,10 +135,8 @@ class SuperResTransformer(TokenPredictor):
         return self.logits(tokens_N, cond, key=dec_key)
 
     def encode_condition(self, lowres_M, text_LxD, text_mask_L, *, key=None) -> Condition:
-        """Figure 4's context: the encoded low-res tokens next to the projected text, plus the skip.
-
-        Constant while the high-res tokens are decoded: a sampler encodes it once per generation.
-        """
+        """Figure 4's context: the encoded low-res tokens beside the projected text (and the skip),
+        encoded once per generation."""
         low_MxW = self.encode_lowres(jnp.asarray(lowres_M), key=key)
         check_same_batch(lowres=low_MxW[..., 0], text=text_LxD[..., 0])
         text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
@@ -176,12 +162,8 @@ def _grid_ratio(lowres_seq_len: int, seq_len: int) -> tuple[int, int]:
 
 
 def _children_to_grid(y_MxC: Array, seq_len: int) -> Array:
-    """Per-parent child features → the flattened ``n×n`` grid ("pixel shuffle").
-
-    ``y_MxC`` holds, for each cell of the flattened ``m×m`` low-res grid,
-    ``r·r`` vectors of width ``C/r²`` (``r = n/m``), child ``(a, b)`` at slice
-    ``a·r + b``; child ``(a, b)`` of cell ``(i, j)`` lands at ``(r·i + a, r·j + b)``.
-    """
+    """Per-parent child features → the flattened ``n×n`` grid ("pixel shuffle"): child ``(a, b)``
+    (slice ``a·r + b``) of low-res cell ``(i, j)`` lands at ``(r·i + a, r·j + b)``, ``r = n/m``."""
     m, r = _grid_ratio(y_MxC.shape[-2], seq_len)
     *lead, _, c = y_MxC.shape
     d = c // (r * r)
@@ -191,12 +173,8 @@ def _children_to_grid(y_MxC: Array, seq_len: int) -> Array:
 
 
 def _patches(image_xHxWx3: Array, patch: int, *, margin: int = 0) -> Array:
-    """``(..., H, W, 3)`` → ``(..., (H/p)·(W/p), k·k·3)``, ``k = p + 2·margin``.
-
-    Patch ``(i, j)`` (row-major) is the ``k×k`` window whose top-left pixel is
-    ``(p·i − margin, p·j − margin)``: the token's ``p×p`` cell and ``margin``
-    pixels around it, the image's border pixels repeated outside it.
-    """
+    """``(..., H, W, 3)`` → ``(..., (H/p)·(W/p), k·k·3)``: each token's ``p×p`` cell and ``margin``
+    pixels around it (``k = p + 2·margin``, border pixels repeated), row-major."""
     *lead, h, w, ch = image_xHxWx3.shape
     k = patch + 2 * margin
     pad = [(0, 0)] * len(lead) + [(margin, margin), (margin, margin), (0, 0)]

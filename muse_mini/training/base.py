@@ -1,9 +1,7 @@
-"""§2.3: training the base masked transformer on tokenised, captioned images.
+"""§2.3: training the base masked transformer (and, through `train_transformer`, super-res §2.4).
 
-One step, four modules: the batches come from :mod:`.feeds`, the loss and the
-update from :mod:`.losses` (arccos masking §2.6, 10% text dropout §2.7, Table 4's
-Adafactor), and the loop from :mod:`.loop`. The super-res stage (§2.4,
-:mod:`.superres`) trains through the same `train_transformer`.
+A step reads through three more modules: batches from :mod:`.feeds`, loss and
+update from :mod:`.losses`, the loop from :mod:`.loop`.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ INDEPENDENT_SECTIONS = {
 
 
 def stage_metadata(run_dir: Path, cfg: MuseConfig, stage: str, **runs) -> dict:
-    """The run's ``config.json`` metadata: the whole config, and where its input runs live."""
+    # the whole config, and where its input runs live
     return {
         "stage": stage,
         "config": cfg.to_dict(),
@@ -44,10 +42,7 @@ def stage_metadata(run_dir: Path, cfg: MuseConfig, stage: str, **runs) -> dict:
 def train_transformer(cfg: MuseConfig, run_dir, *, stage: str, build, tokenizer_runs: dict,
                       progress: bool = True):
     """Train (or resume, or just load) the ``"base"`` or ``"superres"`` stage; returns the model.
-
-    ``build(cfg, key)`` makes the model; ``tokenizer_runs`` names the frozen tokenizers'
-    runs (``tokenizer_run``, and super-res's ``highres_tokenizer_run``).
-    """
+    ``tokenizer_runs``: ``tokenizer_run`` (and super-res's ``highres_tokenizer_run``)."""
     run_dir = Path(run_dir)
     check_data_source(cfg, tokenizer_runs["tokenizer_run"])
     tc = getattr(cfg, f"{stage}_train")

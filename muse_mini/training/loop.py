@@ -1,17 +1,11 @@
-"""The shared trainer: ``state = train(run, step_fn=..., batch_fn=..., init=...)``.
+"""The shared trainer: ``state = train(run, step_fn=..., batch_fn=..., init=...)`` (Levanter's shape).
 
-Update ``s`` (0-based) consumes ``batch_fn(s)`` and the key ``step_key(seed, s)``, so
-data and randomness are functions of ``(seed, s)`` alone and a checkpoint (state and
-step) resumes bit-identically, even after SIGKILL. On GPU that needs
-``XLA_FLAGS=--xla_gpu_deterministic_ops=true``. A checkpoint's ``step`` counts the
-updates applied (``ckpt_00000100.eqx``: updates 0..99 done); a metrics line carries
-the update that produced it, its loss that of the state before it.
-
-Everything but dispatching updates hangs on the loop as hooks (:mod:`.hooks`): the
-lagged finiteness guard, the metrics file, the progress bar, the caller's hooks and,
-last, the checkpointer. The run directory (:mod:`.rundir`) refuses another config
-and finds where to resume; a :class:`~.placement.Placement` is the one place a
-device mesh enters (state and batch shardings, the checkpoint format).
+Update ``s`` consumes ``batch_fn(s)`` and ``step_key(seed, s)``, so a checkpoint (state,
+step) resumes bit-identically, even after SIGKILL (on GPU with
+``XLA_FLAGS=--xla_gpu_deterministic_ops=true``). A checkpoint's step counts the updates
+applied; a metrics line carries the update that produced it. Everything but dispatching
+updates is a hook (:mod:`.hooks`); :mod:`.rundir` checks the config and finds where to
+resume; a :class:`~.placement.Placement` is the one place a device mesh enters.
 """
 
 from __future__ import annotations
@@ -43,11 +37,9 @@ def train(run: RunSpec, *, step_fn: Callable, batch_fn: Callable[[int], Any] | N
           mesh: Mesh | None = None, progress: bool = True) -> Any:
     """Train ``run.cfg.steps`` updates in ``run.path``, resuming if possible; returns the final state.
 
-    ``state`` is the fresh state, or ``init(key)`` builds it straight into its
-    shardings. ``step_fn(state, batch, key) -> (state, metrics)`` is pure and jitted
-    once; its metrics hold a finite ``loss``. ``batch_fn(step)`` is pure in the step:
-    the global batch, or this process's rows. A finished run returns its stored final
-    state (``batch_fn`` may be None then); a larger ``steps`` extends it.
+    ``init(key)`` builds the state straight into its shardings (or pass ``state``).
+    ``step_fn(state, batch, key) -> (state, metrics with a finite "loss")`` is pure;
+    ``batch_fn(step)`` is pure in the step (None for a run that is already finished).
     """
     if (state is None) == (init is None):
         raise TypeError("train(): pass exactly one of state= and init=")
@@ -71,7 +63,8 @@ def train(run: RunSpec, *, step_fn: Callable, batch_fn: Callable[[int], Any] | N
                                 wall_time_s=wall)
             guard = FiniteGuard(("loss",), lambda s: _nonfinite_advice(s, cfg.seed, rd.path, ckpt.last))
             own = [MetricsWriter(rd.metrics_path, log_every=cfg.log_every, steps=cfg.steps),
-                   ProgressBar(steps=cfg.steps, desc=rd.path.name, enabled=progress, postfix_every=cfg.log_every)] if main else []
+                   ProgressBar(steps=cfg.steps, desc=rd.path.name, enabled=progress,
+                               postfix_every=cfg.log_every)] if main else []
             jstep = compile_step(step_fn, cfg.seed, placement)
             batch_at = lambda s: placement.batch(batch_fn(s), cfg.batch_size)  # noqa: E731
             with contextlib.closing(HookList([guard, *own, *hooks, ckpt])) as all_hooks:
@@ -85,7 +78,7 @@ def train(run: RunSpec, *, step_fn: Callable, batch_fn: Callable[[int], Any] | N
 
 
 def _run(jstep, state, batch_at, steps: range, hooks: TrainerHooks, due: Callable[[int], bool]):
-    """Dispatch updates ``steps``; each is checked while the device runs the next one."""
+    # Each update is read back (checked) while the device runs the next one.
     hooks.on_start(steps.start)
     pending = None
     for s in steps:
@@ -104,7 +97,7 @@ def _run(jstep, state, batch_at, steps: range, hooks: TrainerHooks, due: Callabl
 
 
 def _checkpoint_store(rd: RunDirectory, placement: Placement):
-    """Orbax checkpoints on a mesh (closed on the way out); none (``.eqx`` files) on one device."""
+    # Orbax checkpoints on a mesh (closed on the way out); ``.eqx`` files on one device.
     if not placement.sharded:
         return contextlib.nullcontext(None)
     cfg = rd.spec.cfg
@@ -119,8 +112,6 @@ def _nonfinite_advice(step: int, seed: int, run_dir, last_ckpt) -> str:
 
 
 def _sayer(progress: bool) -> Callable[[str], None]:
-    """Log ``msg``, and print it above the progress bar when ``progress``."""
-
     def say(msg: str) -> None:
         logger.info(msg)
         if progress:
@@ -134,9 +125,8 @@ def _sayer(progress: bool) -> Callable[[str], None]:
 def compile_step(step_fn, seed: int, placement: Placement | None = None, donate: bool = True):
     """``jstep(batch, state, step) -> (state, metrics)``: `make_update` under ``eqx.filter_jit``.
 
-    ``step_fn`` is an argument of the compiled function, so the arrays it carries (the
-    frozen encoders of ``data.feed=images``) are inputs, placed once on the mesh. The
-    state is donated; the batch and ``step_fn`` never are.
+    ``step_fn`` is an argument, so the arrays it carries (``data.feed=images``'s frozen
+    encoders) are inputs placed once on the mesh, not constants. Only the state is donated.
     """
     traces = [0]
     update = make_update(seed, placement)
@@ -155,12 +145,8 @@ def compile_step(step_fn, seed: int, placement: Placement | None = None, donate:
 
 
 def make_update(seed: int, placement: Placement | None = None):
-    """``update(step_fn, batch, state, step) -> (state, metrics)``, what the trainer jits.
-
-    On a mesh the state is traced with the models' layout hints, and the new state is
-    pinned to the old one's shardings, so every step compiles to one program. The
-    planner (:mod:`muse_mini.planner`) compiles this same function.
-    """
+    """``update(step_fn, batch, state, step) -> (state, metrics)``: what the trainer (and the planner)
+    compiles. On a mesh the new state is pinned to the old one's shardings: one program."""
     key0 = base_key(seed)
 
     def update(step_fn, batch, state, step):

@@ -1,9 +1,7 @@
-"""The transformers' training step: masked-token loss (Muse §2.3, §2.4, §2.6, §2.7) and one update.
+"""The transformers' training step (base §2.3, super-res §2.4): masked-token loss and one update.
 
-Base and super-res share it: tokens are masked at arccos rates (§2.6), the text
-is dropped on a ``cond_drop`` fraction of examples for classifier-free guidance
-(§2.7), cross-entropy counts the masked positions only (§2.3), and `TrainStep`
-applies the optimiser (Tables 4 and 6) to the gradient.
+Tokens are masked at arccos rates (§2.6), text dropped for classifier-free guidance
+(§2.7), cross-entropy counts masked positions only; `TrainStep` applies Table 4's optimiser.
 """
 
 from __future__ import annotations
@@ -33,12 +31,8 @@ def masked_cross_entropy(logits_BxNxV, targets_BxN, mask_BxN):
 def masked_prediction_loss(
     predict: Callable, tokens_BxN, text_mask_BxL, key, *, mask_id: int, cond_drop: float,
 ):
-    """Mask tokens at arccos rates (§2.6), drop text on a ``cond_drop`` fraction (§2.7), score.
-
-    ``predict(inputs_BxN, text_mask_BxL, key) -> logits_BxNxV`` runs the model.
-    Dropping text sets that example's whole text mask to False, which the
-    blocks turn into "no cross-attention to text". Returns ``(loss, metrics)``.
-    """
+    """Mask tokens at arccos rates (§2.6), drop the text of a ``cond_drop`` fraction (its whole mask
+    False: no cross-attention to text, §2.7), score ``predict(inputs, text_mask, key)``'s logits."""
     batch = tokens_BxN.shape[0]
     mask_key, drop_key, model_key = jax.random.split(key, 3)
     inputs_BxN, mask_BxN = mask_tokens(mask_key, tokens_BxN, mask_id)
@@ -58,11 +52,8 @@ def masked_prediction_loss(
 def masked_token_loss(
     model: BaseTransformer, tokens_BxN, text_BxLxD, text_mask_BxL, key, *, cond_drop: float,
 ):
-    """The base model's training loss (§2.3, §2.6, §2.7) on a batch; ``(loss, metrics)``.
-
-    Metrics: ``loss``, ``accuracy`` (masked tokens), ``mask_rate`` (fraction
-    of tokens masked), ``text_dropped`` (fraction of examples without text).
-    """
+    """The base model's loss on a batch (§2.3); metrics ``accuracy`` (of masked tokens),
+    ``mask_rate`` and ``text_dropped`` (fractions of tokens masked, of examples without text)."""
 
     def predict(inputs_BxN, text_mask_BxL, key):
         return model(inputs_BxN, text_BxLxD, text_mask_BxL, key=key)  # the whole batch at once
@@ -75,8 +66,7 @@ def masked_token_loss(
 def superres_loss(
     model: SuperResTransformer, tokens_BxN, lowres_BxM, text_BxLxD, text_mask_BxL, key, *, cond_drop: float,
 ):
-    """Super-res training loss (§2.4): arccos-masked high-res tokens, text dropped on
-    ``cond_drop`` of examples, the low-res token ids ``lowres_BxM`` always kept."""
+    """Super-res loss (§2.4): the high-res tokens masked, the low-res ids ``lowres_BxM`` always kept."""
 
     def predict(inputs_BxN, text_mask_BxL, key):
         return model(inputs_BxN, lowres_BxM, text_BxLxD, text_mask_BxL, key=key)  # the whole batch
@@ -87,8 +77,7 @@ def superres_loss(
 
 
 def stage_loss(cfg, stage: str) -> Callable:
-    """``loss_fn(model, batch, key) -> (loss, metrics)`` of the ``"base"`` or ``"superres"`` stage
-    on a batch of ``tokens``, ``text``, ``text_mask`` (and the high-res ``hr_tokens``)."""
+    """``loss_fn(model, batch, key)`` of the ``"base"`` or ``"superres"`` stage on a feed's batch."""
     if stage == "base":
         return lambda model, batch, key: masked_token_loss(
             model, batch["tokens"], batch["text"], batch["text_mask"], key, cond_drop=cfg.base.cond_drop)
@@ -106,8 +95,6 @@ def trainable(model: Any) -> Any:
 
 
 class TrainState(eqx.Module):
-    """What a single-model stage checkpoints: the model and its optimiser state."""
-
     model: Any
     opt_state: Any
 
@@ -117,12 +104,8 @@ def init_train_state(model, optimizer: optax.GradientTransformation) -> TrainSta
 
 
 class TrainStep(eqx.Module):
-    """``step(state, batch, key) -> (state, metrics)``: one update of ``loss_fn(model, batch, key)``.
-
-    ``encode`` (``data.feed=images``) turns the raw batch into the loss's batch with
-    frozen modules (§2.1-2.2). The trainer passes the step into its compiled update as
-    an argument, so those modules are inputs placed once on the mesh, not constants.
-    """
+    """``step(state, batch, key) -> (state, metrics)``: one update of ``loss_fn(model, batch, key)``;
+    ``encode`` first turns a raw batch into token ids with frozen modules (``data.feed=images``)."""
 
     loss_fn: Callable = eqx.field(static=True)
     optimizer: optax.GradientTransformation = eqx.field(static=True)

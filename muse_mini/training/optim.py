@@ -15,12 +15,8 @@ __all__ = ["make_schedule", "make_optimizer", "weight_decay_mask"]
 def make_schedule(
     lr: float, warmup_steps: int, total_steps: int, end_fraction: float = 0.0
 ) -> optax.Schedule:
-    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine decay to
-    ``lr * end_fraction`` at ``total_steps`` (Muse Tables 4-6: "cosine decay").
-
-    ``lr(t) = lr * t / W`` for ``t < W``; afterwards
-    ``end + (lr - end) * (1 + cos(pi * (t - W) / (T - W))) / 2``, constant after ``T``.
-    """
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay (Tables 4-6) to
+    ``lr * end_fraction`` at ``total_steps``, constant after."""
     # optax needs a non-empty cosine phase; a run that is all warmup just ends at lr.
     total = max(int(total_steps), int(warmup_steps) + 1)
     return optax.warmup_cosine_decay_schedule(
@@ -33,12 +29,9 @@ def make_schedule(
 
 
 def weight_decay_mask(params: Any) -> Any:
-    """True for leaves with ``ndim >= 2`` (matrices, conv kernels, embeddings).
-
-    Biases, LayerNorm/GroupNorm scales and other vectors are not decayed: they set
-    offsets and scales rather than carrying capacity, and pulling a norm's gain
-    towards zero fights the normalisation (standard practice since BERT/AdamW).
-    """
+    """True for leaves with ``ndim >= 2`` (matrices, conv kernels, embeddings): what weight decay touches."""
+    # Biases and norm scales set offsets and scales rather than carrying capacity; pulling
+    # a norm's gain towards zero fights the normalisation (standard since BERT/AdamW).
     return jax.tree.map(lambda x: getattr(x, "ndim", 0) >= 2, params)
 
 
@@ -54,24 +47,14 @@ def _adafactor_b2(b2: float) -> Callable:
 
 
 def make_optimizer(cfg: Any, end_fraction: float = 0.0) -> optax.GradientTransformation:
-    """The optimiser a `TrainConfig` describes, with a warmup + cosine schedule.
+    """The optimiser a `TrainConfig` describes (gradients clipped to ``clip_norm`` first, if set).
 
-    * ``"adam"``: Adam with *L2* weight decay (``wd * θ`` added to the gradient
-      before the moment estimates) - Muse Table 5 (VQGAN: Adam, β=(0.9, 0.99),
-      weight decay 1e-4), read as the common ``torch.optim.Adam(weight_decay=...)``.
-    * ``"adamw"``: Adam with *decoupled* weight decay, ``Δθ = -lr_t (m̂/√v̂ + wd θ)``.
-    * ``"adafactor"``: Muse Table 4/6 (β1 = 0.9 momentum, β2 = 0.96, wd 0.045):
-      factored second moments + update clipping (block RMS 1), momentum, and
-      decoupled decay ``Δθ = -lr_t (u + wd θ)``. We build the chain ourselves instead
-      of calling ``optax.adafactor`` because (a) its ``weight_decay_rate`` is *not*
-      multiplied by the learning rate (0.045 would shrink every weight by 4.5% per
-      step), (b) it cannot cap β2 and (c) with ``multiply_by_parameter_scale`` the
-      learning rate would be relative to the weight scale, unlike Muse's 1e-4.
-
-    Weight decay only touches ``ndim >= 2`` leaves (`weight_decay_mask`). With
-    ``clip_norm`` set, gradients are first clipped to that global norm.
-    Apply it to the trainable arrays (``training.losses.trainable``).
+    ``adam``: L2 decay added to the gradient (Table 5, as ``torch.optim.Adam``); ``adamw``:
+    decoupled decay; ``adafactor``: Tables 4/6 (β1 0.9 momentum, β2 capped at 0.96, decay 0.045).
     """
+    # Not optax.adafactor: its weight_decay_rate is not scaled by the learning rate (0.045 would
+    # shrink every weight 4.5% a step), it cannot cap β2, and multiply_by_parameter_scale makes the
+    # learning rate relative to the weight scale, unlike Muse's 1e-4.
     schedule = make_schedule(cfg.lr, cfg.warmup_steps, cfg.steps, end_fraction)
     decay = (
         [optax.add_decayed_weights(cfg.weight_decay, mask=weight_decay_mask)]

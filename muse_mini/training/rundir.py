@@ -1,14 +1,8 @@
 """The run directory a training run owns: lock, config check, resume point, DONE.
 
-Layout (names in :mod:`muse_mini.runs.layout`)::
-
-    run_dir/config.json          what was trained: {"train_config": ..., "metadata": ...}
-    run_dir/checkpoints/ckpt_XXXXXXXX.eqx   the newest ``keep_checkpoints`` checkpoints
-    run_dir/metrics.jsonl        {"step", "time" (unix s), <metrics>} every ``log_every`` updates
-    run_dir/final.eqx            the final state (a hard link to / copy of the last ckpt)
-    run_dir/model.eqx            the model alone (no optimiser state): what sampling loads
-    run_dir/DONE.json            written last: {"step", "wall_time_s", "finished_at"}
-    run_dir/.lock                flock'ed while a process trains here
+It holds ``config.json`` (``{"train_config", "metadata"}``), ``checkpoints/``, ``metrics.jsonl``,
+``final.eqx`` (the last training state), ``model.eqx`` (the model alone, what sampling loads),
+``DONE.json`` (written last) and ``.lock`` (names in :mod:`muse_mini.runs.layout`).
 """
 
 from __future__ import annotations
@@ -59,12 +53,10 @@ class ConfigMismatchError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """A run: where it lives, how it trains, and what its ``config.json`` records and checks.
+    """A run: its directory, its ``TrainConfig``, and the ``metadata`` its ``config.json`` records.
 
-    ``metadata`` is the stage's JSON-able configuration. On resume it must match,
-    except under the dotted prefixes ``ignore`` (sections the stage does not depend
-    on); a field an older run did not store counts as its value in ``defaults``.
-    ``model_of(state)``, when given, is written alone to ``model.eqx`` (what sampling loads).
+    On resume ``metadata`` must match except under the dotted prefixes ``ignore``; a field an
+    older run lacks counts as its value in ``defaults``. ``model_of(state)`` goes to ``model.eqx``.
     """
 
     path: str | os.PathLike
@@ -95,9 +87,7 @@ def _json_default(x: Any) -> Any:
 
 
 def normalise(x: Any) -> Any:
-    """What ``x`` looks like after a JSON round trip (tuples -> lists, ...).
-
-    NaN/inf are refused here, at start-up, rather than at the first checkpoint."""
+    """``x`` after a JSON round trip; NaN/inf refused at start-up, not at the first checkpoint."""
     try:
         return json.loads(json.dumps(x, default=_json_default, allow_nan=False))
     except (TypeError, ValueError) as e:
@@ -235,15 +225,12 @@ class RunDirectory:
             write_json(path, self.config)
 
     def finished(self, steps: int) -> bool:
-        """True if the run already finished ``steps`` updates; otherwise clear ``DONE.json``
-        (written again, last, when the run finishes) and clean up killed writers' temporaries.
-
-        In a multi-process job process 0 decides (and cleans up) and tells the
-        others, so no process reads a ``DONE.json`` another one is deleting."""
+        """True if the run already finished ``steps`` updates; otherwise clear ``DONE.json`` and killed
+        writers' temporaries. Process 0 decides and tells the others."""
         verdict = self._finished_verdict(steps) if is_main_process() else 0
         verdict = agree(verdict)
         if verdict == _BEYOND:
-            raise ValueError(getattr(self, "_beyond", f"{self.path} already finished more than cfg.steps={steps} steps"))
+            raise ValueError(getattr(self, "_beyond", f"{self.path} finished more than cfg.steps={steps} steps"))
         return verdict == _FINISHED
 
     def _finished_verdict(self, steps: int) -> int:
@@ -264,12 +251,8 @@ class RunDirectory:
         return _UNFINISHED
 
     def resume_point(self, placement, store, steps: int) -> tuple[Any, int, float, Path | None] | None:
-        """``(state, step, wall_time_s, path)`` of the newest checkpoint, or None on a fresh start.
-
-        ``.eqx`` files and Orbax steps (``store``) are both looked at, so a run
-        moves between one device and a mesh (and between meshes). An unreadable
-        newest checkpoint is an error naming it: falling back to an older one
-        would hide disk problems and silently redo work."""
+        """``(state, step, wall_time_s, path)`` of the newest ``.eqx`` or Orbax checkpoint (a run moves
+        between meshes), or None. An unreadable newest one is an error naming it, never skipped."""
         latest = latest_checkpoint(self.ckpt_dir)
         file_step = _file_step(latest)
         orbax = sharded_steps(self.ckpt_dir / SHARDED_DIR)
@@ -328,10 +311,8 @@ class RunDirectory:
         )
 
     def publish(self, last_ckpt: Path, model: Any | None, *, steps: int, wall_time_s: float) -> None:
-        """``final.eqx``, then ``model.eqx`` (if ``model`` is given), then ``DONE.json`` last.
-
-        A run whose last checkpoint is an Orbax step has no ``final.eqx``: that
-        step is its final state (`load_final`)."""
+        """``final.eqx`` (none after an Orbax step: that step is the final state), ``model.eqx``, then
+        ``DONE.json`` last."""
         if last_ckpt is not None and last_ckpt.suffix == ".eqx":
             _publish_final(last_ckpt, self.path / FINAL_FILE)
         else:

@@ -1,9 +1,5 @@
-"""§2.4: training the super-resolution token translator.
-
-High-res tokens are masked at arccos rates and predicted from the low-res tokens
-(the base tokenizer on the 2×-downsampled image) and the text, with the base
-stage's 10% text dropout and trainer (:func:`.base.train_transformer`); Table 6.
-"""
+"""§2.4: the super-res translator learns masked high-res tokens from the low-res ones and the text
+(Table 6), through the base stage's :func:`.base.train_transformer`."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ from muse_mini.training.base import train_transformer
 
 
 def train_superres(cfg: MuseConfig, run_dir, *, tokenizer_run, highres_tokenizer_run, progress: bool = True):
-    """Train (or resume, or just load) the super-res model in ``run_dir``; returns it."""
     build = build_superres
     if cfg.superres.lowres_input == "pixels":  # the model keeps the low-res tokenizer's decoder, frozen
         build = functools.partial(build_superres, lowres_tokenizer=load_tokenizer(tokenizer_run))

@@ -51,13 +51,8 @@ STAGES = TOKENIZER_STAGES
 
 
 class TokenizerState(eqx.Module):
-    """What a tokenizer run checkpoints.
-
-    ``counts_K`` accumulates code usage since the last dead-code restart;
-    ``step`` counts updates (the trainer passes only a key, and the adversarial
-    switch and restarts need the step). ``disc``/``opt_d`` are None when the
-    adversarial weight is 0.
-    """
+    """What a tokenizer run checkpoints: ``counts_K`` is code usage since the last restart, ``step``
+    the update count (the adversarial switch needs it); ``disc``/``opt_d`` None without a GAN term."""
 
     vqgan: VQGAN
     opt_g: Any
@@ -71,8 +66,7 @@ TRAIN_SECTIONS = {"base": "tokenizer_train", "highres": "highres_tokenizer_train
 
 
 def stage_config(cfg: MuseConfig, stage: str) -> tuple[VQGANConfig, TrainConfig]:
-    """A stage's model and training configs: ``base`` → ``cfg.tokenizer_train``,
-    ``highres`` → ``cfg.highres_tokenizer_train``, ``decoder`` → ``cfg.decoder_train`` (§2.5)."""
+    """A stage's ``(VQGANConfig, TrainConfig)``."""
     vcfg = tokenizer_stage_config(cfg, stage)
     return vcfg, getattr(cfg, TRAIN_SECTIONS[stage])
 
@@ -135,11 +129,8 @@ def _generator_loss(vcfg: VQGANConfig, lpips, use_disc: bool):
 
 
 def _disc_step(opt, disc, opt_d, x_BxHxWx3, recon_BxHxWx3, adv_on):
-    """The discriminator's hinge update, only once ``adv_on``.
-
-    Before adversarial_start the discriminator is not touched at all (not even
-    by weight decay), so resuming across the switch is exact.
-    """
+    """The discriminator's hinge update once ``adv_on``; untouched before (not even decayed), so
+    resuming across the switch is exact."""
     d_arrays, d_static = eqx.partition((disc, opt_d), eqx.is_array)
 
     def update(d_arrays):
@@ -165,11 +156,8 @@ def _maybe_restart(vqgan: VQGAN, step, z, counts_K, restart_every: int, key):
 
 
 def make_tokenizer_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool = False, lpips=None):
-    """``step_fn(state, batch_uint8, key) -> (state, metrics)`` for the shared trainer.
-
-    With ``finetune`` only the decoder is updated (§2.5) and codes are never
-    restarted, so the token "language" stays fixed.
-    """
+    """``step_fn(state, batch_uint8, key) -> (state, metrics)``; with ``finetune`` only the decoder
+    learns and codes never restart, so the token "language" stays fixed (§2.5)."""
     opt = make_optimizer(tcfg)
     use_disc = _uses_disc(vcfg)
     restart = vcfg.restart_every > 0 and not finetune
@@ -210,23 +198,14 @@ def make_tokenizer_step(vcfg: VQGANConfig, tcfg: TrainConfig, *, finetune: bool 
 
 
 def stage_images(cfg: MuseConfig, stage: str) -> np.ndarray:
-    """The stage's training images, uint8 ``(N, S, S, 3)``, generated once.
-
-    Shapes' train split at 64×64 for ``highres`` and ``decoder``, and its 2×2
-    box-downsampled 32×32 version for ``base`` (the same rule the transformer
-    stages use).
-    """
+    """The stage's Shapes images, uint8: the high-res ones, or for ``base`` 2×2 box-downsampled."""
     images_hr, _ = training_images(cfg)
     return base_images(cfg, images_hr) if stage == "base" else images_hr
 
 
 def stage_batches(cfg: MuseConfig, stage: str, mesh):
-    """``step -> uint8 batch`` for a tokenizer stage, pure in the step.
-
-    Shapes is generated once and held in memory (the toy); any other source
-    streams through :class:`muse_mini.data.image_shards.ImageBatches`, each
-    process reading its own shards and its own rows of the batch.
-    """
+    """``step -> uint8 batch``, pure in the step: Shapes held in memory, any other source streamed,
+    each process reading its own shards and rows."""
     vcfg, tcfg = stage_config(cfg, stage)
     factor = cfg.highres_tokenizer.image_size // cfg.tokenizer.image_size if stage == "base" else 1
     if cfg.data.source == "shapes":
@@ -250,12 +229,8 @@ def stage_batches(cfg: MuseConfig, stage: str, mesh):
 
 
 def random_crops(images_NxSxSx3: np.ndarray, crop: int, multiple: int, *, seed: int, step: int) -> np.ndarray:
-    """One random ``crop × crop`` window per image, at offsets that are multiples of ``multiple``.
-
-    A pure function of ``(seed, step)``, as the trainer's batches must be.
-    Offsets on the token grid make a crop's tokens those of the full image
-    (up to border effects), so training on crops teaches the same tokenizer.
-    """
+    """One random ``crop × crop`` window per image, a function of ``(seed, step)``, at offsets on the
+    token grid (multiples of ``multiple``) so a crop's tokens are the full image's."""
     n, size = images_NxSxSx3.shape[0], images_NxSxSx3.shape[1]
     if crop <= 0 or crop == size:
         return images_NxSxSx3
@@ -291,11 +266,7 @@ def _encoder_fields(vcfg: VQGANConfig) -> dict:
 def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = True,
                     finetune_from=None) -> VQGAN:
     """Train (or resume, or just load) the ``stage`` tokenizer in ``run_dir``; returns the VQGAN.
-
-    ``finetune_from`` names a finished tokenizer run whose encoder and codebook
-    are kept frozen while a new decoder (``decoder_channels``,
-    ``decoder_res_blocks``) is trained (§2.5).
-    """
+    ``finetune_from``: a finished run whose encoder and codebook stay frozen under a new decoder (§2.5)."""
     run_dir = Path(run_dir)
     vcfg, tcfg = stage_config(cfg, stage)
     mesh = make_mesh(cfg.mesh)
@@ -330,11 +301,8 @@ def train_tokenizer(cfg: MuseConfig, stage: str, run_dir, *, progress: bool = Tr
 
 
 def evaluate_tokenizer(vqgan: VQGAN, images, captions, *, batch_size: int = 256) -> dict:
-    """Reconstruction quality on captioned images: PSNR, codebook use, caption accuracy.
-
-    ``accuracy`` is the fraction of reconstructions whose caption the Shapes
-    evaluator still accepts (the toy tokenizer's acceptance measure).
-    """
+    """PSNR, codebook use, and ``accuracy``: the fraction of reconstructions whose caption the
+    Shapes evaluator still accepts."""
     ids = encode_images(vqgan, images, batch_size=batch_size)
     recon = decode_tokens(vqgan, ids, batch_size=batch_size)
     counts = np.bincount(ids.ravel(), minlength=vqgan.quantizer.codebook_size)

@@ -25,10 +25,11 @@ from muse_mini.config import get_recipe  # noqa: E402
 from muse_mini.models.build import build_base  # noqa: E402
 from muse_mini.parallel.mesh import make_mesh, parse_mesh  # noqa: E402
 from muse_mini.parallel.rules import batch_sharding  # noqa: E402
-from muse_mini.training.base import _base_loss  # noqa: E402
 from muse_mini.training.keys import epoch_batch_indices  # noqa: E402
 from muse_mini.training.loop import train  # noqa: E402
-from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step  # noqa: E402
+from muse_mini.training.losses import init_train_state, make_train_step, stage_loss  # noqa: E402
+from muse_mini.training.optim import make_optimizer  # noqa: E402
+from muse_mini.training.rundir import RunSpec  # noqa: E402
 
 OVERRIDES = ("base.depth=2", "base.width=64", "base.mlp_dim=128", "base.num_heads=4",
              "base_train.batch_size=16", "base_train.warmup_steps=2", "base_train.checkpoint_every=3",
@@ -64,9 +65,10 @@ def run(run_dir, mesh_text: str, steps: int, sleep: float = 0.0, progress: bool 
         idx = epoch_batch_indices(len(data["tokens"]), tc.batch_size, tc.seed, step)[rows]
         return {k: v[idx] for k, v in data.items()}
 
-    return train(run_dir, init=lambda key: init_train_state(build_base(cfg, key), optimizer),
-                 step_fn=make_train_step(_base_loss(cfg), optimizer), batch_fn=batch_fn, cfg=tc,
-                 metadata={"stage": "base", "config": cfg.to_dict()}, mesh=mesh, progress=progress, model_of=lambda s: s.model)
+    spec = RunSpec(run_dir, tc, {"stage": "base", "config": cfg.to_dict()}, model_of=lambda s: s.model)
+    return train(spec, init=lambda key: init_train_state(build_base(cfg, key), optimizer),
+                 step_fn=make_train_step(stage_loss(cfg, "base"), optimizer), batch_fn=batch_fn, mesh=mesh,
+                 progress=progress)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ from muse_mini.parallel.mesh import make_mesh
 from muse_mini.runs.layout import read_metrics, stage_complete
 from muse_mini.runs.load import _load_transformer
 from muse_mini.runs.sharded import sharded_steps
-from muse_mini.training.base import _base_loss
 from muse_mini.training.keys import init_key
 from muse_mini.training.loop import compile_step
-from muse_mini.training.optim import init_train_state, make_optimizer, make_train_step
+from muse_mini.training.losses import init_train_state, make_train_step, stage_loss
+from muse_mini.training.optim import make_optimizer
 from muse_mini.training.placement import Placement
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,13 +55,13 @@ def _three_steps(mesh):
     key = init_key(tc.seed)
     where = Placement(eqx.filter_eval_shape(init, key), mesh)
     state = where.fresh(init=init, key=key)
-    jstep = compile_step(make_train_step(_base_loss(cfg), opt), tc.seed, ("loss",), False, where)
+    jstep = compile_step(make_train_step(stage_loss(cfg, "base"), opt), tc.seed, where, donate=False)
     losses = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for s in range(3):
             batch = where.batch({k: v[s * 16:(s + 1) * 16] for k, v in data.items()}, tc.batch_size)
-            state, metrics, _ = jstep(batch, state, np.asarray(s, np.uint32))
+            state, metrics = jstep(batch, state, np.asarray(s, np.uint32))
             losses.append(float(metrics["loss"]))
     assert not [w for w in caught if "traced twice" in str(w.message)]  # the hints do not retrace
     assert state.model.decoder.blocks.layout is None and state.model.decoder.token_embed.layout is None
@@ -73,7 +73,7 @@ def test_layout_hints_put_sharding_constraints_in_the_traced_loss_only_when_set(
     model = build_base(cfg, jax.random.key(0))
     batch = {k: v[:16] for k, v in toy_data(cfg).items()}
     where = Placement(eqx.filter_eval_shape(lambda: model), make_mesh(MeshConfig(data=2, fsdp=2, tensor=2)))
-    loss = _base_loss(cfg)
+    loss = stage_loss(cfg, "base")
 
     def constraints(m):
         jaxpr = eqx.filter_make_jaxpr(loss)(m, batch, jax.random.key(1))[0]
