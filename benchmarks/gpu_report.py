@@ -54,7 +54,6 @@ from muse_mini.decoding.spec import DecodeSpec, check_scalars  # noqa: E402
 from muse_mini.models.build import build_base, build_superres  # noqa: E402
 from muse_mini.models.codec import decode_token_batch  # noqa: E402
 from muse_mini.models.layers import count_params  # noqa: E402
-from muse_mini.models.images import to_float  # noqa: E402
 from muse_mini.models.vqgan import VQGAN  # noqa: E402
 
 GOALS = {"cc3m_b1_12_ms": 40.0, "amused_ratio": 14.0, "paper3b_24_ms": 200.0, "mfu": 0.45}
@@ -104,8 +103,7 @@ def cascade_pixels(base, vq_lo, superres, vq_hi, context, uncond, key, specs, sc
     """Base → super-res conditioned on its tokens (§2.4) → high-res decode, in one program."""
     k_base, k_sr = jax.random.split(key)
     low = decode_guided(base, context, uncond, k_base, specs[0], *scalars[0]).tokens_BxN
-    lowres = low if superres.lowres_input == "tokens" else to_float(decode_token_batch(vq_lo, low))
-    sr_context = (lowres, *context)
+    sr_context = (low, *context)  # super-res takes the low-res ids (Figure 4)
     high = decode_guided(superres, sr_context, unconditional_context(sr_context), k_sr, specs[1], *scalars[1])
     return decode_token_batch(vq_hi, high.tokens_BxN)
 
