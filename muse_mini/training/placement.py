@@ -18,14 +18,10 @@ from muse_mini.models.constraints import with_layout
 from muse_mini.parallel.hosts import global_batch, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import (
-    MeshLayout, abstract_like, batch_sharding, frozen_shardings, init_sharded, is_array_like, place, state_shardings,
+    MeshLayout, abstract_like, batch_sharding, init_sharded, is_array_like, place, state_shardings,
 )
 
-__all__ = ["Placement", "FROZEN"]
-
-# A batch entry holding frozen modules (tokenizers, text encoder) for the step:
-# placed once by the weights' rules, never split into rows.
-FROZEN = "frozen"
+__all__ = ["Placement"]
 
 
 class Placement:
@@ -56,12 +52,9 @@ class Placement:
         return place(state, self.shardings) if self.sharded else state
 
     def batch(self, batch: Any, global_size: int | None) -> Any:
-        """This process's rows of ``batch`` as global arrays (a :data:`FROZEN` entry: placed once)."""
+        """This process's rows of ``batch`` as global arrays."""
         if not self.sharded:
             return batch
-        if isinstance(batch, dict) and FROZEN in batch:
-            rest = {k: v for k, v in batch.items() if k != FROZEN}
-            return {**self.batch(rest, global_size), FROZEN: self._frozen(batch[FROZEN])}
         leaves = jax.tree.leaves(batch)
         n = int(np.shape(leaves[0])[0])
         total = n if global_size is None or jax.process_count() == 1 else global_size
@@ -69,13 +62,6 @@ class Placement:
             rows = local_rows(batch_sharding(self.mesh), total)
             batch = jax.tree.map(lambda x: np.asarray(x)[rows], batch)
         return global_batch(batch, lambda ndim: batch_sharding(self.mesh, ndim), total)
-
-    def _frozen(self, frozen: Any) -> Any:
-        placed = getattr(self, "_placed_frozen", None)
-        if placed is None or placed[0] is not frozen:
-            placed = (frozen, place(frozen, frozen_shardings(frozen, self.mesh)))
-            self._placed_frozen = placed
-        return placed[1]
 
     def with_layout(self, state: Any) -> Any:
         """``state`` to trace a step with: on a mesh, its layers carry the mesh's layout hints."""
