@@ -164,3 +164,27 @@ def test_prompt_explorer_generates_on_enter_and_shows_it_is_busy(traj, frames):
     explorer.button.disabled = True  # a click while busy is ignored
     explorer._on_click(None)
     assert len(seen) == 1
+
+
+def test_mask_painter_cells_show_their_colour_and_a_click_marks_them():
+    """The board's colours must reach the browser: the cells' style has a synced ``button_color``
+    (a ToggleButton's style has none, which left the board blank grey), and a click changes it."""
+    from muse_mini.viz.edit_widgets import PRESSED_COLOUR, MaskPainter
+
+    image = np.full((32, 32, 3), 255, np.uint8)
+    image[8:12, 4:8] = (255, 0, 0)  # token (2, 1) of the 8×8 grid is red
+    painter = MaskPainter(image, 8)
+    cell = painter.cells[2][1]
+    assert "button_color" in cell.style.keys  # a synced trait, sent to the browser
+    assert cell.style.button_color == "#ff0000" and painter.cells[0][0].style.button_color == "#ffffff"
+    cell.click()
+    assert cell.style.button_color == PRESSED_COLOUR and cell.description == "×"
+    assert painter.token_mask[2, 1] and painter.token_mask.sum() == 1
+    assert painter.mask[8:12, 4:8].all() and painter.mask.sum() == 16
+    cell.click()
+    assert cell.style.button_color == "#ff0000" and not painter.token_mask.any()
+    painter.select([0, 7], [0, 7])
+    painter.clear.click()
+    assert not painter.token_mask.any() and painter.cells[7][7].style.button_color == "#ffffff"
+    with pytest.raises(ValueError, match=r"image: expected a square"):
+        MaskPainter(image[:, :30], 8)

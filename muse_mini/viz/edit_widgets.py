@@ -1,10 +1,8 @@
-"""Notebook widgets for editing (Muse §3.3): paint a mask over token cells, step through an edit.
+"""Notebook widgets for editing (Muse §3.3): paint a mask over token cells, step through a mask-free edit.
 
-:class:`MaskPainter` is a grid of toggle buttons, one per token of the base
-grid, over the image: a token is what the model regenerates, so a mask drawn in
-cells is exactly what inpainting will use. :class:`EditViewer` is an iteration
-slider over a mask-free edit (Figure 12): the images of every iteration are
-decoded once, so sliding only indexes them.
+A token is what the model regenerates, so a mask painted in token cells is
+exactly what inpainting uses. The edit viewer decodes every iteration once
+(Figure 12), so sliding only indexes them.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from muse_mini.models.codec import decode_tokens
 from muse_mini.viz.widgets import PngFigure, figure_to_png
 
 CELL_PX = 28
+PRESSED_COLOUR = "#ff4fa3"
 
 
 def _cell_colour(image_HxWx3: np.ndarray, grid: int, row: int, col: int) -> str:
@@ -25,11 +24,12 @@ def _cell_colour(image_HxWx3: np.ndarray, grid: int, row: int, col: int) -> str:
 
 
 class MaskPainter:
-    """A ``grid × grid`` board of toggles coloured like ``image``; a pressed cell is regenerated.
+    """A ``grid × grid`` board of buttons coloured like ``image``; a click marks a cell for regeneration.
 
-    ``painter.token_mask`` is the (grid, grid) bool selection and
-    ``painter.mask`` the same at the image's pixels, ready for
-    :meth:`muse_mini.Pipeline.inpaint`. ``select(rows, cols)`` presses cells from code.
+    ``token_mask`` is the (grid, grid) selection and ``mask`` the same at the
+    image's pixels, for :meth:`muse_mini.Pipeline.inpaint`. The cells are
+    ``Button`` widgets because their ``style.button_color`` reaches the browser
+    (a ``ToggleButton``'s style has no colour).
     """
 
     def __init__(self, image_HxWx3, grid: int):
@@ -38,32 +38,40 @@ class MaskPainter:
             raise ValueError(f"image: expected a square (S, S, 3) image with S a multiple of grid {grid}, "
                              f"got {image.shape}")
         self.image, self.grid = image, grid
+        self._pressed = np.zeros((grid, grid), bool)
         layout = widgets.Layout(width=f"{CELL_PX}px", height=f"{CELL_PX}px", padding="0", margin="0")
-        self.cells = [[widgets.ToggleButton(value=False, layout=layout, tooltip=f"token ({r}, {c})")
-                       for c in range(grid)] for r in range(grid)]
+        self.cells = [[widgets.Button(layout=layout, tooltip=f"token ({r}, {c})") for c in range(grid)]
+                      for r in range(grid)]
         for r, row in enumerate(self.cells):
             for c, cell in enumerate(row):
-                cell.style.button_color = _cell_colour(image, grid, r, c)
-                cell.observe(lambda change, cell=cell, r=r, c=c: self._restyle(cell, r, c), names="value")
+                cell.on_click(lambda _, r=r, c=c: self.toggle(r, c))
+                self._paint(r, c)
         self.clear = widgets.Button(description="clear")
         self.clear.on_click(lambda _: self.select([], []))
         board = widgets.GridBox([cell for row in self.cells for cell in row], layout=widgets.Layout(
             grid_template_columns=f"repeat({grid}, {CELL_PX}px)", grid_gap="1px"))
         self.widget = widgets.VBox([board, self.clear])
 
-    def _restyle(self, cell, r: int, c: int) -> None:
-        cell.style.button_color = "#ff4fa3" if cell.value else _cell_colour(self.image, self.grid, r, c)
+    def _paint(self, r: int, c: int) -> None:
+        cell, pressed = self.cells[r][c], bool(self._pressed[r, c])
+        cell.style.button_color = PRESSED_COLOUR if pressed else _cell_colour(self.image, self.grid, r, c)
+        cell.description = "×" if pressed else ""
+
+    def toggle(self, row: int, col: int) -> None:
+        """Mark cell ``(row, col)`` for regeneration, or unmark it (what a click does)."""
+        self._pressed[row, col] = not self._pressed[row, col]
+        self._paint(row, col)
 
     def select(self, rows, cols) -> None:
-        """Press exactly the cells ``(rows[i], cols[i])``; every other cell is released."""
-        chosen = set(zip((int(r) for r in rows), (int(c) for c in cols)))
-        for r, row in enumerate(self.cells):
-            for c, cell in enumerate(row):
-                cell.value = (r, c) in chosen
+        """Mark exactly the cells ``(rows[i], cols[i])``; every other cell is unmarked."""
+        chosen = np.zeros_like(self._pressed)
+        chosen[np.asarray(rows, int), np.asarray(cols, int)] = True
+        for r, c in zip(*np.nonzero(chosen != self._pressed)):
+            self.toggle(int(r), int(c))
 
     @property
     def token_mask(self) -> np.ndarray:
-        return np.array([[cell.value for cell in row] for row in self.cells], bool)
+        return self._pressed.copy()
 
     @property
     def mask(self) -> np.ndarray:
@@ -91,11 +99,7 @@ def render_iteration(images_IxHxWx3, resampled_IxN, i: int, *, title: str = "") 
 
 
 class EditViewer:
-    """An iteration slider over a mask-free edit (:meth:`muse_mini.Pipeline.edit`).
-
-    ``images_IxHxWx3`` holds the input (iteration 0) and the image after each
-    iteration; ``resampled_IxN`` the tokens each iteration resampled.
-    """
+    """An iteration slider over a mask-free edit: the input and each iteration's image, and the tokens resampled."""
 
     def __init__(self, images_IxHxWx3, resampled_IxN, *, title: str = ""):
         self.images = np.asarray(images_IxHxWx3)
@@ -114,7 +118,7 @@ class EditViewer:
 
     @classmethod
     def from_result(cls, result, index: int = 0, *, title: str = "") -> "EditViewer":
-        """Decode every iteration of ``result`` (an :class:`~muse_mini.editing.EditResult` of ``edit``) once."""
+        """Decode every iteration of a :meth:`muse_mini.Pipeline.edit` result once."""
         traj = result.base_trajectory
         tokens = np.concatenate([np.asarray(result.initial_tokens)[index][None], np.asarray(traj.tokens_BxIxN[index])])
         images = decode_tokens(result.tokenizer, tokens)  # one batch: the input and every iteration

@@ -1,16 +1,9 @@
 """Watching iterative decoding (Muse §2.8, Figure 5): plots and notebook widgets.
 
-Everything here works from a precomputed :class:`~muse_mini.decoding.sampler.Trajectory`
-and the decoded image of every step (:func:`trajectory_frames`), so moving a
-slider only indexes arrays and never calls a model. The plain functions return
-figures built without pyplot, so they also run headless (tests, scripts) and
-never pile up in pyplot's figure list; each one carries its own PNG
-representation, so a notebook cell that ends in one displays it whatever the
-matplotlib backend. The widgets wrap them for Jupyter.
-
-Steps are counted from 1 wherever a person reads them (figure titles, the
-slider), as in Figure 5; array indices ``t`` are 0-based, so step ``t + 1`` is
-``frames[t]``.
+Everything works from a precomputed trajectory and the decoded image of every
+step, so a slider only indexes arrays. Figures are built without pyplot (they
+run headless and display as PNG whatever the backend). Steps are counted from
+1 where a person reads them, as in Figure 5: step ``t + 1`` is ``frames[t]``.
 """
 
 from __future__ import annotations
@@ -61,12 +54,8 @@ def _as_uint8(image) -> np.ndarray:
 
 
 def trajectory_frames(traj, decode_tokens: Callable, index: int = 0, *, grey: float = 0.7):
-    """Decode every step of example ``index`` once: ``uint8`` images ``TxHxWx3``.
-
-    Step t's full prediction (``traj.sampled_BxTxN``) is decoded, so still-masked
-    cells show what the model currently guesses; those cells are then blended
-    towards grey by ``grey`` (0 = no greying) so the committed tokens stand out.
-    """
+    """Every step of example ``index`` decoded once (uint8 ``TxHxWx3``): the step's full prediction,
+    with still-masked cells blended ``grey`` towards grey so the committed tokens stand out."""
     one = _one(traj, index)
     frames = np.stack([_as_uint8(decode_tokens(tokens_N)) for tokens_N in one["sampled_TxN"]])
     T, H, W, _ = frames.shape
@@ -80,11 +69,7 @@ def trajectory_frames(traj, decode_tokens: Callable, index: int = 0, *, grey: fl
 
 
 class PngFigure(Figure):
-    """A pyplot-free figure that IPython displays as a PNG (``_repr_png_``).
-
-    Without pyplot no backend registers a display hook for the figure, so a
-    plain ``Figure`` at the end of a notebook cell would show as its repr.
-    """
+    """A pyplot-free figure that IPython displays as a PNG (no backend registers a hook for it)."""
 
     def _repr_png_(self) -> bytes:
         return figure_to_png(self)
@@ -96,13 +81,8 @@ def _cell_marks(ax, cells_GxG, color="red"):
 
 
 def render_step(frames, traj, t: int, index: int = 0) -> PngFigure:
-    """Three panels for step ``t + 1`` (0-based index ``t``): the image, when each token got fixed, the confidence.
-
-    Middle panel: each token coloured by the step that fixed it (given tokens
-    light grey, not yet fixed white); red squares mark those fixed at step t.
-    Right panel: the score ranked at step t (log p + annealed Gumbel noise);
-    tokens fixed earlier have none (grey).
-    """
+    """Step ``t + 1``: the image; the step that fixed each token (red squares: fixed now); the
+    score ranked at this step (log p + annealed Gumbel noise)."""
     one = _one(traj, index)
     T, N = one["mask_TxN"].shape
     if not 0 <= t < T:
@@ -163,15 +143,8 @@ def figure_to_png(fig: Figure) -> bytes:
 
 
 class DecodingViewer:
-    """A step slider over a precomputed decoding: image, fixed tokens, confidence.
-
-    ``frames`` come from :func:`trajectory_frames`; ``traj`` is the sampler's
-    trajectory. The slider runs over steps 1..T, the numbers the figure titles
-    show, and only indexes these arrays (rendered panels are cached).
-    ``viewer.step`` is the step shown, ``viewer.t = step - 1`` its index and
-    ``viewer.frame`` its image; display ``viewer.widget`` (or the viewer
-    itself) in a notebook.
-    """
+    """A step slider (1..T) over :func:`trajectory_frames` and the trajectory; ``step``, ``t = step - 1``
+    and ``frame`` are what it shows."""
 
     def __init__(self, frames, traj, index: int = 0):
         self.slider = widgets.IntSlider(description="step", min=1, max=1, value=1,
@@ -214,15 +187,8 @@ class DecodingViewer:
 
 
 class PromptExplorer:
-    """Prompt box, guidance and steps sliders, a button, and a :class:`DecodingViewer`.
-
-    ``generate_fn(prompt, guidance, steps) -> (frames, traj)`` should run the
-    compiled sampler (keep guidance a traced value so sliding it does not
-    recompile) and return :func:`trajectory_frames` output and the trajectory.
-    The button or Enter in the prompt box generates. A new number of steps
-    recompiles the sampler, which takes seconds, so while ``generate_fn`` runs
-    the button is disabled and the status line says "generating…".
-    """
+    """Prompt box, guidance and steps sliders, a button and a :class:`DecodingViewer` over
+    ``generate_fn(prompt, guidance, steps) -> (frames, traj)``; the button is disabled while it runs."""
 
     def __init__(self, generate_fn: Callable, *, prompt: str = "", guidance: float = 2.0,
                  steps: int = 12, max_guidance: float = 10.0, max_steps: int = 48):
