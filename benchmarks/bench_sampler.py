@@ -1,12 +1,11 @@
 """Time per image: one compiled decoding loop vs a Python loop of jitted steps (Muse §2.8).
 
 Both paths run the same base transformer (random weights) under the same
-classifier-free guidance wrapper (§2.7) and the same
-:func:`muse_mini.decoding.sampler.decode_step`; they differ only in who drives the
-steps. The compiled path is one ``lax.scan`` (one dispatch per image batch); the
-naive path dispatches one jitted step per decoding step, paying host overhead
-and a device round trip each time. With the same key both draw the same
-numbers, so their tokens are compared as a check.
+classifier-free guidance wrapper (§2.7) and the same ``decode_step``; they
+differ only in who drives the steps. The compiled path is the pipeline's
+(:func:`muse_mini.decoding.guidance.decode_guided`, one ``lax.scan``); the
+naive path dispatches one jitted step per decoding step. With the same key
+both draw the same numbers, so their tokens are compared as a check.
 
     python benchmarks/bench_sampler.py --preset toy --batch 16 --repeats 5
     python benchmarks/bench_sampler.py --preset cc3m --batch 8 base.depth=4
@@ -36,38 +35,18 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from muse_mini.config import get_preset, tokenizer_stage_config  # noqa: E402
-from muse_mini.decoding.guidance import (  # noqa: E402
-    BatchedModel, GuidedLogits, classifier_free_guidance, unconditional_context,
-)
-from muse_mini.decoding.sampler import decode, decode_step, init_state, run_decode  # noqa: E402
-from muse_mini.models.build import build_superres  # noqa: E402
+from muse_mini.decoding.guidance import classifier_free_guidance, decode_guided, guided_contexts  # noqa: E402
+from muse_mini.decoding.sampler import decode_step, init_state  # noqa: E402
 from muse_mini.decoding.spec import DecodeSpec, sampler_scalars  # noqa: E402
+from muse_mini.models.build import build_superres  # noqa: E402
 from muse_mini.models.codec import decode_token_batch  # noqa: E402
-from muse_mini.pipeline import decode_guided  # noqa: E402
 from muse_mini.models.transformer import BaseTransformer  # noqa: E402
 from muse_mini.models.vqgan import VQGAN  # noqa: E402
 
 
-def guided(model, context, sampler):
-    return classifier_free_guidance(
-        BatchedModel(model), cond=context, uncond=unconditional_context(context),
-        scale=jnp.float32(sampler.guidance), schedule=sampler.guidance_schedule, steps=sampler.steps,
-    )
-
-
-def decode_kwargs(model, sampler) -> dict:
-    return dict(steps=sampler.steps, mask_id=model.mask_id, schedule=sampler.schedule,
-                temperature=sampler.temperature, top_k=sampler.top_k,
-                choice_temperature=sampler.choice_temperature)
-
-
-@eqx.filter_jit
 def compiled_decode(model, context, key, sampler):
-    batch = context[0].shape[0]
-    tokens = jnp.full((batch, model.seq_len), model.mask_id, jnp.int32)
-    mask = jnp.ones((batch, model.seq_len), bool)
-    traj = decode(guided(model, context, sampler), tokens, mask, key=key, **decode_kwargs(model, sampler))
-    return traj.tokens_BxN
+    """What the pipeline runs: one compiled, guided decoding."""
+    return decode_guided(model, *guided_contexts(context), key, sampler).tokens_BxN
 
 
 jitted_step = eqx.filter_jit(decode_step)
@@ -76,38 +55,16 @@ jitted_step = eqx.filter_jit(decode_step)
 def naive_decode(model, context, key, sampler):
     """The same steps driven from Python: one jitted ``decode_step`` call per step."""
     batch = context[0].shape[0]
-    logits_fn = guided(model, context, sampler)
+    spec = DecodeSpec.from_sampler(sampler, model.mask_id)
+    guidance, temperature, choice_temperature = sampler_scalars(sampler)
+    logits_fn = eqx.filter_jit(classifier_free_guidance)(model, *guided_contexts(context), scale=guidance, spec=spec)
     state = init_state(jnp.zeros((batch, model.seq_len), jnp.int32),
                        jnp.ones((batch, model.seq_len), bool), model.mask_id)
     for t in range(sampler.steps):
         # A traced step index: one compilation serves every step.
-        state, _ = jitted_step(logits_fn, state, jnp.int32(t), key=key, **decode_kwargs(model, sampler))
+        state, _ = jitted_step(logits_fn, state, jnp.int32(t), key=key, spec=spec, temperature=temperature,
+                               choice_temperature=choice_temperature)
     return state.tokens_BxN
-
-
-@eqx.filter_jit
-def decode_encoding_every_step(model, context, uncond, key, spec, guidance, temperature, choice_temperature):
-    """:func:`muse_mini.pipeline.decode_guided` as it was: the model called on the raw contexts at every step."""
-    batch = context[0].shape[0]
-    logits_fn = GuidedLogits(BatchedModel(model), context, uncond, guidance, spec.guidance_schedule, spec.steps)
-    tokens = jnp.full((batch, model.seq_len), spec.mask_id, jnp.int32)
-    return run_decode(logits_fn, tokens, jnp.ones((batch, model.seq_len), bool), key=key, spec=spec,
-                      temperature=temperature, choice_temperature=choice_temperature)
-
-
-def condition_every_step_vs_once(model, context, key, sampler, repeats: int) -> tuple[float, float, bool]:
-    """Seconds per decoding with the condition encoded inside every step and encoded once before the
-    loop (:func:`muse_mini.pipeline.decode_guided`), same arguments, same compiled loop; same tokens?"""
-    spec, scalars = DecodeSpec.from_sampler(sampler, model.mask_id), sampler_scalars(sampler)
-    uncond = unconditional_context(context)
-
-    def once():
-        return decode_guided(model, context, uncond, key, spec, *scalars).tokens_BxN
-
-    def every():
-        return decode_encoding_every_step(model, context, uncond, key, spec, *scalars).tokens_BxN
-
-    return median_seconds(every, repeats), median_seconds(once, repeats), bool(np.array_equal(every(), once()))
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -163,14 +120,11 @@ def main(argv=None) -> None:
         print(f"{batch:>5} {1e3 * compiled / batch:>16.2f} {1e3 * naive / batch:>13.2f} "
               f"{naive / compiled:>15.2f}  {same}")
         if batch == args.batch:
-            base_s, base_context = compiled, context
+            base_s = compiled
 
     superres = build_superres(cfg, key_model)
     batch, hr = args.batch, cfg.highres_tokenizer.image_size
-    if superres.lowres_input == "tokens":
-        lowres = jax.random.randint(key_text, (batch, superres.lowres_seq_len), 0, superres.lowres_vocab_size)
-    else:  # a decoded low-res image (lowres_input="pixels")
-        lowres = jax.random.uniform(key_text, (batch, *superres.lowres_shape), minval=-1.0)
+    lowres = jax.random.randint(key_text, (batch, superres.lowres_seq_len), 0, superres.lowres_vocab_size)
     text = jax.random.normal(key_text, (batch, cfg.text.max_length, cfg.text.width))
     context = (lowres, text, jnp.ones((batch, cfg.text.max_length), bool))
     sr_s = median_seconds(lambda: compiled_decode(superres, context, key_decode, cfg.superres_sampler), args.repeats)
@@ -179,12 +133,6 @@ def main(argv=None) -> None:
     tokens = jax.random.randint(key_text, (batch, superres.seq_len), 0, vcfg.codebook_size)
     pixels = eqx.filter_jit(decode_token_batch)
     dec_s = median_seconds(lambda: pixels(vqgan, tokens), args.repeats)
-    print(f"\ncondition (text projection; super-res: low-res encoder + text + skip), batch {batch}:")
-    print(f"{'model':>9} {'every step ms/img':>18} {'once ms/img':>12} {'every/once':>11}  same tokens")
-    for name, m, ctx, smp in (("base", model, base_context, sampler),
-                              ("super-res", superres, context, cfg.superres_sampler)):
-        every, once, same = condition_every_step_vs_once(m, ctx, key_decode, smp, args.repeats)
-        print(f"{name:>9} {1e3 * every / batch:>18.2f} {1e3 * once / batch:>12.2f} {every / once:>11.2f}  {same}")
     which = "finetuned" if cfg.decoder.enabled else "tokenizer's"
     print(f"\n{hr}×{hr} image, batch {batch}, compiled: base {1e3 * base_s / batch:.2f} ms/img + "
           f"super-res ({cfg.superres_sampler.steps} steps, {superres.seq_len} tokens) {1e3 * sr_s / batch:.2f} ms/img "

@@ -48,9 +48,7 @@ import amused_latency  # noqa: E402
 import bench_train  # noqa: E402
 from bench_memory import machine  # noqa: E402
 from muse_mini.config import get_preset, tokenizer_stage_config  # noqa: E402
-from muse_mini.decoding.guidance import unconditional_context  # noqa: E402
-from muse_mini.decoding.guided import decode_guided  # noqa: E402
-from muse_mini.decoding.spec import DecodeSpec, check_scalars  # noqa: E402
+from muse_mini.decoding.guidance import decode_guided, guided_contexts  # noqa: E402
 from muse_mini.models.build import build_base, build_superres  # noqa: E402
 from muse_mini.models.codec import decode_token_batch  # noqa: E402
 from muse_mini.models.layers import count_params  # noqa: E402
@@ -93,47 +91,40 @@ def median_ms(run, repeats: int) -> tuple[float, float, float, tuple]:
     return statistics.median(times), min(times), max(times), tuple(shape)
 
 
-def text_to_pixels(base, vqgan, context, uncond, key, spec, scalars):
+def text_to_pixels(base, vqgan, context, uncond, key, sampler):
     """Guided parallel decoding (§2.7, §2.8) then the VQ decode (§2.2): prompt embedding → uint8 pixels."""
-    tokens = decode_guided(base, context, uncond, key, spec, *scalars).tokens_BxN
+    tokens = decode_guided(base, context, uncond, key, sampler).tokens_BxN
     return decode_token_batch(vqgan, tokens)
 
 
-def cascade_pixels(base, vq_lo, superres, vq_hi, context, uncond, key, specs, scalars):
+def cascade_pixels(base, vq_lo, superres, vq_hi, context, uncond, key, samplers):
     """Base → super-res conditioned on its tokens (§2.4) → high-res decode, in one program."""
     k_base, k_sr = jax.random.split(key)
-    low = decode_guided(base, context, uncond, k_base, specs[0], *scalars[0]).tokens_BxN
+    low = decode_guided(base, context, uncond, k_base, samplers[0]).tokens_BxN
     sr_context = (low, *context)  # super-res takes the low-res ids (Figure 4)
-    high = decode_guided(superres, sr_context, unconditional_context(sr_context), k_sr, specs[1], *scalars[1])
+    high = decode_guided(superres, *guided_contexts(sr_context), k_sr, samplers[1])
     return decode_token_batch(vq_hi, high.tokens_BxN)
 
 
 def random_context(cfg, batch: int, key):
     text = jax.random.normal(key, (batch, cfg.text.max_length, cfg.text.width), jnp.float32)
     context = (text, jnp.ones((batch, cfg.text.max_length), bool))
-    return context, unconditional_context(context)
-
-
-def scalars_of(sampler, guidance: float):
-    return check_scalars(guidance=guidance, temperature=sampler.temperature,
-                         choice_temperature=sampler.choice_temperature)
+    return guided_contexts(context)
 
 
 def latency_row(cfg, models, *, batch: int, steps: int, guidance: float, repeats: int, sr_steps: int | None) -> dict:
     """One latency measurement: base only (``sr_steps`` None) or the whole cascade."""
     key = jax.random.key(0)
     context, uncond = random_context(cfg, batch, key)
-    base_spec = dataclasses.replace(DecodeSpec.from_sampler(cfg.sampler, models["base"].mask_id), steps=steps)
-    scalars = scalars_of(cfg.sampler, guidance)
+    base_sampler = dataclasses.replace(cfg.sampler, steps=steps, guidance=guidance)
     if sr_steps is None:
-        args = (models["base"], models["vq_lo"], context, uncond, key, base_spec, scalars)
+        args = (models["base"], models["vq_lo"], context, uncond, key, base_sampler)
         run, compiled = compile_call(text_to_pixels, *args)
         size = cfg.tokenizer.image_size
     else:
         sr = models["superres"]
-        sr_spec = dataclasses.replace(DecodeSpec.from_sampler(cfg.superres_sampler, sr.mask_id), steps=sr_steps)
-        args = (models["base"], models["vq_lo"], sr, models["vq_hi"], context, uncond, key,
-                (base_spec, sr_spec), (scalars, scalars))
+        sr_sampler = dataclasses.replace(cfg.superres_sampler, steps=sr_steps, guidance=guidance)
+        args = (models["base"], models["vq_lo"], sr, models["vq_hi"], context, uncond, key, (base_sampler, sr_sampler))
         run, compiled = compile_call(cascade_pixels, *args)
         size = cfg.highres_tokenizer.image_size
     ms, lo, hi, shape = median_ms(run, repeats)

@@ -1,23 +1,9 @@
-"""Text → image: the whole Muse cascade, loaded from run directories (Muse §2, Figure 3).
+"""Text → image: the Muse cascade from run directories (Muse §2, Figure 3), and editing (§3.3).
 
-prompt → frozen text encoder (§2.1) → base transformer, decoded in parallel
-with classifier-free guidance (§2.7, §2.8) → low-res tokens → super-res
-translator (§2.4), decoded the same way → high-res tokens → VQGAN decoder (§2.2,
-§2.5) → pixels.
-
-Each decoding is one compiled call (:func:`muse_mini.decoding.sampler.decode` under
-``eqx.filter_jit``); guidance scale, temperatures and prompts are traced arrays,
-so changing them does not recompile. Only the number of steps, the schedule
-names, ``top_k`` and the batch size are compile-time constants. To keep the
-batch sizes few, :meth:`Pipeline.generate` pads ``len(prompts) *
-num_per_prompt`` up to :func:`padded_batch` (repeating the last row) and
-slices the padding off the result, so a new number of prompts seldom
-recompiles.
-
-Prompts are embedded through the run's precomputed ``text-cache`` (written
-while training), which the pipeline only reads: embeddings of new prompts are
-kept in memory, so sampling never rewrites that file nor writes into a run
-directory that may be read-only or shared.
+prompt → frozen text encoder (§2.1) → base transformer, guided parallel decoding
+(§2.7, §2.8) → super-res (§2.4) → VQGAN decoder (§2.2, §2.5) → pixels. Each
+decoding is one compiled call; batches are padded to few sizes. The run's
+``text-cache`` is read only: new prompts' embeddings stay in memory.
 """
 
 from __future__ import annotations
@@ -33,12 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from muse_mini.config import MuseConfig, SamplerConfig
-from muse_mini.decoding.guided import (  # noqa: F401 (decode_guided: re-exported for the benchmarks)
-    decode_guided, decode_with_sampler, guided_contexts, superres_pass,
-)
+from muse_mini.config import EditConfig, MuseConfig, SamplerConfig, check_seed
+from muse_mini.decoding.guidance import decode_guided, guided_contexts, superres_pass
 from muse_mini.decoding.sampler import Trajectory
-from muse_mini.editing import EditResult, edit, inpaint, outpaint
+from muse_mini.editing.inputs import check_extend, read_batch
+from muse_mini.editing.methods import EditModels, EditResult, check_paste_back, edit, inpaint
+from muse_mini.editing.outpaint import outpaint
 from muse_mini.models.codec import decode_token_batch
 from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
@@ -64,12 +50,8 @@ def _decode_images(vqgan, tokens_BxN):
 
 @dataclasses.dataclass
 class Generation:
-    """What :meth:`Pipeline.generate` returns.
-
-    ``images`` are the requested stage's outputs (uint8, B×H×W×3), with the
-    samples of prompt i at rows ``i*num_per_prompt ...``. The trajectories hold
-    every decoding step (§2.8) for the widgets.
-    """
+    """The requested stage's images (uint8 B×H×W×3; prompt i's at rows ``i*num_per_prompt ...``), the
+    base model's, and every decoding step (§2.8) for the widgets."""
 
     images: np.ndarray
     prompts: list[str]
@@ -103,6 +85,11 @@ class Pipeline:
             return tree
         return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(self.mesh, x.ndim)), tree)
 
+    @property
+    def models(self) -> EditModels:
+        """The models editing runs, and this pipeline's placement of batches."""
+        return EditModels(self.tokenizer, self.base, self.superres, self.highres_tokenizer, self.on_mesh)
+
     def _padded(self, batch: int) -> int:
         """`padded_batch`, then up to a multiple of the mesh's batch-parallel devices."""
         rows = padded_batch(batch)
@@ -111,22 +98,8 @@ class Pipeline:
 
     @classmethod
     def from_run(cls, run_dir, *, require_superres: bool = False, ema: bool = False, mesh=None) -> "Pipeline":
-        """Load every finished stage under ``run_dir`` (e.g. ``runs/demo``).
-
-        ``ema``: the base and super-res models' offline EMA weights (§3,
-        ``model_ema.eqx``, written by ``muse-mini ema``) instead of the final ones.
-
-        The tokenizers are the runs the base and super-res stages were trained
-        on, as their ``config.json`` records them (``tokenizer_run``,
-        ``highres_tokenizer_run``); runs without the record use the sibling
-        ``tokenizer-base/`` and ``tokenizer-highres/``.
-
-        When ``decoder/`` holds a finished §2.5 finetuned decoder of this
-        pipeline's high-res tokenizer, it replaces that tokenizer: same encoder
-        and codebook, larger decoder, so the 64×64 output is decoded by it.
-        ``mesh`` (`muse_mini.parallel.mesh.make_mesh`): sample with the batch
-        split over its devices; the tokens are those one device gives.
-        """
+        """Every finished stage under ``run_dir``, with the tokenizers the stages recorded; a finished
+        ``decoder/`` (§2.5) decodes the high-res tokens. ``ema``: offline EMA weights (§3)."""
         run_dir = Path(run_dir)
         dirs = {name: run_dir / sub for name, sub in STAGE_DIRS.items()}
         if not stage_complete(dirs["base"]):  # name the first stage to train
@@ -172,6 +145,9 @@ class Pipeline:
         negative = None if negative_prompt is None else self.encode([negative_prompt])
         return self.on_mesh(guided_contexts(context, negative))
 
+    def _contexts(self, prompts: list[str], negative_prompt: str | None):
+        return self.guidance_contexts(self.encode(prompts), negative_prompt)
+
     def generate(
         self,
         prompts,
@@ -183,41 +159,37 @@ class Pipeline:
         superres_sampler: SamplerConfig | None = None,
         **sampler_overrides,
     ) -> Generation:
-        """Generate ``num_per_prompt`` images per prompt (a string or a list of strings).
+        """``num_per_prompt`` images per prompt; ``stage="base"`` stops at the low-res output.
 
-        ``sampler_overrides`` (``steps``, ``guidance``, ``guidance_schedule``,
-        ``temperature``, ``top_k``, ``choice_temperature``, ``schedule``) change
-        the base sampler; ``stage="base"`` stops at the low-res output, the
-        default runs super-res when the pipeline has it. ``negative_prompt``
-        replaces the unconditional logits of guidance (§2.7).
+        ``sampler_overrides`` (SamplerConfig's fields) change the run's base
+        sampler; ``negative_prompt`` replaces the unconditional logits (§2.7).
         """
         prompts = _check_prompts(prompts)
-        stage, sampler = self._check_options(num_per_prompt, seed, stage, negative_prompt,
-                                             superres_sampler, sampler_overrides)
+        stage, sampler, superres_sampler = self._check_options(num_per_prompt, seed, stage, negative_prompt,
+                                                               superres_sampler, sampler_overrides)
         batch = len(prompts) * num_per_prompt
         text, mask = self.encode(prompts)
         # Pad with copies of the last row: few batch shapes, few compilations.
         rows = np.minimum(np.arange(self._padded(batch)) // num_per_prompt, len(prompts) - 1)
         context, uncond = self.guidance_contexts((text[rows], mask[rows]), negative_prompt)
         key_base, key_sr = jax.random.split(jax.random.key(seed))
-        base_traj = decode_with_sampler(self.base, context, uncond, key_base, sampler)
+        base_traj = decode_guided(self.base, context, uncond, key_base, sampler)
         base_images = np.asarray(_decode_images(self.tokenizer, base_traj.tokens_BxN))
         first = lambda tree: jax.tree.map(lambda x: x[:batch], tree)  # noqa: E731 -- drop the padding
         result = Generation(base_images[:batch], [p for p in prompts for _ in range(num_per_prompt)],
                             base_images[:batch], first(base_traj))
         if stage == "superres":
-            sr_traj = superres_pass(self.superres, base_traj.tokens_BxN, context, key_sr,
-                                    superres_sampler or self.cfg.superres_sampler, images=self.on_mesh(base_images))
+            sr_traj = superres_pass(self.superres, base_traj.tokens_BxN, context, key_sr, superres_sampler,
+                                    images=self.on_mesh(base_images))
             result.superres_trajectory = first(sr_traj)
             result.images = np.asarray(_decode_images(self.highres_tokenizer, sr_traj.tokens_BxN))[:batch]
         return result
 
     def _check_options(self, num_per_prompt, seed, stage, negative_prompt, superres_sampler, overrides):
-        """Host-side checks of :meth:`generate`'s options; returns (stage, base sampler)."""
+        """The options every generation and edit shares; returns (stage, base sampler, super-res sampler)."""
         if isinstance(num_per_prompt, bool) or not isinstance(num_per_prompt, int) or num_per_prompt < 1:
             raise ValueError(f"num_per_prompt: expected an integer >= 1, got {num_per_prompt!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-            raise ValueError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
+        check_seed("seed", seed)
         if negative_prompt is not None and (not isinstance(negative_prompt, str) or not negative_prompt.strip()):
             raise ValueError(f"negative_prompt: expected None or a non-empty string, got {negative_prompt!r}")
         if superres_sampler is not None and not isinstance(superres_sampler, SamplerConfig):
@@ -230,73 +202,66 @@ class Pipeline:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
         if unknown:
             raise ValueError(f"unknown sampler options {sorted(unknown)}")
-        return stage, dataclasses.replace(self.cfg.sampler, **overrides)
+        return stage, dataclasses.replace(self.cfg.sampler, **overrides), superres_sampler or self.cfg.superres_sampler
 
     __call__ = generate
 
     def inpaint(self, image, mask, prompt, *, seed: int = 0, stage: str | None = None,
                 negative_prompt: str | None = None, superres_sampler: SamplerConfig | None = None,
                 reduce: str = "any", paste_back: bool = False, **sampler_overrides) -> EditResult:
-        """Regenerate the masked part of ``image`` under ``prompt`` (§3.3.1); the rest keeps its tokens.
-
-        ``image``: a path, PIL image or uint8 array (or a list or batch of them) at the base
-        or the super-res size. ``mask``: True, or white in a PNG, where to regenerate; a token
-        is regenerated when any pixel of its patch is (``reduce="all"``: every pixel). At the
-        super-res size the edit is multi-scale: the base model inpaints the decimated image's
-        tokens, then super-res inpaints the high-res tokens conditioned on them.
-        ``paste_back=True`` puts the input's own pixels back outside the mask (the decoder
-        otherwise shifts them slightly near the edit). Sampler options are :meth:`generate`'s.
-        """
-        stage, sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler, sampler_overrides)
-        return inpaint(self, image, mask, prompt, stage=stage, sampler=sampler, reduce=reduce, paste_back=paste_back,
-                       superres_sampler=superres_sampler or self.cfg.superres_sampler,
-                       negative_prompt=negative_prompt, seed=seed)
+        """Regenerate ``mask`` (True or white = regenerate) of ``image`` under ``prompt`` (§3.3.1); at the
+        super-res size the edit is multi-scale. ``paste_back``: the input's own pixels outside the mask."""
+        stage, sampler, superres_sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler,
+                                                               sampler_overrides)
+        batch = read_batch(image, prompt, self.models.sizes, mask=mask)
+        check_paste_back(self.models, paste_back, stage, batch.images.shape[1])
+        return inpaint(self.models, batch, self._contexts(batch.prompts, negative_prompt), key=jax.random.key(seed),
+                       stage=stage, sampler=sampler, superres_sampler=superres_sampler, reduce=reduce,
+                       paste_back=paste_back)
 
     def outpaint(self, image, prompt, *, extend: str | None = None, by: int | None = None, keep=None,
                  seed: int = 0, stage: str | None = None, negative_prompt: str | None = None,
                  superres_sampler: SamplerConfig | None = None, paste_back: bool = False,
                  **sampler_overrides) -> EditResult:
-        """Generate around ``image`` (§3.3.1): past its frame, or outside a kept region inside it.
+        """Generate around ``image`` (§3.3.1): ``extend`` it ``by`` pixels (of its size) past an edge,
+        or regenerate everything outside ``keep`` (a mask, True or white = keep) inside the frame."""
+        if (keep is None) == (extend is None):
+            raise ValueError("keep, extend: give keep= (a mask of the pixels to keep, inside the frame) "
+                             "or extend= with by= (grow the frame), not both or neither")
+        stage, sampler, superres_sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler,
+                                                               sampler_overrides)
+        batch = read_batch(image, prompt, self.models.sizes, mask=keep, mask_name="keep")
+        side = batch.images.shape[1]
+        check_paste_back(self.models, paste_back, stage, side)
+        options = dict(key=jax.random.key(seed), stage=stage, sampler=sampler, superres_sampler=superres_sampler,
+                       paste_back=paste_back)
+        if keep is not None:
+            batch = dataclasses.replace(batch, masks=~batch.masks)
+            return inpaint(self.models, batch, self._contexts(batch.prompts, negative_prompt), **options)
+        check_extend(extend, by, side)
+        return outpaint(self.models, batch, self._contexts(batch.prompts, negative_prompt), extend=extend, by=by,
+                        **options)
 
-        ``extend`` (``"left"``, ``"right"``, ``"up"``, ``"down"``) with ``by`` pixels (of the
-        input's size) grows the frame, in overlapping windows of the model's size; the output
-        is ``by`` pixels wider or taller. ``keep`` (a mask, True or white = keep) instead
-        regenerates everything else in the frame. ``paste_back=True`` keeps the input's own
-        pixels where it lies, as :meth:`inpaint` does.
+    def edit(self, image, prompt, *, seed: int = 0, stage: str | None = None, negative_prompt: str | None = None,
+             superres_sampler: SamplerConfig | None = None, **settings) -> EditResult:
+        """Mask-free editing (§3.3.2): walk ``image``'s tokens towards ``prompt``, with no mask.
+
+        ``settings`` (``iterations``, ``resample_fraction``, ``top_k``, ``guidance``, ``temperature``)
+        change the run's ``cfg.edit``. Every iteration is kept (``EditResult.iteration_images``, Figure 12).
         """
-        stage, sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler, sampler_overrides)
-        return outpaint(self, image, prompt, stage=stage, sampler=sampler, keep=keep, extend=extend, by=by,
-                        paste_back=paste_back,
-                        superres_sampler=superres_sampler or self.cfg.superres_sampler,
-                        negative_prompt=negative_prompt, seed=seed)
-
-    def edit(self, image, prompt, *, iterations: int = 100, resample_fraction: float = 0.08,
-             guidance: float = 4.0, top_k: int | None = 3, temperature: float = 1.0, seed: int = 0,
-             stage: str | None = None, negative_prompt: str | None = None,
-             superres_sampler: SamplerConfig | None = None) -> EditResult:
-        """Mask-free editing (§3.3.2): move ``image`` towards ``prompt`` with no mask.
-
-        Each of ``iterations`` steps masks a random ``resample_fraction`` of the base tokens
-        and resamples them under the prompt (top-k, constant guidance): the paper's 100
-        iterations of 8%, top-k 3, guidance 4. The result keeps every iteration
-        (``EditResult.iteration_images(i)``), so one can stop at 50 or 75 (Figure 12). With
-        super-res, the final base tokens are translated to high resolution.
-        """
-        stage, _ = self._check_options(1, seed, stage, negative_prompt, superres_sampler, {})
-        return edit(self, image, prompt, stage=stage, iterations=iterations, resample_fraction=resample_fraction,
-                    guidance=guidance, top_k=top_k, temperature=temperature, negative_prompt=negative_prompt,
-                    superres_sampler=superres_sampler or self.cfg.superres_sampler, seed=seed)
+        stage, _, superres_sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler, {})
+        unknown = set(settings) - {f.name for f in dataclasses.fields(EditConfig)}
+        if unknown:
+            raise ValueError(f"unknown editing settings {sorted(unknown)}")
+        settings = dataclasses.replace(self.cfg.edit, **settings)
+        batch = read_batch(image, prompt, self.models.sizes)
+        return edit(self.models, batch, self._contexts(batch.prompts, negative_prompt), key=jax.random.key(seed),
+                    stage=stage, settings=settings, superres_sampler=superres_sampler)
 
 
 def input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:
-    """The input run a stage recorded under ``key`` in its ``config.json`` (else ``default``),
-    and for errors where that path came from.
-
-    Training records it relative to the stage (``relative_run_path``, lexical), so it is
-    resolved the same way: a tokenizer trained elsewhere (``--tokenizer-run``) is found,
-    and a pipeline copied whole points at its own copies. Runs without the record
-    use the sibling directory.
-    """
+    """The input run a stage recorded under ``key`` (relative to the stage, so a copied pipeline points
+    at its own copies), else ``default``; and for errors where that path came from."""
     recorded = read_run_config(stage_dir)["metadata"].get(key)
     if not recorded:
         return default, ""
@@ -305,19 +270,15 @@ def input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:
 
 
 def padded_batch(batch: int, *, step: int = PAD_STEP) -> int:
-    """The batch size ``batch`` rows are decoded at: the next power of two up to ``step``, then the
-    next multiple of ``step``. Small batches share a handful of compilations; large ones waste
-    fewer than ``step`` rows (so the demo's evaluation batches, multiples of it, are not padded)."""
+    """The batch ``batch`` rows are decoded at: the next power of two up to ``step``, then the next
+    multiple of ``step``, so few batch sizes compile and large ones waste fewer than ``step`` rows."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch: expected an integer >= 1, got {batch!r}")
     return 1 << (batch - 1).bit_length() if batch <= step else -(-batch // step) * step
 
 
 def _check_prompts(prompts) -> list[str]:
-    """A string or an iterable of strings (not a mapping or bytes), as a list; a ValueError names what is wrong.
-
-    Empty strings are left to the text encoder, whose error gives their index.
-    """
+    """A string or an iterable of strings as a list (empty strings are left to the text encoder)."""
     if isinstance(prompts, str):
         prompts = [prompts]
     if isinstance(prompts, (bytes, Mapping)) or not isinstance(prompts, Iterable):

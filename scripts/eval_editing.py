@@ -3,7 +3,7 @@
     .venv/bin/python scripts/eval_editing.py runs/demo --n 64 --seeds 0 1 2
 
 Cases come from Shapes seed ``--case-seed`` (training uses seed 0), 64 per
-task by default; :mod:`muse_mini.editing.shapes_tasks` builds and scores them.
+task by default; :mod:`muse_mini.evaluation.editing_tasks` builds and scores them.
 Each figure is reported per stage (base 32×32, super-res 64×64) as the mean
 and spread over the sampling seeds, beside the same model's text-to-image
 accuracy on the same prompts. Writes ``--out`` (JSON) and ``--figure``
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from muse_mini import viz
-from muse_mini.editing.shapes_tasks import inpaint_cases, mask_free_cases, outpaint_cases, run_tasks
+from muse_mini.evaluation.editing_tasks import inpaint_cases, mask_free_cases, outpaint_cases, run_tasks
 from muse_mini.pipeline import Pipeline
 
 
@@ -36,7 +36,7 @@ def summarise(reports: list[dict]) -> dict:
     return out
 
 
-def example_figure(pipe, path: Path, case_seed: int, iterations: int, guidance: float = 4.0) -> None:
+def example_figure(pipe, path: Path, case_seed: int, iterations: int, guidance: float | None = None) -> None:
     """Four cases per task: the input (masked area tinted), the edit, and its prompt."""
     rows, titles = [], []
     for task, cases in (("inpaint", inpaint_cases(4, case_seed)), ("mask-free", mask_free_cases(4, case_seed)),
@@ -48,7 +48,8 @@ def example_figure(pipe, path: Path, case_seed: int, iterations: int, guidance: 
         elif task == "outpaint":
             result = pipe.outpaint(images, prompts, keep=~masks, seed=0)
         else:
-            result = pipe.edit(images, prompts, iterations=iterations, seed=0, guidance=guidance)
+            settings = {} if guidance is None else {"guidance": guidance}
+            result = pipe.edit(images, prompts, iterations=iterations, seed=0, **settings)
         shown = images.copy()
         if task != "mask-free":
             shown[masks] = (0.5 * shown[masks] + 0.5 * np.array([255, 80, 160])).astype(np.uint8)
@@ -68,8 +69,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds")
     parser.add_argument("--case-seed", type=int, default=1000, help="Shapes seed of the cases (training: 0)")
     parser.add_argument("--iterations", type=int, default=100, help="mask-free iterations (default 100)")
-    parser.add_argument("--mask-free-guidance", type=float, default=4.0,
-                        help="the mask-free walk's constant guidance (default 4, the paper's)")
+    parser.add_argument("--mask-free-guidance", type=float, default=None,
+                        help="the mask-free walk's constant guidance (default: the run's edit.guidance)")
     parser.add_argument("--out", default=None, help="JSON report (default RUN/samples/editing.json)")
     parser.add_argument("--figure", default=None, help="PNG of examples (default RUN/samples/editing.png)")
     args = parser.parse_args()

@@ -33,8 +33,8 @@ import jax
 import numpy as np
 
 from muse_mini import viz
-from muse_mini.decoding.guidance import unconditional_context
-from muse_mini.pipeline import STAGE_DIRS, Pipeline, decode_with_sampler
+from muse_mini.decoding.guidance import decode_guided, guided_contexts
+from muse_mini.pipeline import STAGE_DIRS, Pipeline
 from muse_mini.data.captions import COLOURS
 from muse_mini.data.shapes import downsample, generate
 from muse_mini.models.superres import lowres_condition
@@ -81,8 +81,7 @@ def main() -> None:
         text, mask = pipe.encode(captions[start:start + args.batch])
         decoded = decode_tokens(pipe.tokenizer, low_tokens)
         context = (lowres_condition(pipe.superres, low_tokens, images=decoded), text, mask)
-        traj = decode_with_sampler(pipe.superres, context, unconditional_context(context),
-                                   jax.random.key(start), sampler)
+        traj = decode_guided(pipe.superres, *guided_contexts(context), jax.random.key(start), sampler)
         true_tokens = encode_images(pipe.highres_tokenizer, hr)
         for suffix, decoder in decoders.items():
             sr = decode_tokens(decoder, np.asarray(traj.tokens_BxN))

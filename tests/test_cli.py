@@ -15,13 +15,31 @@ def _fails(capsys, argv, *needles):
     return err
 
 
-def test_sample_rejects_a_seed_beyond_64_bits(capsys, tmp_path):
+@pytest.mark.parametrize("seed", [str(2 ** 32), str(2 ** 70), "-1"])
+def test_sample_refuses_a_seed_outside_the_one_range(capsys, tmp_path, seed):
     _fails(capsys, ["sample", "--run", str(tmp_path), "--prompt", "a red circle", "--out", str(tmp_path / "o"),
-                    "--seed", str(2 ** 70)], "--seed")
+                    "--seed", seed], "--seed: expected an integer seed in [0, 2**32)")
 
 
-def test_train_rejects_a_seed_override_beyond_64_bits(capsys, tmp_path):
-    _fails(capsys, ["train-base", "--run", str(tmp_path / "b"), f"base_train.seed={2 ** 70}"], "TrainConfig.seed")
+@pytest.mark.parametrize("seed", [2 ** 70, -1])
+def test_train_refuses_a_seed_override_outside_the_one_range(capsys, tmp_path, seed):
+    _fails(capsys, ["train-base", "--run", str(tmp_path / "b"), f"base_train.seed={seed}"],
+           "TrainConfig.seed: expected an integer seed in [0, 2**32)")
+
+
+def test_seed_range_is_stated_once_for_the_flags_and_the_api():
+    """The sampling commands' help names the range check_seed enforces, which the Python API uses too."""
+    from muse_mini.config import SEED_RANGE, check_seed
+
+    assert SEED_RANGE == (0, 2 ** 32)
+    check_seed("seed", 0), check_seed("seed", 2 ** 32 - 1)
+    for bad in (-1, 2 ** 32, 1.0, True):
+        with pytest.raises(ValueError, match=r"seed: expected an integer seed in \[0, 2\*\*32\)"):
+            check_seed("seed", bad)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("sample", "edit"):
+        seed = next(a for a in sub.choices[name]._actions if a.dest == "seed")
+        assert "[0, 2**32)" in seed.help, (name, seed.help)
 
 
 def test_negative_depth_is_named_before_any_model_is_built(capsys, tmp_path):

@@ -14,8 +14,9 @@ from PIL import Image
 
 from muse_mini.cli import main
 from muse_mini.data import shapes
-from muse_mini.decoding.editing import inpaint_state, pixel_mask_to_token_mask
-from muse_mini.editing import window_starts
+from muse_mini.config import EditConfig, from_dict
+from muse_mini.decoding.editing import pixel_mask_to_token_mask
+from muse_mini.editing.outpaint import window_starts
 from muse_mini.models.codec import encode_images, reconstruct
 from muse_mini.pipeline import Pipeline
 
@@ -69,10 +70,9 @@ def test_one_mask_and_image_are_shared_by_a_batch_of_prompts(pipe, scene):
     _, low, _, low_mask = scene
     result = pipe.inpaint(low, low_mask, ["a red circle", "a blue square", "a green diamond"], stage="base")
     assert result.images.shape == (3, 32, 32, 3) and result.prompts[1] == "a blue square"
-    # and the token-level pieces fit: one (N,) token mask serves a (B, N) batch
-    tokens = np.zeros((3, 64), np.int32)
-    _, state_mask = inpaint_state(tokens, pixel_mask_to_token_mask(low_mask, 8), mask_id=pipe.base.mask_id)
-    assert state_mask.shape == (3, 64)
+    token_mask = np.asarray(pixel_mask_to_token_mask(low_mask, 8))
+    np.testing.assert_array_equal(result.token_mask, np.tile(token_mask, (3, 1)))  # one mask, every row
+    np.testing.assert_array_equal(result.base_trajectory.initial_mask_BxN, result.token_mask)
 
 
 @pytest.mark.parametrize("extend, by, shape", [("right", 16, (1, 32, 48, 3)), ("left", 6, (1, 32, 38, 3)),
@@ -115,7 +115,7 @@ def test_paste_back_keeps_the_input_pixels_outside_the_mask_and_nothing_else_cha
     np.testing.assert_array_equal(kept.images[0][mask], raw.images[0][mask])  # the edit itself is the same
     np.testing.assert_array_equal(kept.base_images[0][low_mask], raw.base_images[0][low_mask])
     assert (raw.images[0][~mask] != high[~mask]).any()  # without it the decoder's output differs
-    from muse_mini.editing.shapes_tasks import Case, pasted
+    from muse_mini.evaluation.editing_tasks import Case, pasted
     np.testing.assert_array_equal(pasted(raw.images, [Case(high, mask, prompt)]), kept.images)
     np.testing.assert_array_equal(pasted(raw.base_images, [Case(high, mask, prompt)]), kept.base_images)
     wide = pipe.outpaint(low, prompt, extend="left", by=8, stage="base", paste_back=True)
@@ -166,11 +166,16 @@ def test_mask_free_edit_keeps_every_iteration_and_resamples_8_percent(pipe, scen
     (lambda p, im, m: p.inpaint(im, m.astype(np.float32), "x"), r"mask: expected a boolean"),
     (lambda p, im, m: p.inpaint(im, m, ""), r"prompt: expected a non-empty string"),
     (lambda p, im, m: p.inpaint([im, im], [m, m, m], "x"), r"image, mask, prompt: expected equal counts"),
-    (lambda p, im, m: p.edit(im, "x", iterations=0), r"iterations: expected an integer >= 1"),
-    (lambda p, im, m: p.edit(im, "x", resample_fraction=1.5), r"resample_fraction: expected a value in \(0, 1\]"),
+    (lambda p, im, m: p.edit(im, "x", iterations=0), r"edit.iterations: expected an integer >= 1"),
+    (lambda p, im, m: p.edit(im, "x", resample_fraction=1.5), r"edit.resample_fraction: expected .* <= 1.0, got 1.5"),
     (lambda p, im, m: p.edit(im, "x", resample_fraction=0), r"resample_fraction"),
+    (lambda p, im, m: p.edit(im, "x", guidance=float("nan")), r"edit.guidance: expected a finite number"),
+    (lambda p, im, m: p.edit(im, "x", top_k=300), r"top_k: expected 1 <= top_k <= vocab size 256"),
+    (lambda p, im, m: p.edit(im, "x", steps=3), r"unknown editing settings \['steps'\]"),
+    (lambda p, im, m: p.edit(im, "x", seed=-1), r"seed: expected an integer seed in \[0, 2\*\*32\)"),
     (lambda p, im, m: p.outpaint(im, "x", extend="sideways", by=8), r"extend: expected one of"),
     (lambda p, im, m: p.outpaint(im, "x", extend="left", by=0), r"by: expected a positive number"),
+    (lambda p, im, m: p.outpaint(im, "x", extend="right", by=100000), r"by: expected at most 96 pixels .* got 100000"),
     (lambda p, im, m: p.outpaint(im, "x"), r"keep, extend: give keep="),
     (lambda p, im, m: p.inpaint("no/such.png", m, "x"), r"image: no image file"),
 ])
@@ -210,8 +215,12 @@ def test_cli_edit_inpaint_outpaint_and_mask_free(smoke_runs, scene, tmp_path, ca
     (["--mode", "inpaint"], "--mask: --mode inpaint needs a mask"),
     (["--mode", "outpaint"], "--extend: --mode outpaint needs"),
     (["--extend", "left"], "--by: --extend DIRECTION and --by PIXELS go together"),
-    (["--iterations", "0"], "--iterations: expected an integer >= 1"),
-    (["--seed", str(2**70)], "--seed: expected an integer seed"),
+    (["--iterations", "0"], "edit.iterations: expected an integer >= 1"),
+    (["--resample-fraction", "2"], "edit.resample_fraction: expected a finite number > 0.0 and <= 1.0"),
+    (["--seed", str(2**70)], "--seed: expected an integer seed in [0, 2**32)"),
+    (["--seed", "-1"], "--seed: expected an integer seed in [0, 2**32)"),
+    (["--extend", "right", "--by", "100000"], "by: expected at most 96 pixels"),
+    (["--extend", "right", "--by", "0"], "by: expected a positive number of pixels"),
     (["--image", __file__], "is not a readable image"),
     (["--paste-back"], "--paste-back: --mode mask-free regenerates every pixel"),
     (["--out-dir"], None),
@@ -253,7 +262,7 @@ def test_every_editing_case_is_solvable_and_unsolved():
     """The perfect edit (the scene redrawn as the prompt says) is accepted and stays in place; the input is not."""
     from muse_mini.data.captions import parse_caption
     from muse_mini.data.evaluator import evaluate, find_objects
-    from muse_mini.editing.shapes_tasks import (
+    from muse_mini.evaluation.editing_tasks import (
         MARGIN, inpaint_cases, mask_free_cases, outpaint_cases, psnr_outside, stays_in_place,
     )
 
@@ -292,7 +301,7 @@ def test_every_editing_case_is_solvable_and_unsolved():
 
 def test_the_editing_tasks_run_and_kept_tokens_are_always_kept(pipe):
     """scripts/eval_editing.py's measurement at smoke size: every figure present, preservation exact."""
-    from muse_mini.editing.shapes_tasks import run_tasks
+    from muse_mini.evaluation.editing_tasks import run_tasks
 
     report = run_tasks(pipe, n=4, iterations=4, seed=0)
     assert set(report) == {"base", "superres"}
@@ -304,3 +313,49 @@ def test_the_editing_tasks_run_and_kept_tokens_are_always_kept(pipe):
             assert "text_to_image" in figures
         assert {"accepted_paste_back"} <= set(tasks["inpaint"]) & set(tasks["outpaint"])
     assert {"accepted_at_1", "all_three_at_2"} <= set(report["base"]["mask_free"])
+
+
+def test_outpaint_refuses_an_oversized_canvas_before_any_work(pipe, scene, monkeypatch):
+    """``by`` beyond 3 input sides is refused at once: no prompt encoded, no window decoded."""
+    import time
+
+    high, low, _, _ = scene
+    monkeypatch.setattr(pipe, "encode", lambda prompts: pytest.fail("encoded before refusing by"))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"by: expected at most 192 pixels \(3× the 64-pixel input"):
+        pipe.outpaint(high, "x", extend="right", by=100000)
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ValueError, match=r"by: expected at most 96 pixels"):
+        pipe.outpaint(low, "x", extend="up", by=97)
+
+
+def test_mask_free_editing_takes_its_defaults_from_the_runs_config(pipe, scene):
+    """The toy preset edits without guidance; a config saying 4 edits with 4, as the paper does."""
+    import dataclasses
+
+    _, low, _, _ = scene
+    assert pipe.cfg.edit == EditConfig(guidance=0.0)
+    prompt = "a blue circle left of a red square"
+    default = pipe.edit(low, prompt, iterations=3, seed=4, stage="base")
+    explicit = pipe.edit(low, prompt, iterations=3, seed=4, stage="base", guidance=0.0)
+    np.testing.assert_array_equal(default.base_trajectory.tokens_BxIxN, explicit.base_trajectory.tokens_BxIxN)
+    paper = dataclasses.replace(pipe, cfg=dataclasses.replace(pipe.cfg, edit=EditConfig(guidance=4.0)))
+    np.testing.assert_array_equal(paper.edit(low, prompt, iterations=3, seed=4, stage="base").base_images,
+                                  pipe.edit(low, prompt, iterations=3, seed=4, stage="base", guidance=4.0).base_images)
+
+
+def test_cli_mask_free_uses_the_runs_editing_defaults(pipe, smoke_runs, scene, tmp_path):
+    _, low, _, _ = scene
+    Image.fromarray(low).save(tmp_path / "in.png")
+    prompt = "a blue circle left of a red square"
+    assert main(["edit", "--run", str(smoke_runs / "smoke"), "--image", str(tmp_path / "in.png"), "--prompt", prompt,
+                 "--iterations", "3", "--seed", "4", "--out", str(tmp_path / "o.png")]) == 0
+    expected = pipe.edit(low, prompt, iterations=3, seed=4, stage="base").images[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), expected)
+
+
+def test_a_run_config_without_an_edit_section_loads_with_the_papers_settings(pipe):
+    """Runs written before the ``edit`` section: the section takes MuseConfig's defaults."""
+    stored = pipe.cfg.to_dict()
+    del stored["edit"]
+    assert from_dict(type(pipe.cfg), stored).edit == EditConfig()

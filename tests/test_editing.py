@@ -1,4 +1,4 @@
-"""Inpainting, outpainting and mask-free editing (Muse §3.3) with fake logits."""
+"""Inpainting, outpainting and mask-free editing (Muse §3.3) at the token level, with fake logits."""
 
 import equinox as eqx
 import jax
@@ -6,10 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muse_mini.decoding.editing import (
-    inpaint_state, mask_free_edit, outpaint_state, pixel_mask_to_token_mask,
-)
+from muse_mini.decoding.editing import mask_free_edit, pixel_mask_to_token_mask
 from muse_mini.decoding.sampler import decode
+from muse_mini.decoding.spec import DecodeSpec
 
 V, GRID, B = 8, 8, 2
 N = GRID * GRID
@@ -27,22 +26,20 @@ def table_logits(tokens_BxN, step):
 
 def test_inpainting_keeps_the_unmasked_region_exactly():
     region = jnp.zeros((B, GRID, GRID), bool).at[:, 2:5, 3:7].set(True).reshape(B, N)
-    tokens, mask = inpaint_state(TOKENS, region, mask_id=V)
-    np.testing.assert_array_equal(mask, region)
-    np.testing.assert_array_equal(tokens, jnp.where(region, V, TOKENS))
-    traj = eqx.filter_jit(decode)(table_logits, tokens, mask, key=key(0), steps=4, mask_id=V)
+    traj = eqx.filter_jit(decode)(table_logits, TOKENS, region, key=key(0), spec=DecodeSpec(steps=4, mask_id=V))
     keep = ~np.asarray(region)
     for t in range(4):
         np.testing.assert_array_equal(np.asarray(traj.tokens_BxTxN[:, t])[keep], np.asarray(TOKENS)[keep])
-    assert (traj.tokens_BxN < V).all()
+    assert (traj.tokens_BxN < V).all() and (np.asarray(traj.tokens_BxN)[~keep] != np.asarray(TOKENS)[~keep]).any()
+    np.testing.assert_array_equal(traj.initial_mask_BxN, region)
 
 
-def test_outpainting_is_the_complement():
+def test_outpainting_inside_the_frame_is_inpainting_the_complement():
     keep = jnp.zeros((B, N), bool).at[:, :10].set(True)
-    tokens, mask = outpaint_state(TOKENS, keep, mask_id=V)
-    np.testing.assert_array_equal(mask, ~keep)
-    np.testing.assert_array_equal(tokens[:, :10], TOKENS[:, :10])
-    assert (tokens[:, 10:] == V).all()
+    traj = eqx.filter_jit(decode)(table_logits, TOKENS, ~keep, key=key(3), spec=DecodeSpec(steps=4, mask_id=V))
+    np.testing.assert_array_equal(traj.tokens_BxN[:, :10], TOKENS[:, :10])
+    np.testing.assert_array_equal(traj.fixed_step_BxN[:, :10], -1)  # given, never decoded
+    assert (traj.fixed_step_BxN[:, 10:] >= 0).all()
 
 
 def test_pixel_mask_to_token_mask():

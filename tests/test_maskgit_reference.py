@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from muse_mini.decoding.sampler import decode
+from muse_mini.decoding.spec import DecodeSpec
 
 B, N, V, MASK = 3, 16, 11, 11
 
@@ -61,7 +62,7 @@ def test_decode_matches_the_maskgit_reference(steps, temperature, choice_tempera
     noise = np.stack([np.asarray(jax.random.gumbel(jax.random.fold_in(key, t), (B, N, V + 1)))
                       for t in range(steps)])
     traj = decode(lambda tokens_BxN, step: jnp.asarray(logits_BxNxV), jnp.zeros((B, N), jnp.int32),
-                  jnp.ones((B, N), bool), key=key, steps=steps, mask_id=MASK, schedule="cosine",
+                  jnp.ones((B, N), bool), key=key, spec=DecodeSpec(steps=steps, mask_id=MASK, schedule="cosine"),
                   temperature=temperature, choice_temperature=choice_temperature)
     ref_tokens, ref_masks = maskgit_reference(logits_BxNxV, noise, steps=steps, temperature=temperature,
                                               choice_temperature=choice_temperature)

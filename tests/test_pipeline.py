@@ -118,6 +118,26 @@ def test_the_decoder_settings_do_not_void_the_transformer_runs(smoke_runs, tmp_p
             jax.tree_util.tree_leaves(eqx.filter(trained, eqx.is_array)), leaves))
 
 
+def test_a_run_written_before_the_edit_section_still_resumes(smoke_runs, tmp_path):
+    """``edit`` is read at sampling time only: a finished stage whose config.json lacks it is kept, and the
+    section is recorded."""
+    import json
+
+    from muse_mini.config import get_preset
+    from muse_mini.notebook import SMOKE_OVERRIDES
+    from muse_mini.training.base import train_base
+
+    runs = _copy_stages(smoke_runs, tmp_path / "pipe", ("tokenizer-base", "base"))
+    config = json.loads((runs / "base" / "config.json").read_text())
+    del config["metadata"]["config"]["edit"]
+    (runs / "base" / "config.json").write_text(json.dumps(config))
+    done = (runs / "base" / "DONE.json").read_bytes()
+    cfg = get_preset("toy", SMOKE_OVERRIDES)
+    train_base(cfg, runs / "base", tokenizer_run=runs / "tokenizer-base", progress=False)
+    assert (runs / "base" / "DONE.json").read_bytes() == done
+    assert json.loads((runs / "base" / "config.json").read_text())["metadata"]["config"]["edit"]["guidance"] == 0.0
+
+
 def test_same_seed_same_images_other_seed_differs(pipe):
     # A hot temperature: a barely trained model is too sure of the background token.
     kw = dict(num_per_prompt=2, stage="base", temperature=5.0)
@@ -154,7 +174,8 @@ def test_negative_prompt_replaces_the_unconditional_logits(pipe):
     (dict(prompts=None), "prompts: expected a string or a list of strings, got NoneType"),
     (dict(prompts=["a red circle", 3]), "prompts[1]: expected a string, got int"),
     (dict(seed="a"), "seed: expected an integer"),
-    (dict(seed=-1), "seed: expected an integer in [0, 2**32)"),
+    (dict(seed=-1), "seed: expected an integer seed in [0, 2**32)"),
+    (dict(seed=2**32), "seed: expected an integer seed in [0, 2**32)"),
     (dict(seed=1.5), "seed: expected an integer"),
     (dict(negative_prompt=""), "negative_prompt: expected None or a non-empty string"),
     (dict(negative_prompt=["a"]), "negative_prompt: expected None or a non-empty string"),

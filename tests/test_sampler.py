@@ -8,9 +8,8 @@ import pytest
 
 from muse_mini.decoding import masking
 from muse_mini.config import SamplerConfig
-from muse_mini.decoding.sampler import (
-    Trajectory, decode, decode_step, init_state, masked_count_table, sample_from_config,
-)
+from muse_mini.decoding.sampler import Trajectory, decode, decode_step, init_state, masked_count_table
+from muse_mini.decoding.spec import DecodeSpec, sampler_scalars
 
 V, N, B, STEPS = 8, 16, 3, 5
 W_NxV = jnp.asarray(np.random.default_rng(42).normal(size=(N, V)) * 2.0, jnp.float32)
@@ -35,6 +34,7 @@ def context_logits(tokens_BxN, step):
 
 
 jit_decode = eqx.filter_jit(decode)
+SPEC = DecodeSpec(steps=STEPS, mask_id=V)
 
 
 def full_mask():
@@ -43,7 +43,7 @@ def full_mask():
 
 @pytest.fixture(scope="module")
 def traj() -> Trajectory:
-    return jit_decode(context_logits, *full_mask(), key=key(0), steps=STEPS, mask_id=V)
+    return jit_decode(context_logits, *full_mask(), key=key(0), spec=SPEC)
 
 
 def test_trajectory_shapes(traj):
@@ -97,7 +97,7 @@ def test_confidence_ranks_the_kept_tokens(traj):
 def test_partial_mask_keeps_given_tokens_and_counts_per_example():
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, V, (B, N)), jnp.int32)
     mask = jnp.zeros((B, N), bool).at[0, :6].set(True).at[1, 4:16].set(True).at[2, 5:7].set(True)
-    traj = jit_decode(context_logits, tokens, mask, key=key(1), steps=STEPS, mask_id=V)
+    traj = jit_decode(context_logits, tokens, mask, key=key(1), spec=SPEC)
     kept = ~np.asarray(mask)
     for t in range(STEPS):
         np.testing.assert_array_equal(np.asarray(traj.tokens_BxTxN[:, t])[kept], np.asarray(tokens)[kept])
@@ -110,12 +110,12 @@ def test_partial_mask_keeps_given_tokens_and_counts_per_example():
 
 def test_peaked_logits_and_tiny_temperature_give_the_argmax():
     peaked = lambda tokens, step: 10.0 * jax.nn.one_hot(jnp.argmax(table_logits(tokens, step), -1), V)
-    traj = jit_decode(peaked, *full_mask(), key=key(5), steps=STEPS, mask_id=V, temperature=1e-3)
+    traj = jit_decode(peaked, *full_mask(), key=key(5), spec=SPEC, temperature=1e-3)
     np.testing.assert_array_equal(traj.tokens_BxN, np.tile(np.argmax(W_NxV, -1), (B, 1)))
 
 
 def test_top_k_one_is_greedy_at_every_step(traj):
-    greedy = jit_decode(context_logits, *full_mask(), key=key(9), steps=STEPS, mask_id=V, top_k=1)
+    greedy = jit_decode(context_logits, *full_mask(), key=key(9), spec=DecodeSpec(STEPS, V, top_k=1))
     before = init_state(*full_mask(), V).tokens_BxN
     for t in range(STEPS):
         expected = np.argmax(jax.jit(context_logits)(before, t), -1)
@@ -129,13 +129,13 @@ def test_mask_column_is_never_sampled():
         logits = table_logits(tokens, step)
         return jnp.concatenate([logits, jnp.full(logits.shape[:-1] + (1,), 100.0)], -1)
 
-    traj = jit_decode(with_mask_column, *full_mask(), key=key(2), steps=2, mask_id=V)
+    traj = jit_decode(with_mask_column, *full_mask(), key=key(2), spec=DecodeSpec(steps=2, mask_id=V))
     assert (traj.sampled_BxTxN < V).all()
 
 
 def test_the_whole_decode_is_one_loop_in_the_jaxpr():
     jaxpr = jax.make_jaxpr(
-        lambda k: decode(context_logits, *full_mask(), key=k, steps=STEPS, mask_id=V)
+        lambda k: decode(context_logits, *full_mask(), key=k, spec=SPEC)
     )(key(0)).jaxpr
     loops = [e for e in jaxpr.eqns if e.primitive.name in ("scan", "while")]
     assert len(loops) == 1, [e.primitive.name for e in jaxpr.eqns]
@@ -143,15 +143,14 @@ def test_the_whole_decode_is_one_loop_in_the_jaxpr():
 
 
 def test_determinism_and_key_dependence(traj):
-    again = jit_decode(context_logits, *full_mask(), key=key(0), steps=STEPS, mask_id=V)
-    other = jit_decode(context_logits, *full_mask(), key=key(1), steps=STEPS, mask_id=V)
+    again = jit_decode(context_logits, *full_mask(), key=key(0), spec=SPEC)
+    other = jit_decode(context_logits, *full_mask(), key=key(1), spec=SPEC)
     np.testing.assert_array_equal(again.tokens_BxTxN, traj.tokens_BxTxN)
     assert not np.array_equal(other.tokens_BxN, traj.tokens_BxN)
 
 
 def test_compiled_loop_equals_a_python_loop_of_decode_steps(traj):
-    kwargs = dict(key=key(0), steps=STEPS, mask_id=V, schedule="cosine",
-                  temperature=1.0, top_k=None, choice_temperature=4.5)
+    kwargs = dict(key=key(0), spec=SPEC, temperature=1.0, choice_temperature=4.5)
     step_fn = eqx.filter_jit(decode_step)
     state = init_state(*full_mask(), V)
     for t in range(STEPS):
@@ -160,9 +159,12 @@ def test_compiled_loop_equals_a_python_loop_of_decode_steps(traj):
         np.testing.assert_allclose(out.confidence_BxN, traj.confidence_BxTxN[:, t], rtol=1e-5)
 
 
-def test_sample_from_config_uses_its_fields():
+def test_a_sampler_configs_fields_reach_the_loop():
+    """A SamplerConfig's static half (steps, schedule, top-k) and traced half (temperatures) both take effect."""
     cfg = SamplerConfig(steps=3, schedule="linear", temperature=0.5, top_k=2, choice_temperature=0.0)
-    traj = eqx.filter_jit(sample_from_config)(table_logits, *full_mask(), key=key(0), cfg=cfg, mask_id=V)
+    _, temperature, choice_temperature = sampler_scalars(cfg)
+    traj = jit_decode(table_logits, *full_mask(), key=key(0), spec=DecodeSpec.from_sampler(cfg, V),
+                      temperature=temperature, choice_temperature=choice_temperature)
     assert traj.steps == 3
     expected = [masking.num_masked_after_step("linear", t, 3, N) for t in range(3)]
     np.testing.assert_array_equal(traj.mask_BxTxN[0].sum(-1), expected)
@@ -196,16 +198,17 @@ TOKENS, MASK = jnp.zeros((B, N), jnp.int32), jnp.ones((B, N), bool)
     ],
 )
 def test_argument_checks(override, match):
-    kwargs = dict(logits_fn=table_logits, tokens=TOKENS, mask=MASK, key=key(0),
-                  steps=STEPS, mask_id=V)
+    kwargs = dict(logits_fn=table_logits, tokens=TOKENS, mask=MASK, key=key(0), steps=STEPS, mask_id=V)
     kwargs.update(override)
+    spec_fields = {name: kwargs.pop(name) for name in ("steps", "mask_id", "schedule", "top_k") if name in kwargs}
     with pytest.raises(ValueError, match=match):
-        decode(kwargs.pop("logits_fn"), kwargs.pop("tokens"), kwargs.pop("mask"), **kwargs)
+        spec = DecodeSpec(**spec_fields)
+        decode(kwargs.pop("logits_fn"), kwargs.pop("tokens"), kwargs.pop("mask"), spec=spec, **kwargs)
 
 
 def test_default_threefry_keys_trace():
     # Abstract evaluation only: compiling threefry costs seconds on CPU.
     out = jax.eval_shape(
-        lambda k: decode(table_logits, *full_mask(), key=k, steps=2, mask_id=V), jax.random.key(0)
+        lambda k: decode(table_logits, *full_mask(), key=k, spec=DecodeSpec(2, V)), jax.random.key(0)
     )
     assert out.tokens_BxN.shape == (B, N)

@@ -189,3 +189,75 @@ def test_modules_and_functions_are_short(kind):
         limit = MAX_FUNCTION_LINES
     assert not offenders, (f"{len(offenders)} {kind} over {limit} lines without a '# {EXEMPT_MARK}' "
                            "comment saying why:\n  " + "\n  ".join(sorted(offenders)))
+
+
+# --------------------------------------------------------------------------
+# decoding/'s public names are the ones the layers above use
+
+NOTEBOOKS = PKG.parent / "notebooks"
+
+
+def _public_names(tree: ast.Module) -> set[str]:
+    """A module's ``__all__``, or without one every top-level name not starting with ``_``."""
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            return set(ast.literal_eval(node.value))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return {n for n in names if not n.startswith("_")}
+
+
+def _notebook_sources() -> list[str]:
+    import json
+
+    return ["".join(cell["source"]) for path in sorted(NOTEBOOKS.glob("*.ipynb"))
+            for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
+
+
+def _imports_from(sources: list[str], module: str) -> set[str]:
+    """The names ``from <module> import ...`` brings in, anywhere in ``sources``."""
+    names = set()
+    for source in sources:
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and node.module == module:
+                names.update(a.name for a in node.names)
+    return names
+
+
+def _api_mismatches(public: dict[str, set[str]], sources: list[str]) -> list[str]:
+    """Public names no source imports or reaches as ``module.name``, and imported names that are not public."""
+    import re
+
+    text = "\n".join(sources)
+    out = []
+    for module, names in sorted(public.items()):
+        imported = _imports_from(sources, module)
+        short = module.rpartition(".")[2]
+        out += [f"{module}.{name} is public but unused" for name in sorted(names)
+                if name not in imported and not re.search(rf"\b{short}\.{re.escape(name)}\b", text)]
+        out += [f"{module}.{name} is used but not in __all__" for name in sorted(imported - names)]
+    return out
+
+
+def test_api_check_catches_unused_and_unlisted_names():
+    public = {"muse_mini.decoding.fake": {"used", "unused", "attr"}}
+    sources = ["from muse_mini.decoding.fake import used, hidden\nused(hidden)\nunused = 1",
+               "from muse_mini.decoding import fake\nfake.attr()"]
+    assert _api_mismatches(public, sources) == ["muse_mini.decoding.fake.unused is public but unused",
+                                                "muse_mini.decoding.fake.hidden is used but not in __all__"]
+    assert _public_names(ast.parse("def f(): pass\ndef _g(): pass\nX = 1")) == {"f", "X"}
+    assert _public_names(ast.parse("__all__ = ['f']\ndef f(): pass\ndef g(): pass")) == {"f"}
+
+
+def test_every_public_decoding_name_is_used_by_the_layers_above():
+    """The pipeline, editing, the CLI (any module outside decoding/) or a notebook uses each public name."""
+    public = {module: _public_names(ast.parse(path.read_text())) for module, path in MODULES.items()
+              if _in(module, "muse_mini.decoding") and module != "muse_mini.decoding"}
+    outside = [path.read_text() for module, path in MODULES.items() if not _in(module, "muse_mini.decoding")]
+    mismatches = _api_mismatches(public, outside + _notebook_sources())
+    assert not mismatches, "\n  ".join(["decoding/'s API and its users disagree:", *mismatches])

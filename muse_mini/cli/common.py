@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from muse_mini.config import PRESETS
+from muse_mini.config.checks import SEED_RANGE_TEXT
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,11 @@ def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
 def add_preset_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="toy", choices=sorted(PRESETS),
                         help="model sizes to start from (default: toy, the Shapes world on a CPU)")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, what: str = "sampling seed") -> None:
+    """``--seed``, checked by :func:`muse_mini.config.check_seed` (the range the Python API takes too)."""
+    parser.add_argument("--seed", type=int, default=0, help=f"{what}, an integer in {SEED_RANGE_TEXT} (default 0)")
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:

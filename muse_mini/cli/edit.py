@@ -1,12 +1,9 @@
 """``muse-mini edit``: inpaint, outpaint or edit an image without a mask, with a trained pipeline (§3.3).
 
-``--mode`` defaults to ``inpaint`` when ``--mask`` is given, ``outpaint`` with
-``--extend``, and ``mask-free`` otherwise. The mask is a PNG whose white pixels
-are regenerated (for ``outpaint`` without ``--extend``: everything white is
-regenerated around the black region it keeps). The output has the input's
-size: a base-size input is edited by the base model, a high-res one through
-super-res. With ``--extend`` it is ``--by`` pixels wider or taller, at the
-high-res size when the pipeline has super-res (or ``--stage base``).
+``--mode`` is ``inpaint`` with ``--mask``, ``outpaint`` with ``--extend``, else
+``mask-free``. The mask's white pixels are regenerated. The output keeps the
+input's size; with ``--extend`` it is ``--by`` pixels longer, at the high-res
+size when the pipeline has super-res (unless ``--stage base``).
 """
 
 from __future__ import annotations
@@ -15,7 +12,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from muse_mini.config import check_seed
+from muse_mini.cli.common import add_seed_argument
+from muse_mini.config import EditConfig, check_seed
 
 MODES = ("inpaint", "outpaint", "mask-free")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -33,14 +31,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--extend", choices=["left", "right", "up", "down"], default=None,
                    help="outpaint past this edge of the frame")
     p.add_argument("--by", type=int, default=None, help="pixels to extend by (of the input's size)")
-    p.add_argument("--iterations", type=int, default=100, help="mask-free editing iterations (§3.3.2; default 100)")
-    p.add_argument("--resample-fraction", type=float, default=0.08,
-                   help="mask-free: fraction of tokens resampled per iteration (default 0.08)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="mask-free editing iterations (§3.3.2; default: the run's edit.iterations)")
+    p.add_argument("--resample-fraction", type=float, default=None,
+                   help="mask-free: fraction of tokens resampled per iteration (default: the run's)")
     p.add_argument("--top-k", type=int, default=None, help="sample each token from its k likeliest codes "
-                   "(mask-free default 3; inpaint/outpaint default: the run's)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance (mask-free default 4.0, constant; others: the run's, rising)")
+                   "(default: the run's edit.top_k for mask-free, its sampler's otherwise)")
+    add_seed_argument(p)
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the run's: "
+                   "edit.guidance, constant, for mask-free; the sampler's, rising, otherwise)")
     p.add_argument("--steps", type=int, default=None, help="inpaint/outpaint decoding steps (default: the run's)")
     p.add_argument("--negative-prompt", default=None, help="text to steer away from (§2.7)")
     p.add_argument("--stage", choices=["base", "superres"], default=None,
@@ -64,17 +63,20 @@ def _mode(args) -> str:
         raise ValueError(f"--extend: only --mode outpaint extends the frame, got --mode {mode}")
     if (args.extend is None) != (args.by is None):
         raise ValueError("--by: --extend DIRECTION and --by PIXELS go together")
-    if args.by is not None and args.by < 1:
-        raise ValueError(f"--by: expected a positive number of pixels, got {args.by}")
     if mode == "mask-free" and args.mask:
         raise ValueError("--mask: --mode mask-free takes no mask")
     if mode == "mask-free" and args.paste_back:
         raise ValueError("--paste-back: --mode mask-free regenerates every pixel; paste back needs a mask or --extend")
-    if args.iterations < 1:
-        raise ValueError(f"--iterations: expected an integer >= 1, got {args.iterations}")
-    if not 0 < args.resample_fraction <= 1:
-        raise ValueError(f"--resample-fraction: expected a fraction in (0, 1], got {args.resample_fraction}")
     return mode
+
+
+def _edit_settings(args) -> dict:
+    """The mask-free settings given as flags, checked as the run's ``edit`` section checks them."""
+    given = {"iterations": args.iterations, "resample_fraction": args.resample_fraction, "top_k": args.top_k,
+             "guidance": args.guidance}
+    settings = {k: v for k, v in given.items() if v is not None}
+    EditConfig(**settings)
+    return settings
 
 
 def _check_out(path) -> Path:
@@ -101,7 +103,11 @@ def run(args) -> None:
             side = img.size[0]
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"--image: {args.image} is not a readable image ({type(e).__name__})") from None
-    from muse_mini.editing.inputs import as_masks
+    from muse_mini.editing.inputs import as_masks, check_extend
+
+    settings = _edit_settings(args) if mode == "mask-free" else {}
+    if args.extend:
+        check_extend(args.extend, args.by, side)
     from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
 
     pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
@@ -121,10 +127,7 @@ def run(args) -> None:
         keep = ~as_masks(args.mask, side)[0]
         result = pipe.outpaint(args.image, args.prompt, keep=keep, **common, **sampler)
     else:
-        result = pipe.edit(args.image, args.prompt, iterations=args.iterations,
-                           resample_fraction=args.resample_fraction,
-                           guidance=4.0 if args.guidance is None else args.guidance,
-                           top_k=3 if args.top_k is None else args.top_k, **common)
+        result = pipe.edit(args.image, args.prompt, **common, **settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(result.images[0]).save(out)
     h, w = result.images.shape[1:3]

@@ -1,8 +1,5 @@
-"""``muse-mini sample``: text → images from a trained pipeline directory (§2).
-
-Writes ``OUT/{prompt:04d}_{sample}.png`` and ``OUT/index.jsonl``, one line per
-image: its file, prompt, sample index and seed.
-"""
+"""``muse-mini sample``: text → images from a trained pipeline (§2), as ``OUT/{prompt:04d}_{sample}.png``
+and ``OUT/index.jsonl`` (one line per image: file, prompt, sample index, seed)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from muse_mini.cli.common import check_out_dir
+from muse_mini.cli.common import add_seed_argument, check_out_dir
 from muse_mini.config import check_seed
 from muse_mini.parallel.mesh import make_mesh, parse_mesh
 
@@ -25,7 +22,7 @@ def add_parsers(sub) -> None:
                    help="a prompt given inline (repeatable; with or instead of --prompts)")
     p.add_argument("--out", required=True, help="output directory for PNGs and index.jsonl")
     p.add_argument("--num-per-prompt", type=int, default=1, help="images per prompt (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed, a signed 64-bit integer (default 0)")
+    add_seed_argument(p)
     p.add_argument("--steps", type=int, default=None, help="base decoding steps (§2.7; default: the run's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale t (§2.7)")
     p.add_argument("--guidance-schedule", choices=["constant", "linear"], default=None,

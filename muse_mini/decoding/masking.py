@@ -1,22 +1,8 @@
-"""Variable-rate masking for training and decoding schedules for inference (Muse §2.6, §2.8).
+"""Variable-rate masking for training (Muse §2.6) and decoding schedules (§2.8).
 
-Training (§2.6). Each example draws a masking rate ``r`` from the truncated
-arccos distribution on ``[0, 1]``::
-
-    p(r) = 2/π · (1 − r²)^(−1/2)
-    F(r) = ∫₀ʳ p = (2/π) · arcsin(r) = 1 − (2/π) · arccos(r)
-
-Inverting ``F(r) = v`` gives ``r = sin(π/2 · v)``; since ``1 − v`` is uniform
-when ``v`` is, ``r = cos(π/2 · u)`` with ``u ~ U[0, 1)`` has the same law (this
-is MaskGIT's cosine schedule evaluated at a uniform random time, which is why
-training and the cosine decoding schedule match). The mean is
-``∫ r p(r) dr = (2/π)·[−√(1 − r²)]₀¹ = 2/π ≈ 0.64``, biased towards high rates.
-Then exactly ``⌈r·N⌉`` of the N tokens (at least one, so every example has a
-loss term) are replaced by ``[MASK]``, chosen uniformly without replacement.
-
-Inference (§2.8). A schedule ``γ(ratio)`` gives the fraction of tokens still
-masked at progress ``ratio ∈ [0, 1]``: ``γ(0) = 1``, ``γ(1) = 0``, non-increasing.
-:func:`masking_table` turns it into integer counts per decoding step.
+Training masks ``⌈r·N⌉`` tokens, r from the arccos density ``2/π · (1 − r²)^(−1/2)``
+(CDF ``1 − (2/π)·arccos(r)``, so ``r = cos(π/2 · u)``, mean 2/π): MaskGIT's cosine
+schedule at a uniform random time. A schedule γ(ratio) is the fraction still masked.
 """
 
 from __future__ import annotations
@@ -28,16 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+__all__ = ["SCHEDULES", "mask_schedule", "mask_tokens", "sample_mask_rate"]
+
 # --------------------------------------------------------------------------
 # Training: the arccos masking rate
 
 
 def sample_mask_rate(key, shape=()) -> Float[Array, "..."]:
-    """Draw masking rates ``r ∈ (0, 1]`` from ``p(r) = 2/π (1 − r²)^(−1/2)`` (§2.6).
-
-    Inverse-CDF sampling: ``r = cos(π/2 · u)``, ``u ~ U[0, 1)`` (derivation in
-    the module docstring). The mean is ``2/π ≈ 0.64``.
-    """
+    """Masking rates ``r ∈ (0, 1]`` from the arccos density (§2.6), as ``cos(π/2 · u)``."""
     u = jax.random.uniform(key, shape)
     return jnp.cos(0.5 * jnp.pi * u)
 
@@ -55,23 +39,15 @@ def num_to_mask(rate, num_tokens: int):
 
 
 def random_mask(key, num_tokens: int, rate) -> Bool[Array, " N"]:
-    """A boolean mask with exactly ``⌈rate·N⌉`` (≥ 1) True entries, uniformly placed.
-
-    The rank of i.i.d. uniform noise is a uniformly random permutation, so
-    taking the positions whose rank is below the count picks a uniform subset
-    of that size — with a traced ``rate``, unlike ``jax.random.choice``.
-    """
+    """Exactly ``⌈rate·N⌉`` (≥ 1) True entries, uniformly placed, for a traced ``rate``."""
+    # The ranks of i.i.d. noise are a uniform permutation; the lowest ``count`` a uniform subset.
     noise_N = jax.random.uniform(key, (num_tokens,))
     rank_N = jnp.argsort(jnp.argsort(noise_N))
     return rank_N < num_to_mask(rate, num_tokens)
 
 
 def mask_tokens(key, tokens_BxN: Int[Array, "B N"], mask_id: int):
-    """Mask each row of ``tokens_BxN`` at its own arccos-distributed rate (§2.6).
-
-    Returns ``(inputs_BxN, mask_BxN)``: the inputs have ``mask_id`` where
-    ``mask_BxN`` is True and the original tokens elsewhere.
-    """
+    """``(inputs_BxN, mask_BxN)``: each row masked at its own arccos rate (§2.6), ``mask_id`` where masked."""
     batch, num_tokens = tokens_BxN.shape
     rate_key, pick_key = jax.random.split(key)
     rate_B = sample_mask_rate(rate_key, (batch,))
@@ -111,25 +87,14 @@ def _schedule_fn(name: str):
 
 
 def mask_schedule(name: str, ratio):
-    """Fraction of tokens still masked at decoding progress ``ratio ∈ [0, 1]``.
-
-    ``cosine`` (``cos(π/2·ratio)``) is the paper's (§2.8, after MaskGIT); the
-    others are for comparison. Every schedule is 1 at 0, 0 at 1, non-increasing.
-    Works on floats and NumPy arrays (schedules are evaluated ahead of the
-    decoding loop, see :func:`masking_table`).
-    """
+    """γ(ratio) on floats or NumPy arrays; ``cosine`` is the paper's (§2.8), the others compare."""
     fn = _schedule_fn(name)
     ratio = np.clip(np.asarray(ratio, np.float64), 0.0, 1.0)
     return np.clip(fn(ratio), 0.0, 1.0)
 
 
 def masking_table(schedule: str, steps: int, num_tokens: int) -> np.ndarray:
-    """Tokens still masked after each of ``steps`` decoding steps, as an int array.
-
-    Entry ``t`` is ``⌊N·γ((t+1)/steps)⌋``, adjusted so that every step reveals
-    at least one token (strictly decreasing) while leaving at least one token
-    for each remaining step; the last entry is 0. Needs ``1 ≤ steps ≤ N``.
-    """
+    """Tokens still masked after each step: ``⌊N·γ((t+1)/steps)⌋``, at least one revealed per step, 0 at the end."""
     fn = _schedule_fn(schedule)
     if not 1 <= steps <= num_tokens:
         raise ValueError(
@@ -147,11 +112,7 @@ def masking_table(schedule: str, steps: int, num_tokens: int) -> np.ndarray:
 
 
 def num_masked_after_step(schedule: str, step, steps: int, num_tokens: int):
-    """Tokens still masked after decoding step ``step`` (0-based) of ``steps``.
-
-    ``steps`` and ``num_tokens`` are Python ints; ``step`` may be an int (gives
-    an int) or a traced integer inside a ``jax.lax`` loop (gives an int32 array).
-    """
+    """Entry ``step`` of :func:`masking_table`: an int, or an int32 array for a traced ``step``."""
     table = masking_table(schedule, steps, num_tokens)
     if isinstance(step, (int, np.integer)):
         return int(table[step])

@@ -1,13 +1,10 @@
-"""One decoding spec: the sampler's settings, validated once, split into static and traced.
+"""One decoding spec (§2.7, §2.8): the sampler's settings, checked once, split into static and traced.
 
-A decoding (§2.8) with guidance (§2.7) has two kinds of settings. The
-*static* ones shape the compiled loop: the number of steps, the masking and
-guidance schedules, top-k and the ``[MASK]`` id. They live in
-:class:`DecodeSpec`, a frozen, hashable dataclass checked in ``__post_init__``,
-so it can be a static argument of ``eqx.filter_jit``. The *traced* ones
-(guidance scale, temperature, choice temperature) are plain float arguments,
-checked on the host by :func:`check_scalars`, so changing them never
-recompiles. Every argument check of the decoding package is defined here.
+:class:`DecodeSpec` holds what shapes the compiled loop (steps, schedules,
+top-k, the ``[MASK]`` id): frozen and hashable, a static argument of
+``eqx.filter_jit``. Guidance and temperatures are traced floats checked by
+:func:`check_scalars`, so changing them never recompiles. Every argument
+check of the decoding package is here.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ import numpy as np
 
 from muse_mini.decoding import masking
 
+__all__ = ["DECODING_VERSION", "DecodeSpec"]
 GUIDANCE_SCHEDULES = ("constant", "linear")
 # Bumped when the same settings start to sample differently (2: MaskGIT's
 # choice-noise anneal), so stored evaluations of older samples are redone.
@@ -61,7 +59,7 @@ def check_top_k(top_k, vocab_size: int) -> None:
 
 
 def check_key(key, name: str = "key") -> None:
-    """One PRNG key (``jax.random.key(seed)``, or a legacy uint32 ``PRNGKey``), not a bare seed."""
+    """One PRNG key (``jax.random.key(seed)`` or a uint32 ``PRNGKey``), not a bare seed."""
     dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
     typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
     if not (typed or (dtype == np.uint32 and shape == (2,))):
@@ -101,12 +99,7 @@ def check_scalars(*, temperature, choice_temperature, guidance=0.0) -> tuple[jax
 
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
-    """The static settings of one decoding: they fix the compiled loop's shape.
-
-    ``mask_id`` is the ``[MASK]`` token id, which equals the vocabulary size
-    (the logits' width without the mask column), so ``top_k`` is checked
-    against it.
-    """
+    """The static settings of one decoding. ``mask_id`` equals the vocabulary size, so ``top_k`` is checked against it."""
 
     steps: int
     mask_id: int

@@ -1,12 +1,12 @@
-"""What the editing methods accept: images and masks as arrays, PIL images or files, checked once.
+"""What an edit accepts (Muse §3.3): images, masks and prompts from arrays, PIL images or files, checked once.
 
-Every check raises a ``ValueError`` that names the argument and what was
-expected, before any model runs: a wrong size or dtype, a mask that does not
-match its image, an empty mask.
+Every check raises a ``ValueError`` naming the argument, before any model runs.
+This module needs no JAX, so the CLI checks its flags with it before loading a pipeline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 
@@ -40,11 +40,7 @@ def _items(value) -> list:
 
 
 def as_images(image, sizes: Sequence[int], name: str = "image") -> np.ndarray:
-    """``image`` as uint8 ``(B, S, S, 3)``, with ``S`` one of ``sizes``.
-
-    ``image`` is a path, a PIL image, a uint8 ``(H, W, 3)`` or ``(B, H, W, 3)``
-    array, or a list of those, all of one size.
-    """
+    """``image`` (paths, PIL images, uint8 ``(H, W, 3)`` or ``(B, H, W, 3)`` arrays) as uint8 ``(B, S, S, 3)``."""
     arrays = [_open(item, name, "RGB") for item in _items(image)]
     if not arrays:
         raise ValueError(f"{name}: expected at least one image, got an empty sequence")
@@ -63,11 +59,7 @@ def as_images(image, sizes: Sequence[int], name: str = "image") -> np.ndarray:
 
 
 def as_masks(mask, side: int, name: str = "mask") -> np.ndarray:
-    """``mask`` as bool ``(B, side, side)``: True (white in a PNG) marks pixels to regenerate.
-
-    ``mask`` is a path or PIL image (grey level > 127 is white), a boolean
-    ``(H, W)`` or ``(B, H, W)`` array, or a list of those.
-    """
+    """``mask`` (paths or PIL images, white = grey > 127; boolean arrays) as bool ``(B, side, side)``, True = regenerate."""
     masks = []
     for item in _items(mask):
         a = _open(item, name, "L")
@@ -108,3 +100,42 @@ def repeat_to(values, batch: int):
     if isinstance(values, np.ndarray):
         return values if len(values) == batch else np.repeat(values, batch, axis=0)
     return list(values) if len(values) == batch else list(values) * batch
+
+
+@dataclasses.dataclass(frozen=True)
+class EditBatch:
+    """One edit's checked inputs, one row per image: uint8 ``(B, S, S, 3)``, prompts, bool ``(B, S, S)`` masks."""
+
+    images: np.ndarray
+    prompts: list[str]
+    masks: np.ndarray | None = None  # True = regenerate
+
+
+def read_batch(image, prompt, sizes: Sequence[int], *, mask=None, mask_name: str = "mask") -> EditBatch:
+    """Images, masks and prompts checked and broadcast to one batch (one of each is shared)."""
+    images = as_images(image, sizes)
+    masks = None if mask is None else as_masks(mask, images.shape[1], name=mask_name)
+    prompts = as_prompts(prompt)
+    named = {"image": images, **({} if masks is None else {mask_name: masks}), "prompt": prompts}
+    batch = broadcast(named)
+    return EditBatch(repeat_to(images, batch), repeat_to(prompts, batch),
+                     None if masks is None else repeat_to(masks, batch))
+
+
+DIRECTIONS = ("left", "right", "up", "down")
+# Outpainting past the frame makes a canvas at most this many input sides long. Every
+# further side costs two window decodings (about two generations) and is conditioned
+# only on generated content, so a longer strip drifts from the input and takes minutes.
+MAX_CANVAS_SIDES = 4
+
+
+def check_extend(extend, by, side: int) -> None:
+    """``extend`` a direction and ``by`` a positive pixel count (of the input's ``side``) within the canvas limit."""
+    if extend not in DIRECTIONS:
+        raise ValueError(f"extend: expected one of {DIRECTIONS}, got {extend!r}")
+    if isinstance(by, bool) or not isinstance(by, (int, np.integer)) or by < 1:
+        raise ValueError(f"by: expected a positive number of pixels, got {by!r}")
+    largest = (MAX_CANVAS_SIDES - 1) * side
+    if by > largest:
+        raise ValueError(f"by: expected at most {largest} pixels ({MAX_CANVAS_SIDES - 1}× the {side}-pixel input: "
+                         f"the canvas is at most {MAX_CANVAS_SIDES} sides long), got {by}")

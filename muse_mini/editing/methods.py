@@ -1,49 +1,60 @@
-"""Inpainting and mask-free editing with a trained pipeline (Muse §3.3), images in and images out.
-
-The model was trained to fill in any masked subset of tokens (§2.6), so
-editing needs no new training.
-
-- **Inpainting** (§3.3.1) masks the tokens under a pixel mask and decodes
-  them under the prompt; the others keep their ids. Given an image at the
-  super-res size, it is multi-scale, as in the paper: the image is decimated
-  to the base size, both sizes are tokenised and masked, the base model
-  inpaints the low-res tokens, and super-res inpaints the high-res tokens
-  conditioned on them.
-- **Mask-free editing** (§3.3.2) resamples a random 8% of the tokens at each
-  of 100 iterations under the new prompt, with top-k 3 and constant
-  guidance, on the base model. Super-res then translates the result, as in
-  the paper.
-
-:class:`muse_mini.Pipeline`'s ``inpaint``, ``outpaint`` and ``edit`` methods
-call these after checking their options.
+"""Inpainting (§3.3.1; multi-scale at the super-res size: base, then super-res conditioned on it) and
+mask-free editing (§3.3.2, then super-res) of images. Both take the models (:class:`EditModels`),
+checked inputs and encoded prompts, never the pipeline.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from muse_mini.config import EditConfig, SamplerConfig
 from muse_mini.data.shapes import downsample
-from muse_mini.decoding.editing import EditTrajectory, check_walk, pixel_mask_to_token_mask
-from muse_mini.decoding.guided import decode_with_sampler, edit_with_guidance, superres_pass
-from muse_mini.decoding.spec import check_real, check_top_k
-from muse_mini.editing.inputs import as_images, as_masks, as_prompts, broadcast, repeat_to
+from muse_mini.decoding.editing import EditTrajectory, pixel_mask_to_token_mask
+from muse_mini.decoding.guidance import decode_guided, edit_guided, superres_pass
+from muse_mini.editing.inputs import EditBatch
 from muse_mini.models.codec import decode_tokens, encode_images
+
+
+def _unplaced(tree):
+    return tree
+
+
+@dataclasses.dataclass(frozen=True)
+class EditModels:
+    """The frozen models an edit runs; ``place`` puts batch-leading arrays on the devices (a mesh)."""
+
+    tokenizer: Any
+    base: Any
+    superres: Any = None
+    highres_tokenizer: Any = None
+    place: Callable = _unplaced
+
+    @property
+    def has_superres(self) -> bool:
+        return self.superres is not None
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The image sides an edit accepts: the base size, and the super-res size when there is one."""
+        low = self.tokenizer.image_size
+        return (low, self.highres_tokenizer.image_size) if self.has_superres else (low,)
+
+    def to_base_size(self, images: np.ndarray) -> np.ndarray:
+        """Images at the base size, decimated by block averaging from the super-res size (§3.3.1)."""
+        low = self.tokenizer.image_size
+        return images if images.shape[1] == low else downsample(images, images.shape[1] // low)
 
 
 @dataclasses.dataclass
 class EditResult:
-    """What an editing method returns.
+    """The requested stage's images (uint8 B×H×W×3), the base model's, and every step for the widgets.
 
-    ``images`` are the requested stage's outputs (uint8, B×H×W×3), and
-    ``base_images`` the base model's. ``token_mask`` (B×N, the base grid)
-    marks the tokens that were regenerated: the masked region, or for
-    mask-free editing every token resampled at least once. The trajectories
-    hold every decoding step, or every editing iteration, for the widgets.
+    ``token_mask`` (B×N, base grid) marks the regenerated tokens: the masked
+    region, or for mask-free editing every token resampled at least once.
     """
 
     images: np.ndarray
@@ -67,126 +78,92 @@ class EditResult:
         return decode_tokens(self.tokenizer, tokens)
 
 
-def contexts(pipe, prompts: list[str], negative_prompt: str | None):
-    """The encoded prompts and the unconditional (or negative-prompt) context, on the pipeline's mesh."""
-    return pipe.guidance_contexts(pipe.encode(prompts), negative_prompt)
-
-
-def image_sizes(pipe) -> tuple[int, ...]:
-    """The image sides an edit accepts: the base size, and the super-res size when there is one."""
-    low = pipe.tokenizer.image_size
-    return (low, pipe.highres_tokenizer.image_size) if pipe.has_superres else (low,)
-
-
-def to_base_size(pipe, images: np.ndarray) -> np.ndarray:
-    """Images at the base size, decimated by block averaging when given at the super-res size (§3.3.1)."""
-    low = pipe.tokenizer.image_size
-    return images if images.shape[1] == low else downsample(images, images.shape[1] // low)
-
-
 def flat_tokens(vqgan, images: np.ndarray) -> np.ndarray:
     ids = encode_images(vqgan, images)
     return ids.reshape(len(ids), -1)
 
 
 def paste(edited: np.ndarray, original: np.ndarray, regenerate: np.ndarray) -> np.ndarray:
-    """The edited pixels where ``regenerate`` (B×H×W) is True, the input's elsewhere.
-
-    The decoder is convolutional, so tokens that changed also move the pixels
-    of their unchanged neighbours a little; pasting the input back outside the
-    user's mask (diffusers' "overlay") keeps those pixels exactly.
-    """
+    """The edited pixels where ``regenerate`` (B×H×W) is True, the input's elsewhere (diffusers' "overlay"):
+    the convolutional decoder moves the pixels next to changed tokens a little."""
     return np.where(regenerate[..., None], edited, original).astype(np.uint8)
 
 
-def check_paste_back(pipe, paste_back, stage: str, side: int) -> None:
+def check_paste_back(models: EditModels, paste_back, stage: str, side: int) -> None:
     """``paste_back`` needs the input at the output's size: a base-size image has no high-res pixels."""
     if not isinstance(paste_back, (bool, np.bool_)):
         raise ValueError(f"paste_back: expected True or False, got {paste_back!r}")
-    if paste_back and stage == "superres" and side == pipe.tokenizer.image_size:
-        high = pipe.highres_tokenizer.image_size
+    if paste_back and stage == "superres" and side == models.tokenizer.image_size:
+        high = models.highres_tokenizer.image_size
         raise ValueError(f"paste_back: the image is {side}×{side} but the super-res output is {high}×{high}; "
                          "give the image at the output's size to paste it back")
 
 
-def inpaint(pipe, image, mask, prompt, *, stage: str, sampler, superres_sampler, negative_prompt=None,
-            seed: int = 0, reduce: str = "any", paste_back: bool = False) -> EditResult:
-    """Regenerate the masked part of each image under its prompt (§3.3.1); see :meth:`Pipeline.inpaint`."""
-    images = as_images(image, image_sizes(pipe))
-    side = images.shape[1]
-    masks = as_masks(mask, side)
-    prompts = as_prompts(prompt)
-    batch = broadcast({"image": images, "mask": masks, "prompt": prompts})
-    images, masks, prompts = repeat_to(images, batch), repeat_to(masks, batch), repeat_to(prompts, batch)
-
-    low = pipe.tokenizer.image_size
-    factor = side // low
-    low_masks = masks if factor == 1 else masks.reshape(batch, low, factor, low, factor).any(axis=(2, 4))
-    grid = pipe.tokenizer.grid
-    token_mask = np.asarray(pixel_mask_to_token_mask(low_masks, grid, reduce=reduce))
+def _token_masks(masks: np.ndarray, grid: int, reduce: str) -> np.ndarray:
+    """The base grid's token masks, refusing a mask that covers every token or none of an image's."""
+    token_mask = np.asarray(pixel_mask_to_token_mask(masks, grid, reduce=reduce))
     full = np.flatnonzero(token_mask.all(axis=1))
     if len(full):
         raise ValueError(f"mask: covers every token of image {int(full[0])}; inpainting keeps part of the "
                          "image (use generate for a new image, or outpaint)")
-    if not token_mask.any(axis=1).all():
-        raise ValueError(f"mask: marks no whole token of image {int(np.flatnonzero(~token_mask.any(axis=1))[0])} "
-                         f"with reduce={reduce!r}; use reduce='any' or a larger mask")
+    empty = np.flatnonzero(~token_mask.any(axis=1))
+    if len(empty):
+        raise ValueError(f"mask: marks no whole token of image {int(empty[0])} with reduce={reduce!r}; "
+                         "use reduce='any' or a larger mask")
+    return token_mask
 
-    check_paste_back(pipe, paste_back, stage, side)
-    context, uncond = contexts(pipe, prompts, negative_prompt)
-    key_base, key_sr = jax.random.split(jax.random.key(seed))
-    low_images = to_base_size(pipe, images)
-    tokens = flat_tokens(pipe.tokenizer, low_images)
-    base = decode_with_sampler(pipe.base, context, uncond, key_base, sampler, tokens_BxN=pipe.on_mesh(tokens),
-                               mask_BxN=pipe.on_mesh(token_mask))
-    base_images = decode_tokens(pipe.tokenizer, np.asarray(base.tokens_BxN))
-    result = EditResult(base_images, prompts, base_images, base, token_mask, tokenizer=pipe.tokenizer)
+
+def _superres(models: EditModels, result: EditResult, base_tokens, context, key, sampler: SamplerConfig,
+              **inpaint_state) -> None:
+    """Super-res over the base result (§2.4), in place; ``inpaint_state`` keeps known high-res tokens."""
+    sr = superres_pass(models.superres, base_tokens, context, key, sampler,
+                       images=models.place(result.base_images), **inpaint_state)
+    result.superres_trajectory = sr
+    result.images = decode_tokens(models.highres_tokenizer, np.asarray(sr.tokens_BxN))
+
+
+def inpaint(models: EditModels, batch: EditBatch, contexts, *, key, stage: str, sampler: SamplerConfig,
+            superres_sampler: SamplerConfig, reduce: str = "any", paste_back: bool = False) -> EditResult:
+    """Regenerate ``batch.masks`` under the prompts (§3.3.1); ``contexts`` is ``(context, uncond)``."""
+    images, masks = batch.images, batch.masks
+    side, low = images.shape[1], models.tokenizer.image_size
+    factor = side // low
+    low_masks = masks if factor == 1 else masks.reshape(len(masks), low, factor, low, factor).any(axis=(2, 4))
+    token_mask = _token_masks(low_masks, models.tokenizer.grid, reduce)
+    check_paste_back(models, paste_back, stage, side)
+
+    context, uncond = contexts
+    key_base, key_sr = jax.random.split(key)
+    low_images = models.to_base_size(images)
+    tokens = flat_tokens(models.tokenizer, low_images)
+    base = decode_guided(models.base, context, uncond, key_base, sampler, tokens_BxN=models.place(tokens),
+                         mask_BxN=models.place(token_mask))
+    base_images = decode_tokens(models.tokenizer, np.asarray(base.tokens_BxN))
+    result = EditResult(base_images, batch.prompts, base_images, base, token_mask, tokenizer=models.tokenizer)
     if stage == "superres":
-        hr = {}
+        known = {}
         if factor > 1:  # multi-scale: keep the high-res tokens outside the mask too
-            hr_grid = pipe.highres_tokenizer.grid
-            hr = {"tokens_BxN": flat_tokens(pipe.highres_tokenizer, images),
-                  "mask_BxN": np.asarray(pixel_mask_to_token_mask(masks, hr_grid, reduce=reduce))}
-        sr = superres_pass(pipe.superres, base.tokens_BxN, context, key_sr, superres_sampler,
-                           images=pipe.on_mesh(base_images), **hr)
-        result.superres_trajectory = sr
-        result.images = decode_tokens(pipe.highres_tokenizer, np.asarray(sr.tokens_BxN))
+            known = {"tokens_BxN": flat_tokens(models.highres_tokenizer, images),
+                     "mask_BxN": np.asarray(pixel_mask_to_token_mask(masks, models.highres_tokenizer.grid,
+                                                                     reduce=reduce))}
+        _superres(models, result, base.tokens_BxN, context, key_sr, superres_sampler, **known)
     if paste_back:  # after super-res, which reads the model's own base images
         result.base_images = paste(base_images, low_images, low_masks)
         result.images = result.base_images if stage == "base" else paste(result.images, images, masks)
     return result
 
 
-def check_edit_options(pipe, iterations, resample_fraction, top_k, guidance, temperature) -> None:
-    """:meth:`Pipeline.edit`'s settings, checked before any image is encoded."""
-    check_walk(iterations, resample_fraction, temperature)
-    check_top_k(top_k, pipe.base.mask_id)
-    check_real("guidance", guidance, low=-math.inf, strict=True)
-
-
-def edit(pipe, image, prompt, *, stage: str, superres_sampler, iterations: int = 100,
-                   resample_fraction: float = 0.08, guidance: float = 4.0, top_k: int | None = 3,
-                   temperature: float = 1.0, negative_prompt=None, seed: int = 0) -> EditResult:
-    """Walk each image's tokens towards its prompt (§3.3.2); see :meth:`Pipeline.edit`."""
-    check_edit_options(pipe, iterations, resample_fraction, top_k, guidance, temperature)
-    images = as_images(image, image_sizes(pipe))
-    prompts = as_prompts(prompt)
-    batch = broadcast({"image": images, "prompt": prompts})
-    images, prompts = repeat_to(images, batch), repeat_to(prompts, batch)
-
-    context, uncond = contexts(pipe, prompts, negative_prompt)
-    key_base, key_sr = jax.random.split(jax.random.key(seed))
-    tokens = flat_tokens(pipe.tokenizer, to_base_size(pipe, images))
-    traj = edit_with_guidance(pipe.base, context, uncond, pipe.on_mesh(tokens), key_base, iterations=int(iterations),
-                              resample_fraction=resample_fraction, guidance=guidance, top_k=top_k,
-                              temperature=temperature)
-    base_images = decode_tokens(pipe.tokenizer, np.asarray(traj.tokens_BxN))
+def edit(models: EditModels, batch: EditBatch, contexts, *, key, stage: str, settings: EditConfig,
+         superres_sampler: SamplerConfig) -> EditResult:
+    """Walk each image's base tokens towards its prompt (§3.3.2) with ``settings``; then super-res."""
+    context, uncond = contexts
+    key_base, key_sr = jax.random.split(key)
+    tokens = flat_tokens(models.tokenizer, models.to_base_size(batch.images))
+    traj = edit_guided(models.base, context, uncond, models.place(tokens), key_base, settings)
+    base_images = decode_tokens(models.tokenizer, np.asarray(traj.tokens_BxN))
     resampled = np.asarray(traj.resampled_BxIxN).any(axis=1)
-    result = EditResult(base_images, prompts, base_images, traj, resampled, tokenizer=pipe.tokenizer,
+    result = EditResult(base_images, batch.prompts, base_images, traj, resampled, tokenizer=models.tokenizer,
                         initial_tokens=tokens)
     if stage == "superres":
-        sr = superres_pass(pipe.superres, traj.tokens_BxN, context, key_sr, superres_sampler,
-                           images=pipe.on_mesh(base_images))
-        result.superres_trajectory = sr
-        result.images = decode_tokens(pipe.highres_tokenizer, np.asarray(sr.tokens_BxN))
+        _superres(models, result, traj.tokens_BxN, context, key_sr, superres_sampler)
     return result

@@ -1,18 +1,9 @@
-"""Editing tasks on Shapes whose outcome a program can check (Muse §3.3, measured as issue 20 asks).
+"""Editing tasks on Shapes whose outcome a program checks (Muse §3.3), on scenes training never saw.
 
-Each task builds cases from scenes training never saw (another Shapes seed)
-and scores the edited images with :mod:`muse_mini.data.evaluator`:
-
-- **inpainting**: a two-object relation scene; one object's box plus a 2-pixel
-  margin is masked, and the prompt changes that object's colour or shape;
-- **preservation**: on the same edits, the tokens outside the masked region
-  keep their ids, and the pixels outside it are as close to the input as the
-  tokenizer's own reconstruction is;
-- **mask-free editing**: a one-object scene, prompted as the same shape in
-  another colour; accepted, with the object's centre within 4 px and its size
-  within 20%;
-- **outpainting**: only the left half is kept, holding one object, and the
-  prompt asks for a second object to its right.
+- inpainting: one object's box (plus 2 px) of a relation scene masked, the prompt recolours or reshapes it;
+  preservation: tokens outside the mask keep their ids, pixels there match the tokenizer's reconstruction;
+- mask-free editing: one object, prompted in another colour; accepted, centre within 4 px, size within 20%;
+- outpainting: the left half kept with one object, the prompt asks for a second to its right.
 """
 
 from __future__ import annotations
@@ -180,13 +171,9 @@ def _mask_free_figures(images, cases: list[Case]) -> dict:
 
 
 def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterations: int = 100,
-              mask_free_guidance: float = 4.0) -> dict:
-    """Every task's figures for one sampling ``seed``, per stage (``base`` and, when trained, ``superres``).
-
-    Each figure comes with ``text_to_image``: the same model generating the
-    same prompts from nothing, the reference the edit should at least match.
-    ``mask_free_guidance``: the walk's constant guidance (the paper's 4 by default).
-    """
+              mask_free_guidance: float | None = None) -> dict:
+    """Every task's figures for one sampling ``seed``, per stage, each beside ``text_to_image``: the
+    same model generating the same prompts from nothing. ``mask_free_guidance`` None: the run's ``edit.guidance``."""
     stages = ("base", "superres") if pipe.has_superres else ("base",)
     stage = stages[-1]
     report = {stage_name: {} for stage_name in stages}
@@ -200,8 +187,8 @@ def run_tasks(pipe, *, n: int = 64, case_seed: int = 1000, seed: int = 0, iterat
         elif task == "outpaint":
             result = pipe.outpaint(images, prompts, keep=np.stack([~c.mask for c in cases]), stage=stage, seed=seed)
         else:
-            result = pipe.edit(images, prompts, iterations=iterations, stage=stage, seed=seed,
-                               guidance=mask_free_guidance)
+            guidance = {} if mask_free_guidance is None else {"guidance": mask_free_guidance}
+            result = pipe.edit(images, prompts, iterations=iterations, stage=stage, seed=seed, **guidance)
         reference = pipe.generate(prompts, seed=seed, stage=stage)
         for name in stages:
             out = _stage_images(result, name)
