@@ -188,6 +188,7 @@ def cached_token_data(run_dir: Path, cfg: MuseConfig, tokenizer_runs: dict, prog
         else:
             tokenizers = [load_tokenizer(run) for run in tokenizer_runs.values()]
             data = build_token_data(cfg, *tokenizers, cache_dir=run_dir.parent / "text-cache", progress=progress)
+            run_dir.mkdir(parents=True, exist_ok=True)
             data.save(path)
     barrier(f"token data {path}")
     return data if data is not None else TokenData.load(path)

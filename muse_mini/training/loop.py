@@ -47,6 +47,7 @@ def train(run: RunSpec, *, step_fn: Callable, batch_fn: Callable[[int], Any] | N
     cfg, key = run.cfg, init_key(run.cfg.seed)
     rd = RunDirectory(run, say=_sayer(progress and main))
     placement = Placement(state if init is None else eqx.filter_eval_shape(init, key), mesh)
+    rd.create()
     with RunLock(rd.path, enabled=main):
         rd.check_config()
         with _checkpoint_store(rd, placement) as store:

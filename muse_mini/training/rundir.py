@@ -202,8 +202,9 @@ class RunDirectory:
         self.defaults = normalise({"metadata": spec.defaults or {}})
         self.ckpt_dir = self.path / CKPT_DIR
         self.metrics_path = self.path / METRICS_FILE
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir.mkdir(exist_ok=True)
+
+    def create(self) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     def check_config(self) -> None:
         """Raise `ConfigMismatchError` if a stored ``config.json`` describes another run."""
