@@ -1,4 +1,4 @@
-"""Pieces every ``muse-mini`` command shares: config overrides and the preset flag."""
+"""Pieces the `muse-mini` commands share: config overrides, the preset, seed and progress flags, the output check."""
 
 from __future__ import annotations
 
