@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from muse_mini.cli.common import add_overrides_argument, add_progress_argument, check_out_dir
 from muse_mini.config import RECIPES, check_seed
+from muse_mini.config.checks import SEED_RANGE_TEXT
 from muse_mini.demo import run_demo
 
 
@@ -13,7 +14,8 @@ def add_parsers(sub) -> None:
                    help="quick: the make-demo recipe; full: the same models trained for longer; smoke: a few steps each")
     p.add_argument("--out", default=None, help="output directory (default: runs/demo quick, runs/full full)")
     p.add_argument("--seed", type=int, default=None,
-                   help="training seed of every stage (default: each stage's config, 0); the data stay the same")
+                   help=f"training seed of every stage, an integer in {SEED_RANGE_TEXT} (default: each stage's config, 0); "
+                        "the data stay the same")
     p.add_argument("--no-eval", action="store_true", help="skip the caption-accuracy evaluation")
     add_progress_argument(p)
     add_overrides_argument(p)
