@@ -71,8 +71,9 @@ def train(run: RunSpec, *, step_fn: Callable, batch_fn: Callable[[int], Any] | N
             with contextlib.closing(HookList([guard, *own, *hooks, ckpt])) as all_hooks:
                 state = _run(jstep, state, batch_at, range(start, cfg.steps), all_hooks, ckpt.due)
             ckpt.wait()
+            # gather is a collective: every process takes part, process 0 writes.
+            model = None if run.model_of is None else placement.gather(run.model_of(state))
             if main:
-                model = None if run.model_of is None else placement.gather(run.model_of(state))
                 rd.publish(ckpt.last, model, steps=cfg.steps, wall_time_s=ckpt.wall_time_s)
             barrier(f"published {rd.path}")
             return state

@@ -76,7 +76,8 @@ class Placement:
         return eqx.combine(jax.lax.with_sharding_constraint(arrays, self.shardings), static)
 
     def gather(self, tree: Any) -> Any:
-        """``tree``'s arrays whole, as NumPy on every host (to write ``model.eqx``)."""
+        """``tree``'s arrays whole, as NumPy on every host (to write ``model.eqx``); a collective:
+        every process must call it."""
         if not self.sharded:
             return tree
         arrays, static = eqx.partition(tree, is_array_like)
