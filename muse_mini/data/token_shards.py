@@ -131,11 +131,11 @@ class TokenShards:
         fields = list(self.fields) if fields is None else list(fields)
         out = {f: [None] * len(pairs) for f in fields}
         for shard in np.unique(pairs[:, 0]):
-            where = np.flatnonzero(pairs[:, 0] == shard)
+            positions = np.flatnonzero(pairs[:, 0] == shard)  # where this shard's rows go in the batch
             for f in fields:
-                rows = self._rows(self._file(int(shard), f), pairs[where, 1])
-                for j, w in enumerate(where):
-                    out[f][w] = rows[j]
+                rows = self._rows(self._file(int(shard), f), pairs[positions, 1])
+                for j, i in enumerate(positions):
+                    out[f][i] = rows[j]
         return {f: np.stack(v) for f, v in out.items()}
 
     def captions(self, shard: int) -> list[str]:
