@@ -179,8 +179,7 @@ class Pipeline:
         result = Generation(base_images[:batch], [p for p in prompts for _ in range(num_per_prompt)],
                             base_images[:batch], first(base_traj))
         if stage == "superres":
-            sr_traj = superres_pass(self.superres, base_traj.tokens_BxN, context, key_sr, superres_sampler,
-                                    images=self.on_mesh(base_images))
+            sr_traj = superres_pass(self.superres, base_traj.tokens_BxN, context, key_sr, superres_sampler)
             result.superres_trajectory = first(sr_traj)
             result.images = np.asarray(_decode_images(self.highres_tokenizer, sr_traj.tokens_BxN))[:batch]
         return result

@@ -20,12 +20,11 @@ import sys
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from muse_mini.config import MeshConfig, MuseConfig
 from muse_mini.models.build import build_base, build_superres
 from muse_mini.models.params import train_flops_per_example
-from muse_mini.parallel.mesh import describe_mesh, make_mesh, resolve_mesh_shape
+from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import abstract_like, batch_sharding, check_batch_size, state_shardings
 from muse_mini.training.keys import init_key
 from muse_mini.training.loop import make_update

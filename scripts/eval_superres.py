@@ -37,7 +37,6 @@ from muse_mini.decoding.guidance import decode_guided, guided_contexts
 from muse_mini.pipeline import STAGE_DIRS, Pipeline
 from muse_mini.data.captions import COLOURS
 from muse_mini.data.shapes import downsample, generate
-from muse_mini.models.superres import lowres_condition
 from muse_mini.models.codec import decode_tokens, encode_images
 from muse_mini.runs.load import load_tokenizer
 from muse_mini.runs.layout import stage_complete
@@ -80,7 +79,7 @@ def main() -> None:
         low_tokens = encode_images(pipe.tokenizer, lo).reshape(len(lo), -1)
         text, mask = pipe.encode(captions[start:start + args.batch])
         decoded = decode_tokens(pipe.tokenizer, low_tokens)
-        context = (lowres_condition(pipe.superres, low_tokens, images=decoded), text, mask)
+        context = (low_tokens, text, mask)
         traj = decode_guided(pipe.superres, *guided_contexts(context), jax.random.key(start), sampler)
         true_tokens = encode_images(pipe.highres_tokenizer, hr)
         for suffix, decoder in decoders.items():

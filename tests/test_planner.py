@@ -6,7 +6,6 @@ import sys
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import pytest
 
 from muse_mini.config import MeshConfig, get_recipe

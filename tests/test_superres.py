@@ -11,7 +11,7 @@ import pytest
 from muse_mini.models import layers, transformer as T
 from muse_mini.config import SuperResConfig, VQGANConfig, get_preset
 from muse_mini.models.codec import decode_tokens
-from muse_mini.models.superres import SuperResTransformer, _children_to_grid, _patches, lowres_condition
+from muse_mini.models.superres import SuperResTransformer, _children_to_grid, _patches
 from muse_mini.models.vqgan import VQGAN
 from muse_mini.training.losses import superres_loss
 
@@ -160,7 +160,6 @@ def test_pixel_input_takes_ids_and_decodes_them_inside_like_the_tokenizer():
     logits = call(model, tokens, lowres, text, text_mask)
     assert logits.shape == (4, SEQ, VOCAB) and np.isfinite(np.asarray(logits)).all()
     assert not np.allclose(logits, call(model, tokens, (lowres + 1) % LOW_VOCAB, text, text_mask))
-    np.testing.assert_array_equal(lowres_condition(model, lowres, tokenizer=None, images=None), lowres)
 
 
 def test_pixel_input_needs_its_tokenizer_and_refuses_images_by_name():
@@ -202,11 +201,6 @@ def test_the_frozen_decoder_gets_no_gradient_and_no_update(tmp_path):
     save_checkpoint(tmp_path / "model.eqx", state.model, metadata={})
     loaded = load_checkpoint(tmp_path / "model.eqx", eqx.filter_eval_shape(make, PIXELS))[0]
     np.testing.assert_array_equal(loaded.lowres_pixels(lowres), state.model.lowres_pixels(lowres))
-
-
-def test_lowres_condition_is_the_ids():
-    tokens = np.array([[1, 2, 3, 4]], np.int32)
-    np.testing.assert_array_equal(lowres_condition(make(CFG), tokens), tokens)
 
 
 def test_unknown_lowres_input_is_named():

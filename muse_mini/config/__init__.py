@@ -14,18 +14,20 @@ paths, from Python or the command line::
     cfg = get_preset("toy", overrides=["base.depth=4", "sampler.steps=8"])
 """
 
+from muse_mini.config.checks import SEED_RANGE, check_seed
 from muse_mini.config.overrides import apply_overrides, from_dict, load_config
 from muse_mini.config.presets import (
     PRESETS, RECIPES, SMOKE_OVERRIDES, T5_XXL, TRAIN_SECTIONS, Recipe, get_preset, get_recipe, seed_overrides,
 )
 from muse_mini.config.schema import (
-    DATA_FEEDS, DATA_RUNTIME_FIELDS, LOWRES_INPUTS, MESH_AXES, POSITION_INITS, SEED_RANGE, TOKENIZER_STAGES, DataConfig, DecoderConfig, EditConfig, MeshConfig, MuseConfig,
-    SamplerConfig, SuperResConfig, TextConfig, TrainConfig, TransformerConfig, VQGANConfig, check_seed,
-    tokenizer_stage_config,
+    DATA_FEEDS, DATA_RUNTIME_FIELDS, LOWRES_INPUTS, MESH_AXES, POSITION_INITS, TOKENIZER_STAGES, DataConfig,
+    DecoderConfig, EditConfig, MeshConfig, MuseConfig, SamplerConfig, SuperResConfig, TextConfig, TrainConfig,
+    TransformerConfig, VQGANConfig, tokenizer_stage_config,
 )
 
 __all__ = [
-    "DATA_FEEDS", "DATA_RUNTIME_FIELDS", "DataConfig", "DecoderConfig", "EditConfig", "LOWRES_INPUTS", "MESH_AXES", "MeshConfig", "MuseConfig", "POSITION_INITS", "PRESETS", "RECIPES",
+    "DATA_FEEDS", "DATA_RUNTIME_FIELDS", "DataConfig", "DecoderConfig", "EditConfig", "LOWRES_INPUTS", "MESH_AXES",
+    "MeshConfig", "MuseConfig", "POSITION_INITS", "PRESETS", "RECIPES",
     "Recipe", "SEED_RANGE", "SMOKE_OVERRIDES", "SamplerConfig", "SuperResConfig", "T5_XXL", "TOKENIZER_STAGES",
     "TextConfig", "TrainConfig", "TransformerConfig", "VQGANConfig", "apply_overrides", "check_seed",
     "TRAIN_SECTIONS", "from_dict", "get_preset", "get_recipe", "load_config", "seed_overrides",

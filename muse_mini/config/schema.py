@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from muse_mini.config.checks import SEED_RANGE, check_int, check_number, check_seed  # noqa: F401 (SEED_RANGE re-exported)
+from muse_mini.config.checks import check_int, check_number, check_seed
 
 
 @dataclass(frozen=True)

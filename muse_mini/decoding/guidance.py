@@ -17,7 +17,6 @@ from muse_mini.config import EditConfig, SamplerConfig
 from muse_mini.decoding.editing import EditTrajectory, mask_free_edit
 from muse_mini.decoding.sampler import Trajectory, check_tokens, decode
 from muse_mini.decoding.spec import DecodeSpec, check_scalars, sampler_scalars
-from muse_mini.models.superres import lowres_condition
 
 __all__ = ["classifier_free_guidance", "decode_guided", "edit_guided", "guided_contexts", "superres_pass"]
 
@@ -38,7 +37,7 @@ def apply_guidance(cond_logits, uncond_logits, t):
 class GuidedLogits(eqx.Module):
     """``logits_fn(tokens_BxN, step)`` of eq. 1: ℓc and ℓu from one call on a 2B batch."""
 
-    model: Any  # a transformer with ``logits(tokens_N, cond)``
+    model: Any  # a transformer with ``logits(tokens, cond)``
     cond_2B: Any  # the encoded conditions: B conditional rows, then B unconditional
     scale: jax.Array
     schedule: str = eqx.field(static=True)
@@ -129,11 +128,10 @@ def edit_guided(model, context, uncond, tokens_BxN, key, edit: EditConfig) -> Ed
                  float(edit.resample_fraction))
 
 
-def superres_pass(superres, base_tokens_BxM, context, key, sampler: SamplerConfig, *, images=None, tokenizer=None,
-                  tokens_BxN=None, mask_BxN=None) -> Trajectory:
+def superres_pass(superres, base_tokens_BxM, context, key, sampler: SamplerConfig, *, tokens_BxN=None,
+                  mask_BxN=None) -> Trajectory:
     """Super-res (§2.4) conditioned on the low-res tokens; with ``tokens_BxN``/``mask_BxN`` only the
     masked high-res tokens are generated (multi-scale inpainting, §3.3.1)."""
-    lowres = lowres_condition(superres, base_tokens_BxM, tokenizer=tokenizer, images=images)
-    sr_context = (lowres, *context)
+    sr_context = (jnp.asarray(base_tokens_BxM, jnp.int32), *context)
     return decode_guided(superres, sr_context, unconditional_context(sr_context), key, sampler,
                          tokens_BxN=tokens_BxN, mask_BxN=mask_BxN)

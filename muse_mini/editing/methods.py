@@ -116,8 +116,7 @@ def _token_masks(masks: np.ndarray, grid: int, reduce: str) -> np.ndarray:
 def _superres(models: EditModels, result: EditResult, base_tokens, context, key, sampler: SamplerConfig,
               **inpaint_state) -> None:
     """Super-res over the base result (§2.4), in place; ``inpaint_state`` keeps known high-res tokens."""
-    sr = superres_pass(models.superres, base_tokens, context, key, sampler,
-                       images=models.place(result.base_images), **inpaint_state)
+    sr = superres_pass(models.superres, base_tokens, context, key, sampler, **inpaint_state)
     result.superres_trajectory = sr
     result.images = decode_tokens(models.highres_tokenizer, np.asarray(sr.tokens_BxN))
 

@@ -129,8 +129,8 @@ def _superres_windows(models, canvas, highres_images, cells, axis, toward_end, c
         index = [slice(None), slice(None), slice(None)]
         index[axis + 1] = slice(start, start + grid)
         low_tokens = canvas[tuple(index)].reshape(batch, -1)
-        return superres_pass(models.superres, low_tokens, context, win_key, sampler, tokenizer=models.tokenizer,
-                             tokens_BxN=tokens, mask_BxN=mask)
+        return superres_pass(models.superres, low_tokens, context, win_key, sampler, tokens_BxN=tokens,
+                             mask_BxN=mask)
 
     starts = [s * ratio for s in window_starts(canvas.shape[axis + 1], grid, toward_end, cover_all=True)]
     trajs = _fill_windows(models.superres, hr_canvas, hr_known, starts, axis, hr_grid, None, None, key, sampler,

@@ -103,53 +103,53 @@ class SuperResTransformer(TokenPredictor):
             _, r = _grid_ratio(lowres_seq_len, seq_len)
             self.lowres_children = Linear(cfg.width, r * r * cfg.width, ("embed", "children"), key=k_skip)
 
-    def lowres_pixels(self, lowres_M: Int[Array, "*batch M"]) -> Array:
+    def lowres_pixels(self, lowres: Int[Array, "*B M"]) -> Array:
         """The uint8 image the frozen low-res decoder draws for the ids (as ``codec.decode_ids_uint8``)."""
         arrays, static = eqx.partition(self.lowres_decoder, eqx.is_array)
         frozen = eqx.combine(jax.lax.stop_gradient(arrays), static)
         side = math.isqrt(self.lowres_seq_len)
-        images = decode_ids_uint8(frozen, lowres_M.reshape(-1, side, side))
-        return images.reshape(*lowres_M.shape[:-1], *images.shape[1:])
+        images = decode_ids_uint8(frozen, lowres.reshape(-1, side, side))
+        return images.reshape(*lowres.shape[:-1], *images.shape[1:])
 
-    def encode_lowres(self, lowres_M: Int[Array, "*batch M"], *, key=None) -> Float[Array, "*batch M D"]:
+    def encode_lowres(self, lowres: Int[Array, "*B M"], *, key=None) -> Float[Array, "*B M D"]:
         """The low-res encoder of Figure 4: embedded ids through self-attention layers."""
-        if lowres_M.ndim not in (1, 2) or lowres_M.shape[-1] != self.lowres_seq_len:
+        if lowres.ndim not in (1, 2) or lowres.shape[-1] != self.lowres_seq_len:
             raise ValueError(f"lowres: expected low-res token ids of shape ({self.lowres_seq_len},) or "
-                             f"(batch, {self.lowres_seq_len}), got {tuple(lowres_M.shape)}")
+                             f"(batch, {self.lowres_seq_len}), got {tuple(lowres.shape)}")
         dt = compute_dtype(self.decoder.dtype)
         if self.lowres_input == "tokens":
-            low_MxD = self.lowres_embed(lowres_M, dt)
+            low_MxD = self.lowres_embed(lowres, dt)
         else:
-            pixels = to_float(self.lowres_pixels(lowres_M)).astype(dt)
+            pixels = to_float(self.lowres_pixels(lowres)).astype(dt)
             patches = _patches(pixels, self.lowres_decoder.downsample, margin=self.lowres_margin)
             low_MxD = self.lowres_patch_proj(patches)
         low_MxD = low_MxD + self.lowres_pos(dt)
         return self.lowres_norm(self.lowres_encoder(low_MxD, key=key))
 
-    def __call__(self, tokens_N: Int[Array, " N"], lowres_M: Int[Array, " M"], text_LxD: Float[Array, "L D"],
-                 text_mask_L: Bool[Array, " L"], *, key=None) -> Float[Array, "N V"]:
+    def __call__(self, tokens: Int[Array, "*B N"], lowres: Int[Array, "*B M"], text: Float[Array, "*B L D"],
+                 text_mask: Bool[Array, "*B L"], *, key=None) -> Float[Array, "*B N V"]:
         """Logits (float32) for one example or a batch; dropout only when ``key`` is given."""
         enc_key, dec_key = (None, None) if key is None else jax.random.split(key)
-        cond = self.encode_condition(lowres_M, text_LxD, text_mask_L, key=enc_key)
-        check_same_batch(tokens=tokens_N, lowres=cond.context[..., 0], text=text_LxD[..., 0])
-        return self.logits(tokens_N, cond, key=dec_key)
+        cond = self.encode_condition(lowres, text, text_mask, key=enc_key)
+        check_same_batch(tokens=tokens, lowres=cond.context[..., 0], text=text[..., 0])
+        return self.logits(tokens, cond, key=dec_key)
 
-    def encode_condition(self, lowres_M, text_LxD, text_mask_L, *, key=None) -> Condition:
+    def encode_condition(self, lowres, text, text_mask, *, key=None) -> Condition:
         """Figure 4's context: the encoded low-res tokens beside the projected text (and the skip),
         encoded once per generation."""
-        low_MxW = self.encode_lowres(jnp.asarray(lowres_M), key=key)
-        check_same_batch(lowres=low_MxW[..., 0], text=text_LxD[..., 0])
-        text_LxW = project_text(self.text_proj, text_LxD, text_mask_L, self.text_width, self.decoder.dtype)
+        low_MxW = self.encode_lowres(jnp.asarray(lowres), key=key)
+        check_same_batch(lowres=low_MxW[..., 0], text=text[..., 0])
+        text_LxW = project_text(self.text_proj, text, text_mask, self.text_width, self.decoder.dtype)
         context_SxW = jnp.concatenate([low_MxW, text_LxW], axis=-2)
-        context_mask_S = jnp.concatenate([jnp.ones(low_MxW.shape[:-1], bool), text_mask_L], axis=-1)
+        context_mask_S = jnp.concatenate([jnp.ones(low_MxW.shape[:-1], bool), text_mask], axis=-1)
         extra_NxW = None
         if self.lowres_children is not None:
             extra_NxW = _children_to_grid(self.lowres_children(low_MxW), self.seq_len)
         return Condition(context_SxW, context_mask_S, extra_NxW)
 
-    def logits(self, tokens_N, cond: Condition, *, key=None) -> Float[Array, "N V"]:
+    def logits(self, tokens: Int[Array, "*B N"], cond: Condition, *, key=None) -> Float[Array, "*B N V"]:
         """High-res logits given an encoded condition (:meth:`encode_condition`)."""
-        return self.decoder(tokens_N, cond.context, cond.context_mask, extra=cond.extra, key=key)
+        return self.decoder(tokens, cond.context, cond.context_mask, extra=cond.extra, key=key)
 
 
 def _grid_ratio(lowres_seq_len: int, seq_len: int) -> tuple[int, int]:
@@ -183,8 +183,3 @@ def _patches(image_xHxWx3: Array, patch: int, *, margin: int = 0) -> Array:
     cols = patch * np.arange(w // patch)[:, None] + np.arange(k)
     x = x[..., rows[:, None, :, None], cols[None, :, None, :], :]  # (..., H/p, W/p, k, k, ch)
     return x.reshape(*lead, (h // patch) * (w // patch), k * k * ch)
-
-
-def lowres_condition(model: SuperResTransformer, lowres_tokens_BxM, **_ignored):
-    """What ``model`` takes as its low-res input: the token ids themselves (Figure 4)."""
-    return jnp.asarray(lowres_tokens_BxM)

@@ -12,7 +12,6 @@ their hints on a mesh (:mod:`muse_mini.models.constraints`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
