@@ -169,7 +169,7 @@ def test_prompt_explorer_generates_on_enter_and_shows_it_is_busy(traj, frames):
 def test_mask_painter_cells_show_their_colour_and_a_click_marks_them():
     """The board's colours must reach the browser: the cells' style has a synced ``button_color``
     (a ToggleButton's style has none, which left the board blank grey), and a click changes it."""
-    from muse_mini.viz.edit_widgets import PRESSED_COLOUR, MaskPainter
+    from muse_mini.viz.edit_widgets import PRESSED_COLOUR, UNMARKED, MaskPainter
 
     image = np.full((32, 32, 3), 255, np.uint8)
     image[8:12, 4:8] = (255, 0, 0)  # token (2, 1) of the 8×8 grid is red
@@ -183,6 +183,9 @@ def test_mask_painter_cells_show_their_colour_and_a_click_marks_them():
     assert painter.mask[8:12, 4:8].all() and painter.mask.sum() == 16
     cell.click()
     assert cell.style.button_color == "#ff0000" and not painter.token_mask.any()
+    # An empty description leaves the old "×" in the browser; unmarking must send a visible change.
+    assert cell.description == UNMARKED and UNMARKED.strip() == "" and UNMARKED != ""
+    assert cell.layout.border  # white cells on the white page need an outline
     painter.select([0, 7], [0, 7])
     painter.clear.click()
     assert not painter.token_mask.any() and painter.cells[7][7].style.button_color == "#ffffff"

@@ -15,6 +15,8 @@ from muse_mini.viz.widgets import PngFigure, figure_to_png
 
 CELL_PX = 28
 PRESSED_COLOUR = "#ff4fa3"
+CELL_BORDER = "1px solid #c8c8c8"
+UNMARKED = "\u00a0"  # a no-break space: see MaskPainter._paint
 
 
 def _cell_colour(image_HxWx3: np.ndarray, grid: int, row: int, col: int) -> str:
@@ -39,7 +41,8 @@ class MaskPainter:
                              f"got {image.shape}")
         self.image, self.grid = image, grid
         self._pressed = np.zeros((grid, grid), bool)
-        layout = widgets.Layout(width=f"{CELL_PX}px", height=f"{CELL_PX}px", padding="0", margin="0")
+        layout = widgets.Layout(width=f"{CELL_PX}px", height=f"{CELL_PX}px", padding="0", margin="0",
+                                border=CELL_BORDER)  # a white cell on a white page still shows
         self.cells = [[widgets.Button(layout=layout, tooltip=f"token ({r}, {c})") for c in range(grid)]
                       for r in range(grid)]
         for r, row in enumerate(self.cells):
@@ -55,7 +58,8 @@ class MaskPainter:
     def _paint(self, r: int, c: int) -> None:
         cell, pressed = self.cells[r][c], bool(self._pressed[r, c])
         cell.style.button_color = PRESSED_COLOUR if pressed else _cell_colour(self.image, self.grid, r, c)
-        cell.description = "×" if pressed else ""
+        # A Button whose description becomes "" keeps showing the old text in the browser.
+        cell.description = "×" if pressed else UNMARKED
 
     def toggle(self, row: int, col: int) -> None:
         """Mark cell ``(row, col)`` for regeneration, or unmark it (what a click does)."""
