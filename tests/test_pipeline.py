@@ -272,3 +272,19 @@ def test_demo_reuses_its_evaluation_only_while_nothing_changed(pipe, smoke_runs,
     assert _cached_evaluation(path, _evaluation_key(pipe, tmp_path)) is None
     path.write_text("{not json")
     assert _cached_evaluation(path, _evaluation_key(pipe, tmp_path)) is None
+
+
+def test_a_superres_run_without_its_low_res_decoder_is_refused_in_one_line(smoke_runs, tmp_path):
+    """A pixel-input super-res run saved before the model held its low-res decoder says how to retrain."""
+    from muse_mini.runs.checkpoint import CheckpointError
+    from muse_mini.runs.load import load_superres
+    from muse_mini.runs.weights import save_model
+
+    runs = _copy_stages(smoke_runs, tmp_path / "pipe", ("superres",))
+    model, _ = load_superres(runs / "superres")
+    assert model.lowres_input == "pixels"
+    save_model(runs / "superres", eqx.tree_at(lambda m: m.lowres_decoder, model, None), metadata={})
+    with pytest.raises(CheckpointError, match=r"trained before the super-res model held its own low-res "
+                                              r"decoder.*delete .*superres and rerun `make demo`") as err:
+        load_superres(runs / "superres")
+    assert "\n" not in str(err.value)

@@ -47,6 +47,8 @@ _CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.eqx$")
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt, or does not match the model."""
 
+    missing: tuple[str, ...] = ()  # the model's leaf paths the file lacks, when it does not match
+
 
 # --------------------------------------------------------------------------- atomic IO
 
@@ -223,11 +225,13 @@ def _check_manifest(path: Path, stored: list[dict], wanted: list[dict]) -> None:
     missing = [p for p in wanted_by_path if p not in stored_by_path]
     extra = [p for p in stored_by_path if p not in wanted_by_path]
     if missing or extra:
-        raise CheckpointError(
+        err = CheckpointError(
             f"checkpoint {path} does not match the model structure: "
             f"leaves missing from file {missing[:5]}, leaves in file but not in model "
             f"{extra[:5]}" + (" ..." if len(missing) > 5 or len(extra) > 5 else "")
         )
+        err.missing = tuple(missing)
+        raise err
     for p, want in wanted_by_path.items():
         got = stored_by_path[p]
         if got["shape"] != want["shape"] or got["dtype"] != want["dtype"]:

@@ -14,7 +14,7 @@ import jax
 from muse_mini.config import MuseConfig, TrainConfig, VQGANConfig, from_dict
 from muse_mini.models.build import build_base, build_superres
 from muse_mini.models.vqgan import VQGAN
-from muse_mini.runs.checkpoint import load_checkpoint
+from muse_mini.runs.checkpoint import CheckpointError, load_checkpoint
 from muse_mini.runs.ema import EMA_FILE, PAPER_DECAY, check_decay, planned_steps, write_ema
 from muse_mini.runs.layout import CONFIG_FILE, read_run_config, relative_run_path
 from muse_mini.runs.weights import load_model
@@ -114,4 +114,12 @@ def load_base(run_dir, *, ema: bool = False):
 
 def load_superres(run_dir, *, ema: bool = False):
     """``(model, cfg)`` from a finished super-res run; ``ema``: its offline EMA weights."""
-    return _load_transformer(run_dir, build_superres, ema)
+    try:
+        return _load_transformer(run_dir, build_superres, ema)
+    except CheckpointError as err:
+        if err.missing and all(p.startswith(".lowres_decoder.") for p in err.missing):
+            raise CheckpointError(
+                f"run_dir: {run_dir} was trained before the super-res model held its own low-res decoder "
+                f"(lowres_input='pixels'); retrain the stage: delete {run_dir} and rerun `make demo` "
+                "(or muse-mini train-superres)") from None
+        raise
