@@ -210,6 +210,9 @@ class Pipeline:
                 reduce: str = "any", paste_back: bool = False, **sampler_overrides) -> EditResult:
         """Regenerate ``mask`` (True or white = regenerate) of ``image`` under ``prompt`` (§3.3.1); at the
         super-res size the edit is multi-scale. ``paste_back``: the input's own pixels outside the mask."""
+        if mask is None:
+            raise ValueError("mask: expected a boolean (H, W) array, or a PNG whose white marks what to regenerate, "
+                             "got None (outpaint or generate need no mask)")
         stage, sampler, superres_sampler = self._check_options(1, seed, stage, negative_prompt, superres_sampler,
                                                                sampler_overrides)
         batch = read_batch(image, prompt, self.models.sizes, mask=mask)

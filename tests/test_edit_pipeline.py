@@ -178,6 +178,8 @@ def test_mask_free_edit_keeps_every_iteration_and_resamples_8_percent(pipe, scen
     (lambda p, im, m: p.outpaint(im, "x", extend="right", by=100000), r"by: expected at most 96 pixels .* got 100000"),
     (lambda p, im, m: p.outpaint(im, "x"), r"keep, extend: give keep="),
     (lambda p, im, m: p.inpaint("no/such.png", m, "x"), r"image: no image file"),
+    (lambda p, im, m: p.inpaint(im, None, "x"), r"mask: expected a boolean \(H, W\) array, or a PNG .* got None"),
+    (lambda p, im, m: p.inpaint(np.kron(im, np.ones((2, 2, 1), np.uint8)), None, "x"), r"mask: .* got None"),
 ])
 def test_bad_inputs_name_the_argument(pipe, scene, call, message):
     _, low, _, low_mask = scene

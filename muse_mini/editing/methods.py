@@ -1,6 +1,7 @@
 """Inpainting (§3.3.1; multi-scale at the super-res size: base, then super-res conditioned on it) and
 mask-free editing (§3.3.2, then super-res) of images. Both take the models (:class:`EditModels`),
-checked inputs and encoded prompts, never the pipeline.
+checked inputs and encoded prompts, never the pipeline; :class:`muse_mini.Pipeline` checks the options,
+once, before any prompt is encoded (``check_paste_back``, ``inputs.check_extend``).
 """
 
 from __future__ import annotations
@@ -129,7 +130,6 @@ def inpaint(models: EditModels, batch: EditBatch, contexts, *, key, stage: str, 
     factor = side // low
     low_masks = masks if factor == 1 else masks.reshape(len(masks), low, factor, low, factor).any(axis=(2, 4))
     token_mask = _token_masks(low_masks, models.tokenizer.grid, reduce)
-    check_paste_back(models, paste_back, stage, side)
 
     context, uncond = contexts
     key_base, key_sr = jax.random.split(key)

@@ -15,8 +15,8 @@ import numpy as np
 
 from muse_mini.config import SamplerConfig
 from muse_mini.decoding.guidance import decode_guided, superres_pass
-from muse_mini.editing.inputs import EditBatch, check_extend
-from muse_mini.editing.methods import EditModels, EditResult, check_paste_back, flat_tokens
+from muse_mini.editing.inputs import EditBatch
+from muse_mini.editing.methods import EditModels, EditResult, flat_tokens
 from muse_mini.models.codec import decode_tokens
 
 
@@ -58,8 +58,6 @@ def outpaint(models: EditModels, batch: EditBatch, contexts, *, key, extend: str
     """Extend each image ``by`` pixels (of its size) towards ``extend`` (§3.3.1); the input's tokens stay."""
     images = batch.images
     side, low = images.shape[1], models.tokenizer.image_size
-    check_extend(extend, by, side)
-    check_paste_back(models, paste_back, stage, side)
     grid, patch = models.tokenizer.grid, low // models.tokenizer.grid
     scale = side // low  # by is in the input's pixels
     by_tokens = -(-by // (scale * patch))

@@ -5,6 +5,7 @@ Reads ``config.json`` and ``model.eqx`` (or ``model_ema.eqx``) only; no optimise
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -114,10 +115,18 @@ def load_base(run_dir, *, ema: bool = False):
 
 def load_superres(run_dir, *, ema: bool = False):
     """``(model, cfg)`` from a finished super-res run; ``ema``: its offline EMA weights."""
-    try:
+    with refusing_superres_without_decoder(run_dir):
         return _load_transformer(run_dir, build_superres, ema)
+
+
+@contextlib.contextmanager
+def refusing_superres_without_decoder(run_dir):
+    """Turn the leaf mismatch of a pixel-input super-res run saved before the model held its own
+    low-res decoder (the model's file, or the training state's) into one line that says how to retrain."""
+    try:
+        yield
     except CheckpointError as err:
-        if err.missing and all(p.startswith(".lowres_decoder.") for p in err.missing):
+        if err.missing and all(".lowres_decoder." in p for p in err.missing):
             raise CheckpointError(
                 f"run_dir: {run_dir} was trained before the super-res model held its own low-res decoder "
                 f"(lowres_input='pixels'); retrain the stage: delete {run_dir} and rerun `make demo` "
