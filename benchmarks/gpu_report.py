@@ -48,7 +48,7 @@ import amused_latency  # noqa: E402
 import bench_train  # noqa: E402
 from bench_memory import machine  # noqa: E402
 from muse_mini.config import get_preset, tokenizer_stage_config  # noqa: E402
-from muse_mini.decoding.guidance import decode_guided, guided_contexts  # noqa: E402
+from muse_mini.decoding.guidance import decode_guided, guided_contexts, superres_pass  # noqa: E402
 from muse_mini.models.build import build_base, build_superres  # noqa: E402
 from muse_mini.models.codec import decode_token_batch  # noqa: E402
 from muse_mini.models.layers import count_params  # noqa: E402
@@ -97,12 +97,11 @@ def text_to_pixels(base, vqgan, context, uncond, key, sampler):
     return decode_token_batch(vqgan, tokens)
 
 
-def cascade_pixels(base, vq_lo, superres, vq_hi, context, uncond, key, samplers):
+def cascade_pixels(base, superres, vq_hi, context, uncond, key, samplers):
     """Base → super-res conditioned on its tokens (§2.4) → high-res decode, in one program."""
     k_base, k_sr = jax.random.split(key)
     low = decode_guided(base, context, uncond, k_base, samplers[0]).tokens_BxN
-    sr_context = (low, *context)  # super-res takes the low-res ids (Figure 4)
-    high = decode_guided(superres, *guided_contexts(sr_context), k_sr, samplers[1])
+    high = superres_pass(superres, low, context, k_sr, samplers[1])
     return decode_token_batch(vq_hi, high.tokens_BxN)
 
 
@@ -124,7 +123,7 @@ def latency_row(cfg, models, *, batch: int, steps: int, guidance: float, repeats
     else:
         sr = models["superres"]
         sr_sampler = dataclasses.replace(cfg.superres_sampler, steps=sr_steps, guidance=guidance)
-        args = (models["base"], models["vq_lo"], sr, models["vq_hi"], context, uncond, key, (base_sampler, sr_sampler))
+        args = (models["base"], sr, models["vq_hi"], context, uncond, key, (base_sampler, sr_sampler))
         run, compiled = compile_call(cascade_pixels, *args)
         size = cfg.highres_tokenizer.image_size
     ms, lo, hi, shape = median_ms(run, repeats)

@@ -186,8 +186,10 @@ def cached_token_data(run_dir: Path, cfg: MuseConfig, tokenizer_runs: dict, prog
         if path.is_file():
             data = TokenData.load(path)
         else:
-            tokenizers = [load_tokenizer(run) for run in tokenizer_runs.values()]
-            data = build_token_data(cfg, *tokenizers, cache_dir=run_dir.parent / "text-cache", progress=progress)
+            highres_run = tokenizer_runs.get("highres_tokenizer_run")
+            data = build_token_data(cfg, load_tokenizer(tokenizer_runs["tokenizer_run"]),
+                                    highres_run and load_tokenizer(highres_run),
+                                    cache_dir=run_dir.parent / "text-cache", progress=progress)
             run_dir.mkdir(parents=True, exist_ok=True)
             data.save(path)
     barrier(f"token data {path}")
