@@ -155,7 +155,7 @@ def test_prompt_explorer_generates_on_enter_and_shows_it_is_busy(traj, frames):
         seen.append((prompt, explorer.button.disabled, explorer.status.value))
         return frames, traj
 
-    explorer = PromptExplorer(generate_fn, prompt="a red circle", steps=4)
+    explorer = PromptExplorer(generate_fn, prompt="a red circle", guidance=2.0, steps=4)
     assert explorer.prompt.continuous_update is False  # the value arrives on Enter, not per keystroke
     explorer.prompt.value = "a green triangle"  # what Enter in the box sends
     assert seen == [("a green triangle", True, "generating 'a green triangle'…")]
@@ -191,3 +191,23 @@ def test_mask_painter_cells_show_their_colour_and_a_click_marks_them():
     assert not painter.token_mask.any() and painter.cells[7][7].style.button_color == "#ffffff"
     with pytest.raises(ValueError, match=r"image: expected a square"):
         MaskPainter(image[:, :30], 8)
+
+
+def test_prompt_explorer_starts_at_the_samplers_steps_and_guidance(traj, frames):
+    """The sliders start where the pipeline's sampler is (the paper's 24 steps by default), so the
+    first click decodes as ``generate`` does."""
+    from muse_mini.config import SamplerConfig
+
+    calls = []
+    explorer = PromptExplorer(lambda *args: calls.append(args) or (frames, traj), prompt="a red circle")
+    assert (explorer.steps.value, explorer.guidance.value) == (SamplerConfig().steps, SamplerConfig().guidance) == (24, 4.0)
+    pipeline_sampler = SamplerConfig(steps=12, guidance=1.5)
+    explorer = PromptExplorer(lambda *args: calls.append(args) or (frames, traj), sampler=pipeline_sampler,
+                              prompt="a red circle")
+    explorer.button.click()
+    assert calls == [("a red circle", 1.5, 12)]
+    assert PromptExplorer(lambda *a: None, sampler=pipeline_sampler, steps=4).steps.value == 4
+    with pytest.raises(ValueError, match=r"steps: expected 1 <= steps <= max_steps=48, got 64"):
+        PromptExplorer(lambda *a: None, sampler=SamplerConfig(steps=64))
+    with pytest.raises(ValueError, match=r"sampler: expected a SamplerConfig, got dict"):
+        PromptExplorer(lambda *a: None, sampler={"steps": 24})

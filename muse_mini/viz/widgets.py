@@ -21,6 +21,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from muse_mini.config import SamplerConfig
+
 GREY = 128
 
 
@@ -188,10 +190,24 @@ class DecodingViewer:
 
 class PromptExplorer:
     """Prompt box, guidance and steps sliders, a button and a :class:`DecodingViewer` over
-    ``generate_fn(prompt, guidance, steps) -> (frames, traj)``; the button is disabled while it runs."""
+    ``generate_fn(prompt, guidance, steps) -> (frames, traj)``; the button is disabled while it runs.
 
-    def __init__(self, generate_fn: Callable, *, prompt: str = "", guidance: float = 2.0,
-                 steps: int = 12, max_guidance: float = 10.0, max_steps: int = 48):
+    The sliders start at ``sampler``'s guidance and steps (pass the pipeline's ``cfg.sampler``;
+    default :class:`~muse_mini.config.SamplerConfig`, the paper's 24 steps, §2.8) unless given.
+    """
+
+    def __init__(self, generate_fn: Callable, *, sampler: SamplerConfig | None = None, prompt: str = "",
+                 guidance: float | None = None, steps: int | None = None, max_guidance: float = 10.0,
+                 max_steps: int = 48):
+        if sampler is not None and not isinstance(sampler, SamplerConfig):
+            raise ValueError(f"sampler: expected a SamplerConfig, got {type(sampler).__name__}")
+        sampler = sampler or SamplerConfig()
+        guidance = sampler.guidance if guidance is None else guidance
+        steps = sampler.steps if steps is None else steps
+        if not 1 <= steps <= max_steps:
+            raise ValueError(f"steps: expected 1 <= steps <= max_steps={max_steps}, got {steps}")
+        if not 0.0 <= guidance <= max_guidance:
+            raise ValueError(f"guidance: expected 0 <= guidance <= max_guidance={max_guidance}, got {guidance}")
         self.generate_fn = generate_fn
         # continuous_update=False: the value reaches the kernel on Enter (or
         # leaving the box), not on every keystroke, so observing it is "submit".
