@@ -9,7 +9,6 @@ decoding is one compiled call; batches are padded to few sizes. The run's
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,9 @@ from muse_mini.models.text.cache import EmbeddingCache
 from muse_mini.models.text.encoder import load_text_encoder
 from muse_mini.parallel.mesh import mesh_size
 from muse_mini.parallel.rules import BATCH_AXES, batch_sharding, place, state_shardings
-from muse_mini.runs.layout import read_run_config, stage_complete
-from muse_mini.runs.load import check_finetuned_from, load_base, load_superres, load_tokenizer
+from muse_mini.runs.load import load_base, load_superres, load_tokenizer, pipeline_runs
+from muse_mini.runs.pretrained import is_pretrained_folder, load_stage, read_index, resolve_pretrained
 
-STAGE_DIRS = {
-    "tokenizer": "tokenizer-base",
-    "highres_tokenizer": "tokenizer-highres",
-    "base": "base",
-    "superres": "superres",
-    "decoder": "decoder",
-}
 PAD_STEP = 32  # see padded_batch
 
 
@@ -62,7 +54,7 @@ class Generation:
 
 @dataclasses.dataclass
 class Pipeline:
-    """The trained cascade. Build it with :meth:`from_run` on a pipeline directory."""
+    """The trained cascade: :meth:`from_pretrained` (the shipped Shapes pipeline), :meth:`from_run` (a trained run)."""
 
     cfg: MuseConfig
     text_encoder: Any
@@ -100,36 +92,40 @@ class Pipeline:
     def from_run(cls, run_dir, *, require_superres: bool = False, ema: bool = False, mesh=None) -> "Pipeline":
         """Every finished stage under ``run_dir``, with the tokenizers the stages recorded; a finished
         ``decoder/`` (§2.5) decodes the high-res tokens. ``ema``: offline EMA weights (§3)."""
-        run_dir = Path(run_dir)
-        dirs = {name: run_dir / sub for name, sub in STAGE_DIRS.items()}
-        if not stage_complete(dirs["base"]):  # name the first stage to train
-            first = "base" if stage_complete(dirs["tokenizer"]) else "tokenizer"
-            raise FileNotFoundError(f"run_dir: {dirs[first]} holds no finished {first} run; "
-                                    "train the pipeline first (make demo, or muse-mini train-base)")
-        tokenizer_dir, where = input_run(dirs["base"], "tokenizer_run", dirs["tokenizer"])
-        if not stage_complete(tokenizer_dir):
-            raise FileNotFoundError(f"run_dir: {tokenizer_dir}{where} holds no finished tokenizer run; "
-                                    "train the pipeline first (make demo, or muse-mini train-tokenizer)")
-        base, cfg = load_base(dirs["base"], ema=ema)
-        highres_tokenizer = superres = None
-        missing = f"{dirs['superres']} holds no finished super-res run"
-        if stage_complete(dirs["superres"]):
-            highres_dir, where = input_run(dirs["superres"], "highres_tokenizer_run", dirs["highres_tokenizer"])
-            missing = f"{highres_dir}{where} holds no finished high-res tokenizer run"
-            if stage_complete(highres_dir):
-                missing = None
-                superres, _ = load_superres(dirs["superres"], ema=ema)
-                if stage_complete(dirs["decoder"]):
-                    check_finetuned_from(dirs["decoder"], highres_dir)
-                    highres_dir = dirs["decoder"]
-                highres_tokenizer = load_tokenizer(highres_dir)
-        if missing and require_superres:
-            raise FileNotFoundError(f"run_dir: {missing}")
+        runs = pipeline_runs(run_dir, require_superres=require_superres)
+        base, cfg = load_base(runs["base"], ema=ema)
+        superres = load_superres(runs["superres"], ema=ema)[0] if "superres" in runs else None
+        highres_tokenizer = load_tokenizer(runs.get("decoder", runs["highres_tokenizer"])) if superres else None
         encoder = EmbeddingCache(
             load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length),
-            directory=run_dir / "text-cache", read_only=True,
+            directory=Path(run_dir) / "text-cache", read_only=True,
         )
-        return cls(cfg, encoder, load_tokenizer(tokenizer_dir), base, highres_tokenizer, superres, mesh)
+        return cls(cfg, encoder, load_tokenizer(runs["tokenizer"]), base, highres_tokenizer, superres, mesh)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, require_superres: bool = False, mesh=None) -> "Pipeline":
+        """A pretrained pipeline: the shipped ``"shapes"``, a folder ``muse-mini export`` wrote, or a Hub repo id."""
+        folder = resolve_pretrained(name_or_path)
+        stages = read_index(folder)["stages"]
+        base, cfg = load_stage(folder, "base")
+        superres = highres_tokenizer = None
+        if "superres" in stages:
+            superres, _ = load_stage(folder, "superres")
+            highres_tokenizer, _ = load_stage(folder, "decoder" if "decoder" in stages else "highres_tokenizer")
+        elif require_superres:
+            raise FileNotFoundError(f"name_or_path: {folder} holds no super-res stage")
+        encoder = EmbeddingCache(load_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length))
+        return cls(cfg, encoder, load_stage(folder, "tokenizer")[0], base, highres_tokenizer, superres, mesh)
+
+    @classmethod
+    def load(cls, source, *, require_superres: bool = False, ema: bool = False, mesh=None) -> "Pipeline":
+        """:meth:`from_run` for a run directory, else :meth:`from_pretrained` (a shipped name, export folder
+        or Hub id): what the CLI's ``--run`` accepts."""
+        if Path(source).is_dir() and not is_pretrained_folder(source):
+            return cls.from_run(source, require_superres=require_superres, ema=ema, mesh=mesh)
+        if ema:
+            raise ValueError(f"ema: {source} is a pretrained pipeline; its weights are final (EMA applies to runs)")
+        return cls.from_pretrained(source, require_superres=require_superres, mesh=mesh)
 
     @property
     def has_superres(self) -> bool:
@@ -259,16 +255,6 @@ class Pipeline:
         batch = read_batch(image, prompt, self.models.sizes)
         return edit(self.models, batch, self._contexts(batch.prompts, negative_prompt), key=jax.random.key(seed),
                     stage=stage, settings=settings, superres_sampler=superres_sampler)
-
-
-def input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:
-    """The input run a stage recorded under ``key`` (relative to the stage, so a copied pipeline points
-    at its own copies), else ``default``; and for errors where that path came from."""
-    recorded = read_run_config(stage_dir)["metadata"].get(key)
-    if not recorded:
-        return default, ""
-    path = Path(os.path.normpath(os.path.join(os.path.abspath(stage_dir), recorded)))
-    return path, f" (recorded as {key}={recorded!r} in {stage_dir / 'config.json'})"
 
 
 def padded_batch(batch: int, *, step: int = PAD_STEP) -> int:

@@ -34,11 +34,11 @@ import numpy as np
 
 from muse_mini import viz
 from muse_mini.decoding.guidance import decode_guided, guided_contexts
-from muse_mini.pipeline import STAGE_DIRS, Pipeline
+from muse_mini.pipeline import Pipeline
 from muse_mini.data.captions import COLOURS
 from muse_mini.data.shapes import downsample, generate
 from muse_mini.models.codec import decode_tokens, encode_images
-from muse_mini.runs.load import load_tokenizer
+from muse_mini.runs.load import STAGE_DIRS, load_tokenizer
 from muse_mini.runs.layout import stage_complete
 from muse_mini.models.images import psnr
 

@@ -1,7 +1,8 @@
 """Every notebook runs top to bottom in smoke mode (tiny models, few steps).
 
 The notebooks are executed from a temporary copy so that no outputs reach git,
-with ``MUSE_MINI_SMOKE=1`` and their run directories in one temporary ``runs/``.
+with ``MUSE_MINI_SMOKE=1``, their run directories in one temporary ``runs/`` and what they write in a
+temporary scratch directory; the shipped pretrained pipeline is what they show.
 """
 
 import shutil
@@ -44,8 +45,15 @@ def test_notebook_imports_only_existing_public_muse_mini_modules(path):
         assert importlib.util.find_spec(module) is not None, f"{path.name}: no module {module}"
 
 
+def _files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_mode(path, tmp_path, smoke_runs, monkeypatch):
+def test_notebook_runs_in_smoke_mode(path, tmp_path, monkeypatch):
+    """Runs top to bottom, writing only into the scratch directory: not into runs/, not into the shipped weights."""
+    from muse_mini.runs.pretrained import SHIPPED_DIR
+
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -54,8 +62,14 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, smoke_runs, monkeypatch):
     work.mkdir()
     shutil.copy(path, work / path.name)
     monkeypatch.setenv("MUSE_MINI_SMOKE", "1")
-    monkeypatch.setenv("MUSE_MINI_RUNS", str(smoke_runs))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shipped = _files(SHIPPED_DIR)
+    monkeypatch.setenv("MUSE_MINI_RUNS", str(runs))
+    monkeypatch.setenv("MUSE_MINI_SCRATCH", str(tmp_path / "scratch"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     client = NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(work)}})
     client.execute()
+    assert _files(runs) == {}, f"{path.name} wrote into the runs directory"
+    assert _files(SHIPPED_DIR) == shipped, f"{path.name} changed the shipped weights"

@@ -8,6 +8,9 @@ from pathlib import Path
 from muse_mini.config import PRESETS
 from muse_mini.config.checks import SEED_RANGE_TEXT
 
+RUN_HELP = ("pipeline: a run directory (runs/demo), the shipped pretrained name 'shapes', "
+            "a folder `muse-mini export` wrote, or a Hub repo id")
+
 
 def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
     """Config overrides as trailing ``section.field=value`` words (or ``--section.field=value``)."""

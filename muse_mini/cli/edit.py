@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from muse_mini.cli.common import add_seed_argument
+from muse_mini.cli.common import RUN_HELP, add_seed_argument
 from muse_mini.config import EditConfig, check_seed
 
 MODES = ("inpaint", "outpaint", "mask-free")
@@ -21,7 +21,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("edit", help="inpaint, outpaint or mask-free edit an image with a trained pipeline (§3.3)")
-    p.add_argument("--run", required=True, help="pipeline directory, e.g. runs/demo")
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--image", required=True, help="input image (PNG/JPEG) at the base or super-res size")
     p.add_argument("--prompt", required=True, help="what the edited image should show")
     p.add_argument("--out", required=True, help="output image file, e.g. edited.png")
@@ -110,7 +110,7 @@ def run(args) -> None:
         check_extend(args.extend, args.by, side)
     from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
 
-    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres")
+    pipe = Pipeline.load(args.run, require_superres=args.stage == "superres")
     stage = args.stage
     if stage is None and not args.extend:  # the output keeps the input's size
         stage = "base" if side == pipe.tokenizer.image_size else None

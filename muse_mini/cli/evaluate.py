@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from muse_mini.cli.common import RUN_HELP
 from muse_mini.config.checks import check_int, check_number
 
 HELDOUT_SEED = 8  # the feature network's held-out scenes (it trains on seed 7, models on seed 0)
@@ -31,7 +32,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=run_train_features)
 
     e = sub.add_parser("evaluate", help="judge a trained pipeline: caption accuracy, Shapes-FID, diversity")
-    e.add_argument("--run", required=True, help="pipeline directory, e.g. runs/demo")
+    e.add_argument("--run", required=True, help=RUN_HELP)
     e.add_argument("--out", required=True, help="directory for report.json, plots and stored samples")
     e.add_argument("--prompts", default=None, help="canonical captions, one per line (default: unseen scenes)")
     e.add_argument("--samples", type=int, default=128, help="unseen scenes per split (default 128)")
@@ -77,8 +78,6 @@ def run_evaluate(args) -> None:
         raise ValueError(f"--seeds: expected distinct seeds, got {args.seeds}")
     if args.prompts is not None and not Path(args.prompts).is_file():
         raise FileNotFoundError(f"--prompts: no such file {args.prompts}")
-    if not Path(args.run).is_dir():
-        raise FileNotFoundError(f"--run: no such directory {args.run}")
     overrides = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
     from muse_mini.evaluation.report import evaluate_run
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from muse_mini.cli.common import add_seed_argument, check_out_dir
+from muse_mini.cli.common import RUN_HELP, add_seed_argument, check_out_dir
 from muse_mini.config import check_seed
 from muse_mini.parallel.mesh import make_mesh, parse_mesh
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("sample", help="generate images for prompts from a trained pipeline")
-    p.add_argument("--run", required=True, help="pipeline directory, e.g. runs/demo")
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--prompts", default=None, help="text file (UTF-8), one prompt per line")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                    help="a prompt given inline (repeatable; with or instead of --prompts)")
@@ -84,7 +84,7 @@ def run(args) -> None:
     sr = _chosen({"steps": args.superres_steps, "guidance": args.superres_guidance,
                   "temperature": args.superres_temperature})
     mesh = None if mesh_cfg is None else make_mesh(mesh_cfg)
-    pipe = Pipeline.from_run(args.run, require_superres=args.stage == "superres", ema=args.ema, mesh=mesh)
+    pipe = Pipeline.load(args.run, require_superres=args.stage == "superres", ema=args.ema, mesh=mesh)
     superres_sampler = dataclasses.replace(pipe.cfg.superres_sampler, **sr) if sr else None
     gen = pipe.generate(prompts, num_per_prompt=args.num_per_prompt, seed=args.seed, stage=args.stage,
                         negative_prompt=args.negative_prompt, superres_sampler=superres_sampler, **overrides)

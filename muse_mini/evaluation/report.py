@@ -25,9 +25,10 @@ from muse_mini.evaluation.fid import default_net, reference_stats
 from muse_mini.evaluation.frechet import feature_stats, frechet_distance
 from muse_mini.evaluation.plots import plot_report
 from muse_mini.models.codec import decode_tokens
-from muse_mini.pipeline import Pipeline, input_run
+from muse_mini.pipeline import Pipeline
 from muse_mini.runs.layout import DONE_FILE
-from muse_mini.runs.load import load_tokenizer
+from muse_mini.runs.load import load_tokenizer, pipeline_runs
+from muse_mini.runs.pretrained import is_pretrained_folder, load_stage, read_index, resolve_pretrained
 
 EVAL_SEED = 2000  # Shapes seed of the evaluation scenes (models train on 0, editing cases use 1000)
 REFERENCE_SCENES = 1024
@@ -101,7 +102,7 @@ def diversity(features_SxPxD: np.ndarray) -> float | None:
 
 def _run_key(run_dir: Path, pipe, captions: list[str], seed: int, overrides: dict) -> str:
     """A digest of what a stored sample depends on: the finished runs, the samplers, the prompts, the seed."""
-    runs = {p.parent.name: p.read_text() for p in sorted(run_dir.glob(f"*/{DONE_FILE}"))}
+    runs = _weights_identity(run_dir)
     key = {"decoding": DECODING_VERSION, "runs": runs, "sampler": dataclasses.asdict(pipe.cfg.sampler),
            "superres_sampler": dataclasses.asdict(pipe.cfg.superres_sampler), "overrides": overrides,
            "captions": captions, "seed": seed}
@@ -134,13 +135,22 @@ def cached_samples(path: Path, key: str, make) -> dict[str, np.ndarray]:
     return images
 
 
-def plain_highres_decoder(run_dir: Path, pipe):
+def _weights_identity(source: Path) -> dict:
+    """What identifies the weights: each finished run's DONE.json, or a pretrained folder's stage digests."""
+    if source.is_dir() and not is_pretrained_folder(source):
+        return {p.parent.name: p.read_text() for p in sorted(source.glob(f"*/{DONE_FILE}"))}
+    return {name: stage["sha256"] for name, stage in read_index(resolve_pretrained(source))["stages"].items()}
+
+
+def plain_highres_decoder(source: Path, pipe):
     """The high-res tokenizer the finetuned decoder (§2.5) replaced, when the pipeline has one; else None."""
-    decoder_done = run_dir / "decoder" / DONE_FILE
-    if not pipe.has_superres or not decoder_done.is_file():
+    if not pipe.has_superres:
         return None
-    highres_dir, _ = input_run(run_dir / "superres", "highres_tokenizer_run", run_dir / "tokenizer-highres")
-    return load_tokenizer(highres_dir)
+    if source.is_dir() and not is_pretrained_folder(source):
+        runs = pipeline_runs(source)
+        return load_tokenizer(runs["highres_tokenizer"]) if "decoder" in runs else None
+    folder = resolve_pretrained(source)
+    return load_stage(folder, "highres_tokenizer")[0] if "decoder" in read_index(folder)["stages"] else None
 
 
 def _stage_figures(images_SxN, captions, split, net) -> dict:
@@ -170,9 +180,10 @@ def _stage_figures(images_SxN, captions, split, net) -> dict:
 
 def evaluate_run(run_dir, out_dir, *, samples: int = 128, seeds=(0, 1), prompts_file=None, progress: bool = True,
                  pipe=None, **sampler_overrides) -> dict:
-    """Generate, judge and write ``OUT/report.json`` with its plots; returns the report."""
+    """Generate, judge and write ``OUT/report.json`` with its plots; returns the report. ``run_dir``: a run
+    directory or a pretrained pipeline (a shipped name, an export folder)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    pipe = pipe or Pipeline.from_run(run_dir)
+    pipe = pipe or Pipeline.load(run_dir)
     prompts = evaluation_prompts(samples, prompts_file)
     plain = plain_highres_decoder(run_dir, pipe)
     net = default_net()

@@ -17,7 +17,7 @@ from muse_mini.models.build import build_base, build_superres
 from muse_mini.models.vqgan import VQGAN
 from muse_mini.runs.checkpoint import CheckpointError, load_checkpoint
 from muse_mini.runs.ema import EMA_FILE, PAPER_DECAY, check_decay, planned_steps, write_ema
-from muse_mini.runs.layout import CONFIG_FILE, read_run_config, relative_run_path
+from muse_mini.runs.layout import CONFIG_FILE, read_run_config, relative_run_path, stage_complete
 from muse_mini.runs.weights import load_model
 
 
@@ -44,6 +44,54 @@ def load_tokenizer(run_dir, *, with_config: bool = False):
     like = eqx.filter_eval_shape(lambda k: VQGAN(vcfg, key=k), jax.random.key(0))
     vqgan = load_model(run_dir, like)
     return (vqgan, vcfg) if with_config else vqgan
+
+
+STAGE_DIRS = {
+    "tokenizer": "tokenizer-base",
+    "highres_tokenizer": "tokenizer-highres",
+    "base": "base",
+    "superres": "superres",
+    "decoder": "decoder",
+}
+
+
+def input_run(stage_dir: Path, key: str, default: Path) -> tuple[Path, str]:
+    """The input run a stage recorded under ``key`` (relative to the stage, so a copied pipeline points
+    at its own copies), else ``default``; and for errors where that path came from."""
+    recorded = read_run_config(stage_dir)["metadata"].get(key)
+    if not recorded:
+        return default, ""
+    path = Path(os.path.normpath(os.path.join(os.path.abspath(stage_dir), recorded)))
+    return path, f" (recorded as {key}={recorded!r} in {stage_dir / CONFIG_FILE})"
+
+
+def pipeline_runs(run_dir, *, require_superres: bool = False) -> dict[str, Path]:
+    """The finished stage runs of a pipeline directory, by stage: tokenizer and base always; highres_tokenizer
+    and superres when super-res is trained; decoder (§2.5) when finetuned from that high-res tokenizer."""
+    run_dir = Path(run_dir)
+    dirs = {name: run_dir / sub for name, sub in STAGE_DIRS.items()}
+    if not stage_complete(dirs["base"]):  # name the first stage to train
+        first = "base" if stage_complete(dirs["tokenizer"]) else "tokenizer"
+        raise FileNotFoundError(f"run_dir: {dirs[first]} holds no finished {first} run; "
+                                "train the pipeline first (make demo, or muse-mini train-base)")
+    tokenizer_dir, where = input_run(dirs["base"], "tokenizer_run", dirs["tokenizer"])
+    if not stage_complete(tokenizer_dir):
+        raise FileNotFoundError(f"run_dir: {tokenizer_dir}{where} holds no finished tokenizer run; "
+                                "train the pipeline first (make demo, or muse-mini train-tokenizer)")
+    runs = {"tokenizer": tokenizer_dir, "base": dirs["base"]}
+    missing = f"{dirs['superres']} holds no finished super-res run"
+    if stage_complete(dirs["superres"]):
+        highres_dir, where = input_run(dirs["superres"], "highres_tokenizer_run", dirs["highres_tokenizer"])
+        missing = f"{highres_dir}{where} holds no finished high-res tokenizer run"
+        if stage_complete(highres_dir):
+            missing = None
+            runs.update(superres=dirs["superres"], highres_tokenizer=highres_dir)
+            if stage_complete(dirs["decoder"]):
+                check_finetuned_from(dirs["decoder"], highres_dir)
+                runs["decoder"] = dirs["decoder"]
+    if missing and require_superres:
+        raise FileNotFoundError(f"run_dir: {missing}")
+    return runs
 
 
 def check_finetuned_from(run_dir, tokenizer_run) -> None:
