@@ -16,6 +16,7 @@ Sub-packages by role; imports point down this list:
 - ``viz``         figures and the decoding and editing widgets
 - ``evaluation``  Shapes-FID, Inception FID / CLIP score, the evaluate report, the paper's claims
 - ``planner``     will a config train on a mesh? its compiled step's memory and time
+- ``course``      the notebooks' exercises: checkers that compare a learner's function with the library
 - ``demo``, ``notebook``, ``cli``  ``make demo``, the notebooks' settings, the ``muse-mini`` command
 """
 

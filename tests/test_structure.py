@@ -134,7 +134,7 @@ def _in(module: str, *packages: str) -> bool:
 
 def test_imports_point_down():
     low = ("muse_mini.models", "muse_mini.data", "muse_mini.decoding", "muse_mini.runs")
-    high = ("muse_mini.training", "muse_mini.pipeline", "muse_mini.demo", "muse_mini.cli")
+    high = ("muse_mini.training", "muse_mini.pipeline", "muse_mini.demo", "muse_mini.course", "muse_mini.cli")
     bad = []
     for module, targets in sorted(EDGES.items()):
         for t in sorted(targets):
@@ -144,6 +144,8 @@ def test_imports_point_down():
                 bad.append(f"{module} imports {t} (inference must not load training code)")
             if _in(t, "muse_mini.cli") and not _in(module, "muse_mini.cli", "muse_mini.__main__"):
                 bad.append(f"{module} imports {t} (only the CLI and __main__ may)")
+            if _in(t, "muse_mini.course") and not _in(module, "muse_mini.course", "muse_mini.notebook", "muse_mini.cli"):
+                bad.append(f"{module} imports {t} (the exercises sit just under the notebooks and the CLI)")
     assert not bad, "layering violations:\n  " + "\n  ".join(bad)
 
 

@@ -11,10 +11,13 @@ import sys
 
 from muse_mini.parallel import hosts
 
-from muse_mini.cli import demo, edit, ema, evaluate, export, params, plan, reconstruct, sample, shapes, tokenize, train
+from muse_mini.cli import (
+    course, demo, edit, ema, evaluate, export, params, plan, reconstruct, sample, shapes, tokenize, train,
+)
 
 # In the order `--help` lists them.
-COMMAND_MODULES = (shapes, params, plan, train, tokenize, reconstruct, ema, export, sample, edit, evaluate, demo)
+COMMAND_MODULES = (shapes, params, plan, train, tokenize, reconstruct, ema, export, sample, edit, evaluate, demo,
+                   course)
 
 
 def build_parser() -> argparse.ArgumentParser:

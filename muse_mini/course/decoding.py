@@ -4,6 +4,7 @@ checked against :mod:`muse_mini.decoding.guidance`, :mod:`~muse_mini.decoding.ma
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -19,19 +20,22 @@ __all__ = ["check_guided_logits", "check_guidance_scale", "check_tokens_kept", "
 _EQ1 = "eq. 1: ℓg = (1 + t)·ℓc − t·ℓu = ℓc + t·(ℓc − ℓu)"
 
 
+_library_guidance = jax.jit(guidance.apply_guidance)
+
+
 def check_guided_logits(fn):
     """``guided_logits(cond, uncond_or_negative, t)``: eq. 1, moving away from the unconditional
     (or negative-prompt) logits by the guidance scale ``t`` (§2.7)."""
 
     def body(learner):
         for seed, (shape, t) in enumerate([((2, 7, 9), 3.0), ((1, 4, 5), 0.5), ((3, 16, 8), 4.5), ((2, 5, 6), 0.0)]):
-            k1, k2 = jax.random.split(jax.random.key(seed))
-            cond, uncond = jax.random.normal(k1, shape), jax.random.normal(k2, shape)
+            rng = np.random.default_rng(seed)
+            cond, uncond = (jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(2))
             call = describe("guided_logits", cond=cond, uncond=uncond, t=t)
             out = to_array(learner(cond, uncond, t, call=call), call)
             expect_shape(out, shape, call, "eq. 1 is elementwise: the logits' shape stays")
             c, u = np.asarray(cond, np.float64), np.asarray(uncond, np.float64)
-            diagnose(out, guidance.apply_guidance(cond, uncond, t), call, [
+            diagnose(out, _library_guidance(cond, uncond, t), call, [
                 ((1 - t) * c + t * u, "the guidance sign is flipped",
                  "eq. 1 moves AWAY from the unconditional logits: ℓc + t·(ℓc − ℓu)"),
                 (t * c + (1 - t) * u, "you interpolated between ℓu and ℓc", "eq. 1 extrapolates past ℓc: " + _EQ1),
@@ -107,21 +111,26 @@ def check_tokens_kept(fn):
     return run_check("tokens_kept", fn, body)
 
 
-def _library_step(seed: int, batch: int, n: int, steps: int, step: int):
-    """The confidences ``decode_step`` ranked and the positions it re-masked, from random logits."""
-    vocab = 11
-    k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
-    table = jax.random.normal(k1, (n, vocab)) * 3.0
-    tokens = jax.random.randint(k2, (batch, n), 0, vocab)
-    mask = jax.random.uniform(k3, (batch, n)) < 0.8
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _library_step(table_NxV, tokens_BxN, mask_BxN, key, steps: int, step: int):
+    """The confidences ``decode_step`` ranked and the positions it re-masked, for a fixed random "model"."""
+    batch, (n, vocab) = tokens_BxN.shape[0], table_NxV.shape
 
-    def logits_fn(tokens_BxN, step):  # a fixed, random "model"
-        return jnp.broadcast_to(table, (tokens_BxN.shape[0], n, vocab))
+    def logits_fn(tokens_BxN, step):
+        return jnp.broadcast_to(table_NxV, (batch, n, vocab))
 
-    spec = DecodeSpec(steps=steps, mask_id=vocab)
-    state = sampler.init_state(tokens, mask, vocab)
-    new, out = sampler.decode_step(logits_fn, state, step, key=k4, spec=spec)
-    return np.asarray(out.confidence_BxN), np.asarray(new.mask_BxN)
+    state = sampler.init_state(tokens_BxN, mask_BxN, vocab)
+    new, out = sampler.decode_step(logits_fn, state, step, key=key, spec=DecodeSpec(steps=steps, mask_id=vocab))
+    return out.confidence_BxN, new.mask_BxN
+
+
+def _library_cases(seed: int, batch: int, n: int, steps: int, step: int):
+    rng = np.random.default_rng(seed)
+    table = jnp.asarray(3.0 * rng.normal(size=(n, 11)), jnp.float32)
+    tokens = jnp.asarray(rng.integers(0, 11, (batch, n)), jnp.int32)
+    mask = jnp.asarray(rng.uniform(size=(batch, n)) < 0.8)
+    confidence, new_mask = (np.asarray(x) for x in _library_step(table, tokens, mask, jax.random.key(seed), steps, step))
+    return [(confidence[b], int(new_mask[b].sum()), new_mask[b]) for b in range(batch)]
 
 
 def _remask_cases():
@@ -133,10 +142,8 @@ def _remask_cases():
     ties = np.array([0.5, -1.0, 0.5, 2.0, -1.0, 0.5, 3.0])
     cases = [(conf, 3, None), (fixed, 6, None), (np.array([0.3]), 1, None), (np.array([0.3, -0.2]), 0, None),
              (ties, 3, None), (conf, 10, None)]
-    for seed, (batch, n, steps, step) in enumerate([(2, 16, 8, 0), (1, 9, 4, 2)]):
-        confidence, mask = _library_step(seed, batch, n, steps, step)
-        cases += [(confidence[b], int(mask[b].sum()), mask[b]) for b in range(batch)]
-    return cases
+    yield from cases
+    yield from _library_cases(7, 3, 16, 8, 1)  # compiled once: after the quick cases have caught most mistakes
 
 
 def check_tokens_to_remask(fn):

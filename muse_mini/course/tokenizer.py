@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -24,11 +26,35 @@ def quantizer(codebook_KxD, commitment_weight: float = 0.25) -> VectorQuantizer:
     return eqx.tree_at(lambda q: q.codebook_KxD, q, jnp.asarray(codebook_KxD, jnp.float32))
 
 
+# The library's side, compiled once per shape (eager JAX compiles every operation separately).
+@jax.jit
+def _library_ids(z_NxD, codebook_KxD):
+    return quantizer(codebook_KxD).encode(z_NxD)
+
+
+@jax.jit
+def _library_straight_through(z_NxD, codebook_KxD, w_NxD):
+    """The quantizer's output (its straight-through value), and the gradients of ``sum(w · output)``."""
+    def weighted(z, codebook):
+        return jnp.sum(w_NxD * quantizer(codebook)(z)[0])
+
+    return quantizer(codebook_KxD)(z_NxD)[0], jax.grad(weighted, argnums=(0, 1))(z_NxD, codebook_KxD)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _library_vq_loss(z_NxD, codebook_KxD, beta: float):
+    def loss(z, codebook):
+        q = quantizer(codebook, beta)
+        return q.loss(q(z)[1])
+
+    return loss(z_NxD, codebook_KxD), jax.grad(loss, argnums=(0, 1))(z_NxD, codebook_KxD)
+
+
 def _inputs(seed: int, n: int, d: int, k: int):
-    kz, kc, ks = jax.random.split(jax.random.key(seed), 3)
+    rng = np.random.default_rng(seed)
     # Codes of different lengths, so "largest dot product" and "nearest" disagree.
-    codebook = jax.random.normal(kc, (k, d)) * jax.random.uniform(ks, (k, 1), minval=0.2, maxval=3.0)
-    return jax.random.normal(kz, (n, d)), codebook
+    codebook = rng.normal(size=(k, d)) * rng.uniform(0.2, 3.0, size=(k, 1))
+    return jnp.asarray(rng.normal(size=(n, d)), jnp.float32), jnp.asarray(codebook, jnp.float32)
 
 
 def check_nearest_code(fn):
@@ -47,16 +73,17 @@ def check_nearest_code(fn):
                 raise Wrong(f"{call} returned dtype {out.dtype}", "return integer code ids (jnp.argmin gives them)")
             if out.min() < 0 or out.max() >= k:
                 raise Wrong(f"{call} returned ids outside [0, {k})", "an id indexes a row of the codebook")
-            want = np.asarray(quantizer(codebook).encode(z))
-            dist_NxK = np.asarray(((z[:, None, :] - codebook[None]) ** 2).sum(-1))
+            want = np.asarray(_library_ids(z, codebook))
+            z, codebook = np.asarray(z, np.float64), np.asarray(codebook, np.float64)
+            dist_NxK = ((z[:, None, :] - codebook[None]) ** 2).sum(-1)
             rows = np.arange(n)
             if np.allclose(dist_NxK[rows, out], dist_NxK[rows, want], rtol=1e-5, atol=1e-5):
                 continue  # equal distances: a tie broken the other way is right too
             diagnose(out, want, call, [
                 (dist_NxK.argmax(1), "you picked the FARTHEST code", "argmin of the distance, not argmax"),
-                (np.asarray(z @ codebook.T).argmax(1), "you picked the largest dot product",
+                (np.argmax(z @ codebook.T, axis=1), "you picked the largest dot product",
                  "z·e is the nearest only when every code has the same length; use ‖z − e‖² (codes differ here)"),
-                (np.asarray(z @ codebook.T).argmin(1), "you picked the smallest dot product",
+                (np.argmin(z @ codebook.T, axis=1), "you picked the smallest dot product",
                  "use the squared distance ‖z − e‖² = ‖z‖² − 2 z·e + ‖e‖²"),
             ], hint="ids = argmin over k of ‖z − codebook[k]‖²", what="ids")
 
@@ -69,25 +96,23 @@ def check_straight_through(fn):
     def body(learner):
         for seed, (n, d, k) in enumerate(SIZES):
             z, codebook = _inputs(seed, n, d, k)
-            q = quantizer(codebook)
-            z_q = q.embed(q.encode(z))
-            w = jax.random.normal(jax.random.key(100 + seed), z.shape)
+            w = jnp.asarray(np.random.default_rng(100 + seed).normal(size=(n, d)), jnp.float32)
+            lib_value, (lib_grad_z, _) = _library_straight_through(z, codebook, w)
+            z_q = lib_value  # the nearest codes
             call = describe("straight_through", z=z, z_q=z_q)
             out = to_array(learner(z, z_q, call=call), call)
             expect_shape(out, z.shape, call, "return an array shaped like z and z_q")
-            lib_value = q(z)[0]
             diagnose(out, lib_value, call, [
                 (z, "the value is z, not z_q", "the decoder must see the quantized vector: z + stop_gradient(z_q − z)"),
             ], hint="the forward value must equal z_q")
-            # d/dz of a weighted sum: the library passes the weights straight through to z.
-            grad_z = jax.grad(lambda z_: jnp.sum(w * learner(z_, z_q, call=call)))(z)
-            lib_grad_z = jax.grad(lambda z_: jnp.sum(w * q(z_)[0]))(z)
+            # d/dz of a weighted sum: the library passes the weights straight through to z, none to the codes.
+            grad_z, grad_q = jax.jit(jax.grad(lambda z_, zq: jnp.sum(w * learner(z_, zq, call=call)),
+                                              argnums=(0, 1)))(z, z_q)
             diagnose(grad_z, lib_grad_z, f"the gradient wrt z of {call}", [
-                (jnp.zeros_like(z), "no gradient reaches z (the encoder would never learn)",
+                (np.zeros(z.shape), "no gradient reaches z (the encoder would never learn)",
                  "stop the gradient of the difference only: z + jax.lax.stop_gradient(z_q − z)"),
             ], hint="the gradient wrt z must pass through unchanged (identity)", what="gradients")
-            grad_q = jax.grad(lambda zq: jnp.sum(w * learner(z, zq, call=call)))(z_q)
-            diagnose(grad_q, jnp.zeros_like(z_q), f"the gradient wrt z_q of {call}", [
+            diagnose(grad_q, np.zeros(z.shape), f"the gradient wrt z_q of {call}", [
                 (w, "the gradient also flows into z_q (the codebook)",
                  "stop_gradient the whole difference (z_q − z): the codebook learns from the codebook loss only"),
             ], hint="no gradient may reach z_q through the straight-through path", what="gradients")
@@ -101,48 +126,43 @@ def check_vq_loss(fn):
     def body(learner):
         for seed, ((n, d, k), beta) in enumerate(zip(SIZES, (0.25, 0.4, 0.1))):
             z, codebook = _inputs(seed, n, d, k)
-            q = quantizer(codebook, beta)
-            ids = q.encode(z)
+            ids = _library_ids(z, codebook)
             call = describe("vq_loss", z=z, z_q=codebook[ids], beta=beta)
 
             def mine(z_, codebook_):
                 return learner(z_, jnp.take(codebook_, ids, axis=0), beta, call=call)
 
-            def library(z_, codebook_):
-                q_ = eqx.tree_at(lambda m: m.codebook_KxD, q, codebook_)
-                return q_.loss(q_(z_)[1])
-
             out = to_array(mine(z, codebook), call, what="a scalar loss")
             expect_shape(out, (), call, "average into one number (jnp.mean), the loss of the whole batch")
-            want = library(z, codebook)
-            mse = float(jnp.mean((z - codebook[ids]) ** 2))
+            want, want_grads = _library_vq_loss(z, codebook, beta)
+            mse = float(np.mean((np.asarray(z, np.float64) - np.asarray(codebook[ids], np.float64)) ** 2))
             diagnose(out, want, call, [
                 (mse * (1 + beta) * n * d, "you summed the squared errors", "average them: jnp.mean over every entry"),
                 (mse * (1 + beta) * d, "you summed over D and averaged over N", "jnp.mean over every entry"),
                 (2 * mse, "beta is missing", "weight the commitment term by beta: codebook + beta * commitment"),
                 (mse * (1 + beta) / 2, "you halved the loss", "no ½: codebook + beta * commitment"),
             ], hint="codebook term + beta · commitment term, both mean squared errors", what="the loss")
-            _check_vq_gradients(mine, library, z, codebook, beta, call)
+            got_grads = jax.jit(jax.grad(mine, argnums=(0, 1)))(z, codebook)
+            _check_vq_gradients(got_grads, want_grads, beta, call)
 
     return run_check("vq_loss", fn, body)
 
 
-def _check_vq_gradients(mine, library, z, codebook, beta, call):
+def _check_vq_gradients(got, want, beta, call):
     """The stop-gradients: only β·commitment reaches z, only the codebook term reaches the codes."""
-    got_z, got_c = jax.grad(mine, argnums=(0, 1))(z, codebook)
-    want_z, want_c = jax.grad(library, argnums=(0, 1))(z, codebook)
+    (got_z, got_c), (want_z, want_c) = jax.tree.map(np.asarray, (got, want))
     diagnose(got_z, want_z, f"the gradient wrt z of {call}", [
         (want_z * (1 + beta) / beta, "missing stop-gradient: the codebook term also pulls z",
          "codebook term: mean((stop_gradient(z) − z_q)²), so it moves the codes only"),
         (want_z / beta, "beta weighs the wrong term",
          "β scales the commitment term mean((z − stop_gradient(z_q))²), the one whose gradient reaches the encoder"),
-        (jnp.zeros_like(z), "no gradient reaches z", "the commitment term must keep z's gradient: "
+        (np.zeros(want_z.shape), "no gradient reaches z", "the commitment term must keep z's gradient: "
                                                      "mean((z − stop_gradient(z_q))²)"),
     ], hint="only beta · commitment may reach z", what="gradients", rtol=1e-3, atol=1e-7)
     diagnose(got_c, want_c, f"the gradient wrt the codes z_q of {call}", [
         (want_c * (1 + beta), "missing stop-gradient: the commitment term also moves the codebook",
          "commitment term: mean((z − stop_gradient(z_q))²)"),
-        (jnp.zeros_like(codebook), "no gradient reaches z_q",
+        (np.zeros(want_c.shape), "no gradient reaches z_q",
          "the codebook term must keep z_q's gradient: mean((stop_gradient(z) − z_q)²)"),
     ], hint="only the codebook term may reach z_q", what="gradients", rtol=1e-3, atol=1e-7)
 
