@@ -211,3 +211,142 @@ def test_prompt_explorer_starts_at_the_samplers_steps_and_guidance(traj, frames)
         PromptExplorer(lambda *a: None, sampler=SamplerConfig(steps=64))
     with pytest.raises(ValueError, match=r"sampler: expected a SamplerConfig, got dict"):
         PromptExplorer(lambda *a: None, sampler={"steps": 24})
+
+
+def _small_texts(fig, least: float = 8.0):
+    """The visible, non-empty texts of ``fig`` under ``least`` points, as (text, size)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    return [(t.get_text(), t.get_fontsize()) for t in fig.findobj(Text)
+            if t.get_visible() and t.get_text().strip() and t.get_fontsize() < least]
+
+
+def test_every_text_in_the_viz_figures_is_at_least_8_points(traj, frames):
+    """Grid titles, row labels, token ids, legends: none under 8 pt; a figure grows instead."""
+    import matplotlib.pyplot as plt
+
+    from muse_mini import viz
+    from muse_mini.viz.edit_widgets import render_iteration
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    caption = "a large purple diamond in the bottom left, right of two small green squares"
+    fig_tokens, axes = plt.subplots(1, 3, figsize=(9, 3))
+    viz.token_map(rng.integers(0, 256, (8, 8)), ax=axes[1])
+    viz.token_map(rng.integers(0, 256, (16, 16)), ax=axes[2])
+    figures = {
+        "image_grid": viz.image_grid(images, [caption] * 6, ncols=3, suptitle="generated"),
+        "image_grid wrap=": viz.image_grid(images, [caption] * 6, ncols=6, size=1.0, wrap=30),
+        "side_by_side": viz.side_by_side({"base 32×32": images[:3], "the tokenizer's decoder": images[:3]},
+                                         [caption] * 3),
+        "token_map 16×16": viz.token_map(rng.integers(0, 1024, (16, 16))).figure,
+        "token_map in subplots": fig_tokens,
+        "inpaint_steps": viz.inpaint_steps(traj, frames=frames, index=1),
+        "plot_metrics": viz.plot_metrics({"step": np.arange(5), "loss": np.ones(5)}).figure,
+        "render_iteration": render_iteration(images, np.zeros((5, 16), bool), 2, title=caption),
+        "render_step": render_step(frames, traj, 1, index=1),
+        "strip": plot_trajectory_strip(frames),
+    }
+    for name, fig in figures.items():
+        assert not _small_texts(fig), f"{name}: texts under 8 pt: {_small_texts(fig)[:3]}"
+    assert _small_texts(figures["image_grid"], least=8.01) and _small_texts(figures["side_by_side"], least=8.01)
+    assert len(fig_tokens.axes[1].texts) == 64  # the 8×8 ids still fit a 9-inch row of three panels
+    plt.close("all")
+
+
+def test_token_map_numbers_fit_their_cells_or_are_left_out():
+    """At 8 pt, each id must fit its cell: the figure grows (up to a page's width unless numbers=True);
+    a map that would need a wider figure is drawn in colours only."""
+    import matplotlib.pyplot as plt
+
+    from muse_mini import viz
+    from muse_mini.viz.figures import PAGE_WIDTH
+
+    ids = np.random.default_rng(1).integers(100, 256, (16, 16))  # three digits everywhere
+
+    def widest_text_and_cell(ax):
+        fig = ax.figure
+        fig.tight_layout()
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        return max(t.get_window_extent(renderer).width for t in ax.texts), ax.get_window_extent(renderer).width / 16
+
+    alone = viz.token_map(ids)
+    text_px, cell_px = widest_text_and_cell(alone)
+    assert len(alone.texts) == 256 and text_px < cell_px
+    _, axes = plt.subplots(1, 2, figsize=(6, 3))
+    grown = viz.token_map(ids, ax=axes[1], numbers=True)
+    text_px, cell_px = widest_text_and_cell(grown)
+    assert grown.figure.get_size_inches()[0] > 6 and text_px < cell_px
+    _, axes = plt.subplots(1, 2, figsize=(6, 3))
+    auto = viz.token_map(ids, ax=axes[1])
+    assert not auto.texts and auto.figure.get_size_inches()[0] <= PAGE_WIDTH
+    assert not viz.token_map(ids[:4, :4], numbers=False).texts
+    with pytest.raises(ValueError, match="ids_HxW: expected a 2-D map"):
+        viz.token_map(ids.ravel())
+    plt.close("all")
+
+
+def test_edit_viewer_shows_its_png_at_the_png_s_pixel_size():
+    """A VBox stretches an image widget to the page's width (416×224 shown at 964×519): the layout must
+    give the PNG's own size, on every frame."""
+    import io
+
+    from PIL import Image
+
+    from muse_mini.viz.edit_widgets import EditViewer, png_size
+
+    images = np.random.default_rng(2).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    viewer = EditViewer(images, np.eye(3, 16, dtype=bool), title="a red circle")
+    for i in (3, 0, 2):
+        viewer.slider.value = i
+        width, height = Image.open(io.BytesIO(viewer.image.value)).size
+        assert png_size(viewer.image.value) == (width, height)
+        assert (viewer.image.layout.width, viewer.image.layout.height) == (f"{width}px", f"{height}px")
+    with pytest.raises(ValueError, match="png: expected the bytes of a PNG"):
+        png_size(b"GIF89a" + bytes(30))
+
+
+def test_mask_overlay_shows_the_mask_on_white_and_on_every_shapes_colour():
+    from muse_mini.data.captions import COLOURS
+    from muse_mini.viz.figures import mask_overlay
+
+    colours = [(255, 255, 255), *COLOURS.values()]
+    image = np.repeat(np.array(colours, np.uint8), 8, axis=0)[:, None].repeat(64, axis=1)  # a band per colour
+    mask = np.zeros(image.shape[:2], bool)
+    mask[:, 16:48] = True
+    shown = mask_overlay(image, mask)
+    assert shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown[~mask], image[~mask])
+    for k, colour in enumerate(colours):
+        inside = shown[k * 8:(k + 1) * 8, 16:48].reshape(-1, 3).astype(int)
+        # every masked pixel moves well away from the colour under it
+        assert (np.abs(inside - colour).sum(-1) > 60).all(), colour
+    with pytest.raises(ValueError, match="mask_HxW: expected a mask of the image's"):
+        mask_overlay(image, mask[:, :10])
+
+
+def test_token_states_and_inpaint_steps_follow_the_trajectory(traj, frames):
+    """Each token after each step: the input's (never touched), fixed earlier, fixed now, still masked."""
+    import matplotlib.pyplot as plt
+
+    from muse_mini import viz
+    from muse_mini.viz.figures import TOKEN_STATES, token_states
+
+    states_TxN = token_states(traj, index=0)
+    fixed_step_N = np.asarray(traj.fixed_step_BxN[0])
+    assert states_TxN.shape == (STEPS, N)
+    for t in range(STEPS):
+        np.testing.assert_array_equal(states_TxN[t, :3], 0)  # given tokens, as in inpainting
+        np.testing.assert_array_equal(states_TxN[t] == 3, np.asarray(traj.mask_BxTxN[0, t]))
+        np.testing.assert_array_equal(states_TxN[t] == 2, (fixed_step_N == t))
+        np.testing.assert_array_equal(states_TxN[t] == 1, (fixed_step_N >= 0) & (fixed_step_N < t))
+    fig = viz.inpaint_steps(traj, [0, 3], frames=frames, index=0)
+    maps = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape == (GRID, GRID)]
+    assert len(maps) == 2
+    np.testing.assert_array_equal(maps[1].images[0].get_array(), states_TxN[3].reshape(GRID, GRID))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [name for name, _ in TOKEN_STATES]
+    with pytest.raises(ValueError, match=r"steps: expected steps in \[0, 4\)"):
+        viz.inpaint_steps(traj, [4])
+    plt.close("all")

@@ -86,6 +86,13 @@ class MaskPainter:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """``(width, height)`` in pixels, from a PNG's header."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("png: expected the bytes of a PNG image")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def render_iteration(images_IxHxWx3, resampled_IxN, i: int, *, title: str = "") -> PngFigure:
     """The image after iteration ``i`` (0 = the input) and the tokens resampled so far."""
     fig = PngFigure(figsize=(5.2, 2.8))
@@ -136,6 +143,9 @@ class EditViewer:
         self.iteration = i
         self.frame = self.images[i]
         self.image.value = self._cache[i]
+        # At the PNG's own pixel size: a VBox otherwise stretches the image to the page's width.
+        width, height = png_size(self._cache[i])
+        self.image.layout.width, self.image.layout.height = f"{width}px", f"{height}px"
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
