@@ -92,20 +92,19 @@ def check_tokens_kept(fn):
             out = to_array(learner(step, steps, n, call=call), call, what="an int")
             expect_shape(out, (), call, "return one count")
             want = n - int(masking.num_masked_after_step("cosine", step, steps, n))
-            exact = n * math.cos(math.pi / 2 * (step + 1) / steps)
-            if abs(float(out) - want) == 1 and abs(exact - round(exact)) < 1e-6:
-                continue  # N·γ is a whole number: floor may land either side of it
             gamma = math.cos(math.pi / 2 * (step + 1) / steps)
+            if abs(float(out) - want) == 1 and abs(n * gamma - round(n * gamma)) < 1e-6:
+                continue  # N·γ is a whole number: floor may land either side of it
             diagnose(out, want, call, [
-                (n - math.floor(n * math.cos(math.pi / 2 * step / steps)), "off by one: after step 0 some tokens "
-                 "are already kept", "step is 0-based: the schedule's ratio after it is (step + 1) / steps"),
+                (_plain_kept(step, steps, n), "the library also reveals at least one more token at every step",
+                 "kept after a step is at least kept after the step before plus one (so each step decodes a token)"),
+                (n - math.floor(n * math.cos(math.pi / 2 * step / steps)), "off by one in the step",
+                 "step is 0-based, and after step 0 some tokens are already kept: the ratio is (step + 1) / steps"),
                 (math.floor(n * gamma), "you returned the number still MASKED", "kept = num_tokens − masked"),
                 (n - math.ceil(n * gamma), "you rounded the masked count up (or the kept count down)",
                  "⌊N·γ⌋ tokens stay masked, so kept = N − ⌊N·γ⌋"),
                 (n - math.floor(n * (1 - (step + 1) / steps)), "that is the linear schedule",
                  "§2.8 uses the cosine schedule γ(r) = cos(π/2 · r)"),
-                (_plain_kept(step, steps, n), "the library also reveals at least one more token at every step",
-                 "kept after a step is at least kept after the step before plus one (so each step decodes a token)"),
             ], what="counts", atol=0.0, rtol=0.0, hint="kept = N − ⌊N · cos(π/2 · (step + 1) / steps)⌋")
 
     return run_check("tokens_kept", fn, body)
