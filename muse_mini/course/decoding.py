@@ -17,7 +17,7 @@ from muse_mini.decoding.spec import DecodeSpec
 
 __all__ = ["check_guided_logits", "check_guidance_scale", "check_tokens_kept", "check_tokens_to_remask", "EXERCISES"]
 
-_EQ1 = "eq. 1: ℓg = (1 + t)·ℓc − t·ℓu = ℓc + t·(ℓc − ℓu)"
+_EQ1 = "ℓg = (1 + t)·ℓc − t·ℓu = ℓc + t·(ℓc − ℓu) (eq. 1)"
 
 
 _library_guidance = jax.jit(guidance.apply_guidance)

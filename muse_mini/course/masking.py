@@ -31,6 +31,7 @@ def check_mask_rate(fn):
 
     def body(learner):
         note = None
+        learner.probe(jnp.zeros(3))
         for seed, shape in enumerate([(), (7,), (3, 5)]):
             u, want = _library_rates(jax.random.key(seed), shape)
             call = describe("mask_rate", u=u) if shape else f"mask_rate(u={float(u):.4f})"
@@ -133,7 +134,7 @@ def check_masked_loss(fn):
     """``masked_loss(logits_BxNxV, targets_BxN, mask_BxN) -> scalar``: cross-entropy on masked tokens only (§2.3)."""
 
     def body(learner):
-        for seed, (batch, n, vocab) in enumerate([(1, 4, 5), (3, 9, 7), (4, 16, 32)]):
+        for seed, (batch, n, vocab) in enumerate([(1, 4, 5), (3, 9, 7)]):
             logits, targets, mask = _loss_inputs(seed, batch, n, vocab)
             call = describe("masked_loss", logits_BxNxV=logits, targets_BxN=targets, mask_BxN=mask)
             out = to_array(learner(logits, targets, mask, call=call), call, what="a scalar loss")
