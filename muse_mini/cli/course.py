@@ -13,7 +13,8 @@ from pathlib import Path
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("course", help="the notebooks' exercises: list them, or check your answers")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                               help="list: the exercises; check: run their checkers on your files")
     listing = actions.add_parser("list", help="the exercises, notebook by notebook")
     listing.set_defaults(func=run_list)
     check = actions.add_parser("check", help="run the checkers on the exercise functions that .py files define")
