@@ -107,7 +107,6 @@ class Learner:
         except Exception as err:  # the learner's bug, reported in one line
             raise _Raised(call or f"{self.name}(...)", err, hint) from err
 
-
     def probe(self, *args) -> None:
         """Call on cheap inputs before expensive library work, so a stub is reported at once; any other
         outcome is ignored here (the real cases judge it)."""
