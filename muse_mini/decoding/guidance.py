@@ -18,7 +18,8 @@ from muse_mini.decoding.editing import EditTrajectory, mask_free_edit
 from muse_mini.decoding.sampler import Trajectory, check_tokens, decode
 from muse_mini.decoding.spec import DecodeSpec, check_scalars, sampler_scalars
 
-__all__ = ["classifier_free_guidance", "decode_guided", "edit_guided", "guided_contexts", "superres_pass"]
+__all__ = ["apply_guidance", "classifier_free_guidance", "decode_guided", "edit_guided", "guidance_scale",
+           "guided_contexts", "superres_pass"]
 
 
 def guidance_scale(step, steps: int, t_max, schedule: str = "linear"):

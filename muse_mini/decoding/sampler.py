@@ -19,7 +19,7 @@ import numpy as np
 from muse_mini.decoding import masking
 from muse_mini.decoding.spec import DecodeSpec, check_key, check_scalars, check_top_k
 
-__all__ = ["Trajectory", "decode"]
+__all__ = ["Trajectory", "decode", "decode_step", "init_state"]
 
 LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
