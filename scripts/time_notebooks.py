@@ -40,7 +40,7 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def time_notebook(path: Path, *, smoke: bool, timeout: int) -> dict:
+def time_notebook(path: Path, *, smoke: bool, timeout: int, executed: Path | None = None) -> dict:
     """Execute one notebook in a temporary directory; its wall time in seconds, or the error it stopped with."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -49,15 +49,18 @@ def time_notebook(path: Path, *, smoke: bool, timeout: int) -> dict:
                "MUSE_MINI_SMOKE": "1" if smoke else "0"}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
+        nb = nbformat.read(work / path.name, as_version=4)
         start = time.perf_counter()
         try:
-            nb = nbformat.read(work / path.name, as_version=4)
             NotebookClient(nb, timeout=timeout, kernel_name="python3",
                            resources={"metadata": {"path": str(work)}}).execute()
             error = None
         except Exception as e:  # a failing cell: record which, go on with the next notebook
             error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         finally:
+            if executed is not None:
+                executed.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, executed / path.name)
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         return {"seconds": round(time.perf_counter() - start, 1), "error": error}
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=5.0, help="minutes a notebook may take (default 5)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds a cell may run before it fails")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the times")
+    parser.add_argument("--executed", type=Path, default=None, help="folder for the executed notebooks (outputs kept)")
     args = parser.parse_args(argv)
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
               "pipeline": str(pipeline_source()), "budget_minutes": args.budget, "notebooks": {}}
     print(f"| notebook | minutes | |\n|---|---|---|")
     for path in paths:
-        result = time_notebook(path, smoke=args.smoke, timeout=args.timeout)
+        result = time_notebook(path, smoke=args.smoke, timeout=args.timeout, executed=args.executed)
         report["notebooks"][path.name] = result
         verdict = result["error"] or ("over budget" if result["seconds"] > 60 * args.budget else "ok")
         print(f"| {path.name} | {result['seconds'] / 60:.1f} | {verdict} |", flush=True)

@@ -21,7 +21,8 @@ def test_times_each_notebook_in_smoke_mode_with_its_own_scratch(tmp_path, capsys
                    "assert os.path.basename(os.getcwd()) != 'notebooks'")
     failing = _notebook(tmp_path / "b.ipynb", "raise ValueError('cell broke')")
     out = tmp_path / "times.json"
-    assert script.main(["--smoke", str(ok), str(failing), "--out", str(out)]) == 1
+    assert script.main(["--smoke", str(ok), str(failing), "--out", str(out), "--executed", str(tmp_path / "x")]) == 1
+    assert "cell broke" in str(nbformat.read(tmp_path / "x" / "b.ipynb", as_version=4).cells[0].outputs)
     report = json.loads(out.read_text())
     assert report["mode"] == "smoke" and "cores" in report["machine"]
     assert report["notebooks"]["a.ipynb"]["error"] is None and report["notebooks"]["a.ipynb"]["seconds"] > 0
