@@ -161,3 +161,11 @@ def test_export_from_the_command_line(smoke_runs, tmp_path, capsys):
     assert "| machine | laptop |" in (out / "README.md").read_text()
     assert main(["export", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert "--run: no such directory" in capsys.readouterr().err
+
+
+def test_the_shipped_weights_stay_within_their_budget():
+    """The issue's budget: at most 15 MB added to the repository."""
+    files = [p for p in (SHIPPED_DIR / "shapes").rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 15_000_000
+    index = json.loads((SHIPPED_DIR / "shapes" / INDEX_FILE).read_text())
+    assert set(index["stages"]) == {"tokenizer", "base", "highres_tokenizer", "superres", "decoder"}

@@ -15,6 +15,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--commit", default=None, help="the muse_mini commit that trained the run, for the card")
     p.add_argument("--machine", default=None, help="the machine that trained the run, for the card")
     p.add_argument("--command", default=None, help="the command that trained the run, for the card")
+    p.add_argument("--notes", default=None, help="a paragraph for the card's Notes section (limitations, caveats)")
     p.set_defaults(func=run)
 
 
@@ -24,6 +25,7 @@ def run(args) -> None:
     from muse_mini.runs.export import export_pipeline
 
     provenance = {k: v for k, v in {"name": args.name or args.out, "recipe": args.recipe, "commit": args.commit,
-                                    "machine": args.machine, "command": args.command}.items() if v}
+                                    "machine": args.machine, "command": args.command,
+                                    "notes": args.notes}.items() if v}
     out = export_pipeline(args.run, args.out, report=args.report, provenance=provenance)
     print(f"wrote {out} (load it with Pipeline.from_pretrained({str(out)!r}) or --run {out})")

@@ -154,7 +154,7 @@ Caption accuracy: the share of generated images whose scene the Shapes evaluator
 |---|---|---|
 {chr(10).join(_figure_rows(index['evaluation']))}
 
-## Licence
+{('## Notes' + chr(10) + chr(10) + prov['notes'] + chr(10) + chr(10)) if prov.get('notes') else ''}## Licence
 
 Apache-2.0, as muse_mini. Trained only on procedurally generated Shapes scenes.
 """
