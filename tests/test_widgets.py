@@ -105,6 +105,19 @@ def test_viewer_slider_changes_the_frame(traj, frames):
     assert bytes(viewer.image.value).startswith(b"\x89PNG")
 
 
+def test_viewer_shows_its_png_at_the_png_s_pixel_size(traj, frames):
+    """Not stretched to the page's width by its VBox, on every step."""
+    import io
+
+    from PIL import Image
+
+    viewer = DecodingViewer(frames, traj, index=1)
+    for step in (STEPS, 1):
+        viewer.slider.value = step
+        width, height = Image.open(io.BytesIO(viewer.image.value)).size
+        assert (viewer.image.layout.width, viewer.image.layout.height) == (f"{width}px", f"{height}px")
+
+
 def test_viewer_slider_value_is_the_step_in_the_title(traj, frames):
     """Slider s shows the panel titled "step s/T" (it once showed "step s+1/T")."""
     viewer = DecodingViewer(frames, traj, index=1)
@@ -295,7 +308,8 @@ def test_edit_viewer_shows_its_png_at_the_png_s_pixel_size():
 
     from PIL import Image
 
-    from muse_mini.viz.edit_widgets import EditViewer, png_size
+    from muse_mini.viz.edit_widgets import EditViewer
+    from muse_mini.viz.widgets import png_size
 
     images = np.random.default_rng(2).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     viewer = EditViewer(images, np.eye(3, 16, dtype=bool), title="a red circle")

@@ -11,7 +11,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from muse_mini.models.codec import decode_tokens
-from muse_mini.viz.widgets import PngFigure, figure_to_png
+from muse_mini.viz.widgets import PngFigure, figure_to_png, show_png
 
 CELL_PX = 28
 PRESSED_COLOUR = "#ff4fa3"
@@ -86,13 +86,6 @@ class MaskPainter:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def png_size(png: bytes) -> tuple[int, int]:
-    """``(width, height)`` in pixels, from a PNG's header."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
-        raise ValueError("png: expected the bytes of a PNG image")
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-
-
 def render_iteration(images_IxHxWx3, resampled_IxN, i: int, *, title: str = "") -> PngFigure:
     """The image after iteration ``i`` (0 = the input) and the tokens resampled so far."""
     fig = PngFigure(figsize=(5.2, 2.8))
@@ -142,10 +135,7 @@ class EditViewer:
             self._cache[i] = figure_to_png(render_iteration(self.images, self.resampled, i, title=self.title))
         self.iteration = i
         self.frame = self.images[i]
-        self.image.value = self._cache[i]
-        # At the PNG's own pixel size: a VBox otherwise stretches the image to the page's width.
-        width, height = png_size(self._cache[i])
-        self.image.layout.width, self.image.layout.height = f"{width}px", f"{height}px"
+        show_png(self.image, self._cache[i])
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

@@ -144,6 +144,20 @@ def figure_to_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """``(width, height)`` in pixels, from a PNG's header."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("png: expected the bytes of a PNG image")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def show_png(image: widgets.Image, png: bytes) -> None:
+    """Show ``png`` at its own pixel size: a VBox otherwise stretches the image to the page's width."""
+    image.value = png
+    width, height = png_size(png)
+    image.layout.width, image.layout.height = f"{width}px", f"{height}px"
+
+
 class DecodingViewer:
     """A step slider (1..T) over :func:`trajectory_frames` and the trajectory; ``step``, ``t = step - 1``
     and ``frame`` are what it shows."""
@@ -182,7 +196,7 @@ class DecodingViewer:
             self._png_cache[t] = figure_to_png(render_step(self.frames, self.traj, t, self.index))
         self.step, self.t = step, t
         self.frame = self.frames[t]
-        self.image.value = self._png_cache[t]
+        show_png(self.image, self._png_cache[t])
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
