@@ -7,12 +7,13 @@ Sub-packages by role; imports point down this list:
 - ``data``        the Shapes world and its caption ``evaluator``; real image-text data (§4.1)
 - ``models``      the VQGAN tokenizer (``quantizer``, ``vqgan``, ``perceptual``, ``codec``; §2.2, §2.5),
   the base ``transformer`` (§2.3), ``superres`` (§2.4) and the frozen ``text`` encoders (§2.1)
-- ``runs``        run directories: checkpoint format, layout, weights, offline EMA, inference ``load``
+- ``runs``        run directories: checkpoint format, layout, weights, offline EMA, inference ``load``;
+  ``pretrained`` folders (safetensors per stage) and ``export``; the shipped ones live in ``pretrained/``
 - ``parallel``    the device mesh, the sharding rules table, many hosts
 - ``decoding``    masking schedules (§2.6), guidance (§2.7), the parallel-decoding sampler (§2.8)
 - ``training``    the trainer loop and its hooks; the tokenizer, base and super-res stages
 - ``editing``     inpainting, outpainting and mask-free editing with a pipeline (§3.3)
-- ``pipeline``    text -> image from a run directory (imports no training code)
+- ``pipeline``    text -> image from a pretrained folder or a run directory (imports no training code)
 - ``viz``         figures and the decoding and editing widgets
 - ``evaluation``  Shapes-FID, Inception FID / CLIP score, the evaluate report, the paper's claims
 - ``planner``     will a config train on a mesh? its compiled step's memory and time
