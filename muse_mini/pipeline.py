@@ -30,7 +30,7 @@ from muse_mini.models.text.encoder import load_text_encoder
 from muse_mini.parallel.mesh import mesh_size
 from muse_mini.parallel.rules import BATCH_AXES, batch_sharding, place, state_shardings
 from muse_mini.runs.load import load_base, load_superres, load_tokenizer, pipeline_runs
-from muse_mini.runs.pretrained import is_pretrained_folder, load_stage, read_index, resolve_pretrained
+from muse_mini.runs.pretrained import load_stage, names_pretrained, read_index, resolve_pretrained
 
 PAD_STEP = 32  # see padded_batch
 
@@ -121,7 +121,7 @@ class Pipeline:
     def load(cls, source, *, require_superres: bool = False, ema: bool = False, mesh=None) -> "Pipeline":
         """:meth:`from_run` for a run directory, else :meth:`from_pretrained` (a shipped name, export folder
         or Hub id): what the CLI's ``--run`` accepts."""
-        if Path(source).is_dir() and not is_pretrained_folder(source):
+        if not names_pretrained(source):
             return cls.from_run(source, require_superres=require_superres, ema=ema, mesh=mesh)
         if ema:
             raise ValueError(f"ema: {source} is a pretrained pipeline; its weights are final (EMA applies to runs)")

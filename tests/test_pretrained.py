@@ -111,6 +111,14 @@ def test_weights_that_do_not_fit_the_model_are_named_in_one_line(exported, tmp_p
     assert "\n" not in str(err.value)
 
 
+def test_the_shipped_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    from muse_mini.runs.pretrained import names_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shapes").mkdir()  # e.g. what `muse-mini shapes --out shapes` wrote
+    assert names_pretrained("shapes") and not names_pretrained("./shapes") and not names_pretrained(tmp_path)
+
+
 def test_names_that_are_not_pipelines_are_refused(tmp_path, monkeypatch):
     from muse_mini.runs.pretrained import resolve_pretrained
 

@@ -28,7 +28,7 @@ from muse_mini.models.codec import decode_tokens
 from muse_mini.pipeline import Pipeline
 from muse_mini.runs.layout import DONE_FILE
 from muse_mini.runs.load import load_tokenizer, pipeline_runs
-from muse_mini.runs.pretrained import is_pretrained_folder, load_stage, read_index, resolve_pretrained
+from muse_mini.runs.pretrained import load_stage, names_pretrained, read_index, resolve_pretrained
 
 EVAL_SEED = 2000  # Shapes seed of the evaluation scenes (models train on 0, editing cases use 1000)
 REFERENCE_SCENES = 1024
@@ -137,7 +137,7 @@ def cached_samples(path: Path, key: str, make) -> dict[str, np.ndarray]:
 
 def _weights_identity(source: Path) -> dict:
     """What identifies the weights: each finished run's DONE.json, or a pretrained folder's stage digests."""
-    if source.is_dir() and not is_pretrained_folder(source):
+    if not names_pretrained(source):
         return {p.parent.name: p.read_text() for p in sorted(source.glob(f"*/{DONE_FILE}"))}
     return {name: stage["sha256"] for name, stage in read_index(resolve_pretrained(source))["stages"].items()}
 
@@ -146,7 +146,7 @@ def plain_highres_decoder(source: Path, pipe):
     """The high-res tokenizer the finetuned decoder (§2.5) replaced, when the pipeline has one; else None."""
     if not pipe.has_superres:
         return None
-    if source.is_dir() and not is_pretrained_folder(source):
+    if not names_pretrained(source):
         runs = pipeline_runs(source)
         return load_tokenizer(runs["highres_tokenizer"]) if "decoder" in runs else None
     folder = resolve_pretrained(source)

@@ -44,6 +44,13 @@ def is_pretrained_folder(path) -> bool:
     return (Path(path) / INDEX_FILE).is_file()
 
 
+def names_pretrained(source) -> bool:
+    """Whether ``source`` means a pretrained pipeline (a shipped name first, then an export folder or a Hub id)
+    rather than a run directory: ``"shapes"`` is the shipped one even beside a folder of that name (``./shapes``)."""
+    text = os.fspath(source)
+    return text in SHIPPED or is_pretrained_folder(text) or not Path(text).expanduser().is_dir()
+
+
 def resolve_pretrained(name_or_path) -> Path:
     """The folder of a shipped name, a local folder, or a Hub repo id (downloaded once, when online)."""
     text = os.fspath(name_or_path)
