@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-__all__ = ["SCHEDULES", "mask_schedule", "mask_tokens", "sample_mask_rate"]
+__all__ = ["SCHEDULES", "mask_schedule", "mask_tokens", "num_to_mask", "random_mask", "sample_mask_rate"]
 
 # --------------------------------------------------------------------------
 # Training: the arccos masking rate
