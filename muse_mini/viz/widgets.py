@@ -152,10 +152,10 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 
 def show_png(image: widgets.Image, png: bytes) -> None:
-    """Show ``png`` at its own pixel size: a VBox otherwise stretches the image to the page's width."""
+    """Show ``png`` at its own width (a VBox otherwise stretches it to the page's), its height following, so a
+    narrower page scales it down without distorting it."""
     image.value = png
-    width, height = png_size(png)
-    image.layout.width, image.layout.height = f"{width}px", f"{height}px"
+    image.layout.width, image.layout.height = f"{png_size(png)[0]}px", "auto"
 
 
 class DecodingViewer:
