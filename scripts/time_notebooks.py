@@ -45,9 +45,10 @@ def time_notebook(path: Path, *, smoke: bool, timeout: int, executed: Path | Non
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         shutil.copy(path, work / path.name)
-        env = {"MUSE_MINI_SCRATCH": str(work / "scratch"), "MPLBACKEND": "Agg",
-               "MUSE_MINI_SMOKE": "1" if smoke else "0"}
-        saved = {k: os.environ.get(k) for k in env}
+        # No MPLBACKEND: the kernel draws its figures inline, as for a learner (Agg would skip them).
+        env = {"MUSE_MINI_SCRATCH": str(work / "scratch"), "MUSE_MINI_SMOKE": "1" if smoke else "0"}
+        saved = {k: os.environ.get(k) for k in (*env, "MPLBACKEND")}
+        os.environ.pop("MPLBACKEND", None)
         os.environ.update(env)
         nb = nbformat.read(work / path.name, as_version=4)
         start = time.perf_counter()

@@ -18,11 +18,14 @@ def test_times_each_notebook_in_smoke_mode_with_its_own_scratch(tmp_path, capsys
     ok = _notebook(tmp_path / "a.ipynb",
                    "import os; from muse_mini.notebook import SMOKE, SCRATCH\n"
                    "assert SMOKE and str(SCRATCH) == os.environ['MUSE_MINI_SCRATCH']\n"
-                   "assert os.path.basename(os.getcwd()) != 'notebooks'")
+                   "assert os.path.basename(os.getcwd()) != 'notebooks'\n"
+                   "import matplotlib.pyplot as plt; plt.plot([0, 1]); plt.show()")
     failing = _notebook(tmp_path / "b.ipynb", "raise ValueError('cell broke')")
     out = tmp_path / "times.json"
     assert script.main(["--smoke", str(ok), str(failing), "--out", str(out), "--executed", str(tmp_path / "x")]) == 1
     assert "cell broke" in str(nbformat.read(tmp_path / "x" / "b.ipynb", as_version=4).cells[0].outputs)
+    outputs = nbformat.read(tmp_path / "x" / "a.ipynb", as_version=4).cells[0].outputs
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the figure is drawn inline, as for a learner"
     report = json.loads(out.read_text())
     assert report["mode"] == "smoke" and "cores" in report["machine"]
     assert report["notebooks"]["a.ipynb"]["error"] is None and report["notebooks"]["a.ipynb"]["seconds"] > 0
