@@ -63,7 +63,7 @@ def time_notebook(path: Path, *, smoke: bool, timeout: int, executed: Path | Non
                 executed.mkdir(parents=True, exist_ok=True)
                 nbformat.write(nb, executed / path.name)
             for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         return {"seconds": round(time.perf_counter() - start, 1), "error": error}
 
 

@@ -35,8 +35,12 @@ def test_times_each_notebook_in_smoke_mode_with_its_own_scratch(tmp_path, capsys
     assert not list(tmp_path.glob("*/scratch")), "scratch lives in the temporary copy"
 
 
-def test_a_notebook_over_budget_fails_the_run(tmp_path):
+def test_a_notebook_over_budget_fails_the_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # as a learner's shell has it: restored unset afterwards
     script = load_script("time_notebooks")
     slow = _notebook(tmp_path / "slow.ipynb", "import time; time.sleep(1.5)")
     assert script.main(["--smoke", "--budget", "0.01", str(slow)]) == 1
     assert script.main(["--smoke", "--budget", "1", str(slow)]) == 0
+    import os
+
+    assert "MPLBACKEND" not in os.environ
