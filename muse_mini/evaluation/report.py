@@ -100,10 +100,10 @@ def diversity(features_SxPxD: np.ndarray) -> float | None:
     return float(np.mean(gaps))
 
 
-def _run_key(run_dir: Path, pipe, captions: list[str], seed: int, overrides: dict) -> str:
-    """A digest of what a stored sample depends on: the finished runs, the samplers, the prompts, the seed."""
-    runs = _weights_identity(run_dir)
-    key = {"decoding": DECODING_VERSION, "runs": runs, "sampler": dataclasses.asdict(pipe.cfg.sampler),
+def _run_key(weights: dict, pipe, captions: list[str], seed: int, overrides: dict) -> str:
+    """A digest of what a stored sample depends on: the weights (:func:`_weights_identity`), the samplers,
+    the prompts, the seed."""
+    key = {"decoding": DECODING_VERSION, "runs": weights, "sampler": dataclasses.asdict(pipe.cfg.sampler),
            "superres_sampler": dataclasses.asdict(pipe.cfg.superres_sampler), "overrides": overrides,
            "captions": captions, "seed": seed}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
@@ -191,10 +191,11 @@ def evaluate_run(run_dir, out_dir, *, samples: int = 128, seeds=(0, 1), prompts_
                                                                               prompts.captions.items()},
               "sampler_overrides": sampler_overrides, "stages": {}}
     jobs = [(split, seed) for split in prompts.captions for seed in seeds]
+    weights = _weights_identity(run_dir)  # once: a Hub id is resolved (and its index read) here, not per job
     images: dict[str, dict[str, list]] = {}
     for split, seed in tqdm(jobs, desc="evaluate: generate", disable=not progress):
         captions = prompts.captions[split]
-        key = _run_key(run_dir, pipe, captions, seed, sampler_overrides)
+        key = _run_key(weights, pipe, captions, seed, sampler_overrides)
         stored = cached_samples(out_dir / "samples" / f"{split}_seed{seed}.npz", key,
                                 lambda: generate_stages(pipe, plain, captions, seed, sampler_overrides))
         for stage, array in stored.items():

@@ -25,8 +25,7 @@ SAMPLE_GRID = "samples/superres.png", "samples/base.png"  # the demo's grids, th
 
 def _stage_model(stage: str, run: Path):
     if CLASSES[stage] == "VQGAN":
-        model, cfg = load_tokenizer(run, with_config=True)
-        return model, cfg
+        return load_tokenizer(run, with_config=True)
     return (load_base if stage == "base" else load_superres)(run)
 
 
