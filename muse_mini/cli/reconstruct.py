@@ -24,7 +24,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("reconstruct", help="encode and decode PNG images with a trained tokenizer")
     p.add_argument("--run", required=True, help="finished tokenizer run directory")
     p.add_argument("--images", required=True,
-                   help="folder of *.png images; any size: resized and centre-cropped to the tokenizer's")
+                   help="folder of PNG images; any size: resized and centre-cropped to the tokenizer's")
     p.add_argument("--out", required=True, help="output folder (same file names, at the tokenizer's size)")
     p.set_defaults(func=run)
 

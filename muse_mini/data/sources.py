@@ -169,7 +169,7 @@ def load_image_text_dataset(source, *, image_column: str = "image",
                             caption_column: str = "caption", image_size: int = 64,
                             split: str = "train", center_crop: bool = True,
                             cache_dir: str | os.PathLike | None = None) -> datasets.Dataset:
-    """Any image–text ``source`` as ``image`` / ``caption`` columns at ``image_size``².
+    """Any image–text ``source`` as ``image`` / ``caption`` columns, ``image_size`` pixels square.
 
     ``source``: an imagefolder (captions in ``metadata.csv``/``.jsonl``), parquet, a
     ``save_to_disk`` folder or a hub name (the only case that uses the network).

@@ -1,4 +1,4 @@
-"""The Fréchet distance between two feature distributions: FID's formula (Heusel et al., 2017; Tables 1–2).
+"""The Fréchet distance between two feature distributions: FID's formula (Heusel et al., 2017; Tables 1–2)::
 
     d² = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₁^½ Σ₂ Σ₁^½)^½)
 

@@ -25,7 +25,7 @@ from muse_mini.parallel.mesh import mesh_size
 
 __all__ = [
     "RULES", "BATCH_AXES", "spec_for", "state_shardings", "frozen_shardings", "batch_sharding", "replicated",
-    "check_batch_size", "init_sharded", "place", "abstract_like", "is_array_like", "MeshLayout",
+    "check_batch_size", "init_sharded", "place", "abstract_like", "MeshLayout",
 ]
 
 # logical axis -> mesh axes it is split over (None: never split).

@@ -15,10 +15,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from muse_mini.models.constraints import with_layout
+from muse_mini.models.layers import is_array_like
 from muse_mini.parallel.hosts import global_batch, local_rows
 from muse_mini.parallel.mesh import make_mesh
 from muse_mini.parallel.rules import (
-    MeshLayout, abstract_like, batch_sharding, init_sharded, is_array_like, place, state_shardings,
+    MeshLayout, abstract_like, batch_sharding, init_sharded, place, state_shardings,
 )
 
 __all__ = ["Placement"]

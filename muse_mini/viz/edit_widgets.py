@@ -7,11 +7,14 @@ exactly what inpainting uses. The edit viewer decodes every iteration once
 
 from __future__ import annotations
 
+import io
+
 import ipywidgets as widgets
 import numpy as np
+from PIL import Image
 
 from muse_mini.models.codec import decode_tokens
-from muse_mini.viz.widgets import PngFigure, figure_to_png, show_png
+from muse_mini.viz.widgets import PngFigure, figure_to_png, show_png, widget_bundle
 
 CELL_PX = 28
 PRESSED_COLOUR = "#ff4fa3"
@@ -82,8 +85,16 @@ class MaskPainter:
         patch = self.image.shape[0] // self.grid
         return np.kron(self.token_mask, np.ones((patch, patch), bool))
 
+    def board_png(self) -> bytes:
+        """The board as the browser draws it (cell colours, marked cells pink), for pages without widgets."""
+        hex_colours = [[cell.style.button_color.lstrip("#") for cell in row] for row in self.cells]
+        board = np.array([[[int(h[i:i + 2], 16) for i in (0, 2, 4)] for h in row] for row in hex_colours], np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(np.kron(board, np.ones((CELL_PX, CELL_PX, 1), np.uint8))).save(buffer, format="png")
+        return buffer.getvalue()
+
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, self.board_png())
 
 
 def render_iteration(images_IxHxWx3, resampled_IxN, i: int, *, title: str = "") -> PngFigure:
@@ -138,4 +149,4 @@ class EditViewer:
         show_png(self.image, self._cache[i])
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, self.image.value)

@@ -8,6 +8,7 @@ run headless and display as PNG whatever the backend). Steps are counted from
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import time
@@ -158,6 +159,17 @@ def show_png(image: widgets.Image, png: bytes) -> None:
     image.layout.width, image.layout.height = f"{png_size(png)[0]}px", "auto"
 
 
+def widget_bundle(widget: widgets.Widget, png: bytes | None, text: str | None = None) -> dict:
+    """``widget``'s display data plus a still PNG of what it shows: a live notebook renders the widget, a page
+    without a widget manager (the docs site, an exported notebook) the picture, or ``text`` when there is none."""
+    bundle = dict(widget._repr_mimebundle_())
+    if text is not None:
+        bundle["text/plain"] = text
+    if png is not None:
+        bundle["image/png"] = base64.b64encode(png).decode("ascii")
+    return bundle
+
+
 class DecodingViewer:
     """A step slider (1..T) over :func:`trajectory_frames` and the trajectory; ``step``, ``t = step - 1``
     and ``frame`` are what it shows."""
@@ -199,7 +211,7 @@ class DecodingViewer:
         show_png(self.image, self._png_cache[t])
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, self.image.value)
 
 
 class PromptExplorer:
@@ -267,4 +279,6 @@ class PromptExplorer:
             self.button.disabled = False
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, self.viewer.image.value if self.viewer else None,
+                             "PromptExplorer: a prompt box, guidance and steps sliders and a Generate button "
+                             "(they work when the notebook runs in Jupyter)")
