@@ -28,7 +28,7 @@ def toctree_entries(page: Path) -> list[str]:
         base = page.parent.relative_to(DOCS)
         entries += [str(base / line.strip()) for line in block.splitlines()
                     if line.strip() and not line.strip().startswith(":")]
-    return [e.removeprefix("./") for e in entries]
+    return [e.removeprefix("./").removesuffix(".ipynb").removesuffix(".md") for e in entries]
 
 
 def site_documents() -> set[str]:
