@@ -8,12 +8,22 @@ from the site itself.
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 SMOKE = os.environ.get("MUSE_MINI_SMOKE") == "1"
+
+# The notebooks run on the shipped weights (never a `runs/demo` you trained), with a scratch directory of their own
+# so that a model a notebook trains is trained in this build, not read back from an earlier one. Progress bars
+# would be dead widgets on a static page; the cells print their own timings.
+BUILD = DOCS / "_build" / ("smoke" if SMOKE else "full")
+os.environ["MUSE_MINI_RUNS"] = str(BUILD / "no-runs")
+os.environ["MUSE_MINI_SCRATCH"] = str(BUILD / "scratch")
+shutil.rmtree(BUILD / "scratch", ignore_errors=True)
+os.environ["TQDM_DISABLE"] = "1"
 
 project = "muse_mini"
 author = "the muse_mini developers"
@@ -41,7 +51,7 @@ myst_heading_anchors = 4  # GitHub's slugs, so the README's `docs/results.md#tim
 
 # Notebooks: executed once, cached by their code. The cells print their own timings.
 nb_execution_mode = "cache"
-nb_execution_cache_path = str(DOCS / "_build" / (".jupyter_cache_smoke" if SMOKE else ".jupyter_cache"))
+nb_execution_cache_path = str(BUILD / "jupyter_cache")
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
