@@ -78,6 +78,8 @@ html_theme_options = {
     "use_download_button": True,
     "navigation_with_keys": False,
 }
+# An explicit mode: with none stored, the theme logs "invalid theme mode" as a console error on every page.
+html_context = {"default_mode": "light"}
 html_static_path = []
 html_last_updated_fmt = None
 

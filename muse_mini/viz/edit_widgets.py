@@ -19,6 +19,7 @@ from muse_mini.viz.widgets import PngFigure, figure_to_png, show_png, widget_bun
 CELL_PX = 28
 PRESSED_COLOUR = "#ff4fa3"
 CELL_BORDER = "1px solid #c8c8c8"
+BORDER_RGB = (0xc8, 0xc8, 0xc8)
 UNMARKED = "\u00a0"  # a no-break space: see MaskPainter._paint
 
 
@@ -89,8 +90,10 @@ class MaskPainter:
         """The board as the browser draws it (cell colours, marked cells pink), for pages without widgets."""
         hex_colours = [[cell.style.button_color.lstrip("#") for cell in row] for row in self.cells]
         board = np.array([[[int(h[i:i + 2], 16) for i in (0, 2, 4)] for h in row] for row in hex_colours], np.uint8)
+        pixels = np.kron(board, np.ones((CELL_PX, CELL_PX, 1), np.uint8))
+        pixels[::CELL_PX], pixels[:, ::CELL_PX] = BORDER_RGB, BORDER_RGB  # each cell's outline, as in the browser
         buffer = io.BytesIO()
-        Image.fromarray(np.kron(board, np.ones((CELL_PX, CELL_PX, 1), np.uint8))).save(buffer, format="png")
+        Image.fromarray(pixels).save(buffer, format="png")
         return buffer.getvalue()
 
     def _repr_mimebundle_(self, **kwargs):
