@@ -87,10 +87,17 @@ class Recorder:
         self.errors: list[str] = []
         self.outside: list[str] = []
         self.benign, self.only_origin = benign, only_origin
+        self.in_flight = 0  # requests sent and not yet answered
+        self.page.on("request", lambda _: self._count(1))
+        for done in ("requestfinished", "requestfailed"):
+            self.page.on(done, lambda _: self._count(-1))
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
         if only_origin:
             self.context.route("**/*", self._route)
+
+    def _count(self, change: int) -> None:
+        self.in_flight += change
 
     def _console(self, message) -> None:
         if message.type == "error" and not any(b in message.text for b in self.benign):
@@ -107,10 +114,10 @@ class Recorder:
             route.abort()
 
     def take(self) -> tuple[list[str], list[str]]:
-        """The errors and outside requests so far, clearing both (to attribute them page by page)."""
-        errors, outside = self.errors, self.outside
+        """The errors and outside requests so far, clearing both (to tell one page's from the next's)."""
+        taken = self.errors, self.outside
         self.errors, self.outside = [], []
-        return errors, outside
+        return taken
 
     def close(self) -> None:
         self.context.close()

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 JUPYTER = Path(sys.executable).with_name("jupyter")
 START_TIMEOUT_S = 90
 RUN_ALL_TIMEOUT_S = 360
-KERNEL_TIMEOUT_MS = 120_000  # a widget's reply can wait on a compilation
+REPLY_TIMEOUT_S = 30  # a slider or a click: the kernel draws one figure
+GENERATE_TIMEOUT_S = 120  # a new prompt: one generation, possibly compiling
 PRESSED_RGB = "rgb(255, 79, 163)"  # muse_mini.viz.edit_widgets.PRESSED_COLOUR
 # Lab settings for a reproducible page: every cell attached to the DOM (the default windowing detaches
 # off-screen cells and their widgets), and no news or update checks (requests to the internet, toasts).
@@ -211,52 +212,55 @@ def readout(widget) -> str:
     return widget.locator(".widget-readout").inner_text().strip()
 
 
-def _change_and_wait(image, old_src: str, what: str) -> str:
-    """Wait for the kernel to send ``image`` a new picture; its new ``src``."""
-    deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
-    while image.get_attribute("src") == old_src:
-        assert time.monotonic() < deadline, f"{what}: the image did not change within {KERNEL_TIMEOUT_MS // 1000} s"
+def wait_until(check, timeout_s: float, failure):
+    """Poll ``check()`` until it is truthy and return it; fail with ``failure()`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(failure(), pytrace=False)
         time.sleep(0.25)
-    assert image.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0, f"{what}: the new image is empty"
-    return image.get_attribute("src")
+    return value
 
 
-def _wait_for_label(area, starts: tuple[str, ...]) -> str:
-    """The first label text in ``area`` starting with one of ``starts``, waiting for the kernel to set it."""
-    deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
-    while True:
-        texts = area.locator(".widget-label").all_inner_texts()
-        found = [t for t in texts if t.startswith(starts)]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"no label starting with {starts} within {KERNEL_TIMEOUT_MS // 1000} s: {texts}"
-        time.sleep(0.25)
+def new_picture(image, old_src: str | None, what: str, timeout_s: float = REPLY_TIMEOUT_S) -> str:
+    """Wait for the kernel to send the image widget a new, non-empty picture; its ``src``."""
+    src = wait_until(lambda: image.count() and image.get_attribute("src") != old_src and image.get_attribute("src"),
+                     timeout_s, lambda: f"{what}: the image did not change within {timeout_s:.0f} s")
+    width = image.evaluate("img => img.decode().then(() => img.naturalWidth, () => 0)")
+    assert width > 0, f"{what}: the new image does not decode"
+    return src
+
+
+def background(locator) -> str:
+    return locator.evaluate("el => getComputedStyle(el).backgroundColor")
 
 
 def test_decoding_viewer_and_prompt_explorer_respond(browser, lab, tmp_path):  # noqa: F811
     """Notebook 03: the step slider changes the picture (§2.8's trajectory); Enter in the prompt box generates."""
     with executed_notebook(browser, lab, "03_decoding.ipynb", tmp_path) as page:
         viewer = code_cell(page, "DecodingViewer(frames")
-        step = slider(viewer, "step")
-        image = viewer.locator(".jp-OutputArea img")
+        step, image = slider(viewer, "step"), viewer.locator(".widget-image")
         last, src = readout(step), image.get_attribute("src")
         drag_to(step, 0.25)
         # The "step k/T" title is drawn inside the picture; the readout is the k the slider sent.
-        assert readout(step) != last, f"dragging the step slider left its readout at {last}"
-        assert 1 <= int(readout(step)) < int(last), f"step readout {readout(step)} not in [1, {last})"
-        _change_and_wait(image, src, f"DecodingViewer at step {readout(step)}")
+        assert 1 <= int(readout(step)) < int(last), f"dragging the step slider from {last} left it at {readout(step)}"
+        new_picture(image, src, f"DecodingViewer dragged from step {last} to {readout(step)}")
 
         explorer = code_cell(page, "PromptExplorer(generate_fn")
         box = explorer.locator(".widget-text").filter(has=page.locator(".widget-label", has_text="prompt"))
-        pictures = explorer.locator(".jp-OutputArea img")
-        assert pictures.count() == 0, "PromptExplorer shows an image before anything was generated"
+        picture = explorer.locator(".widget-image")
+        assert picture.count() == 0, "PromptExplorer shows an image before anything was generated"
         src = None
         for prompt in ("a red circle", "a blue square above a green triangle"):
             box.locator("input").fill(prompt)
             box.locator("input").press("Enter")
-            status = _wait_for_label(explorer, (f"{prompt!r}: guidance", "error:"))
-            assert status.startswith(repr(prompt)), f"PromptExplorer after {prompt!r}: {status}"
-            src = _change_and_wait(pictures.first, src, f"PromptExplorer after {prompt!r}")
+            labels = explorer.locator(".widget-label")
+            status = wait_until(
+                lambda: next((t for t in labels.all_inner_texts() if t.startswith((f"{prompt!r}:", "error:"))), None),
+                GENERATE_TIMEOUT_S, lambda: f"PromptExplorer: no result for {prompt!r}: {labels.all_inner_texts()}")
+            assert status.startswith(f"{prompt!r}: guidance"), f"PromptExplorer after {prompt!r}: {status}"
+            src = new_picture(picture, src, f"PromptExplorer after {prompt!r}")
+
 
 def test_mask_painter_and_edit_viewer_respond(browser, lab, tmp_path):  # noqa: F811
     """Notebook 05: the painter's cells carry the image's colours and a click marks one (§3.3); the edit slider works."""
@@ -264,25 +268,20 @@ def test_mask_painter_and_edit_viewer_respond(browser, lab, tmp_path):  # noqa: 
         painter = code_cell(page, "MaskPainter(image, grid)")
         cells = painter.locator(".widget-gridbox button")
         assert cells.count() > 1, "the MaskPainter board has no cells"
-        colours = cells.evaluate_all("bs => bs.map(b => getComputedStyle(b).backgroundColor)")
-        assert len(set(colours) - {PRESSED_RGB}) > 2, f"the MaskPainter board is not coloured like the image: " \
-                                                     f"{sorted(set(colours))}"
-        free = cells.filter(has_not_text="×").first
-        free.evaluate("b => { b.dataset.probe = 'clicked'; }")  # the filter stops matching it once marked
-        clicked = painter.locator("button[data-probe='clicked']")
-        before = clicked.evaluate("b => getComputedStyle(b).backgroundColor")
+        colours = set(cells.evaluate_all("bs => bs.map(b => getComputedStyle(b).backgroundColor)")) - {PRESSED_RGB}
+        assert len(colours) > 2, f"the MaskPainter board is not coloured like the image: {sorted(colours)}"
+        cells.filter(has_not_text="×").first.evaluate("b => { b.dataset.probe = 'clicked'; }")
+        clicked = painter.locator("button[data-probe='clicked']")  # the "×" filter stops matching it once marked
+        before = background(clicked)
         clicked.click()
-        deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
-        while clicked.evaluate("b => getComputedStyle(b).backgroundColor") == before:
-            assert time.monotonic() < deadline, f"a clicked MaskPainter cell kept its colour {before}"
-            time.sleep(0.25)
-        after = clicked.evaluate("b => getComputedStyle(b).backgroundColor")
+        after = wait_until(lambda: background(clicked) != before and background(clicked), REPLY_TIMEOUT_S,
+                           lambda: f"a clicked MaskPainter cell kept its colour {before}")
         assert after == PRESSED_RGB, f"a clicked MaskPainter cell turned {after}, expected {PRESSED_RGB}"
 
         viewer = code_cell(page, "EditViewer.from_result(edit)")
-        iteration = slider(viewer, "iteration")
-        image = viewer.locator(".jp-OutputArea img")
+        iteration, image = slider(viewer, "iteration"), viewer.locator(".widget-image")
         last, src = readout(iteration), image.get_attribute("src")
         drag_to(iteration, 0.1)
-        assert int(readout(iteration)) < int(last), f"dragging the iteration slider left it at {readout(iteration)}"
-        _change_and_wait(image, src, f"EditViewer at iteration {readout(iteration)}")
+        assert int(readout(iteration)) < int(last), f"dragging the iteration slider from {last} left it at " \
+                                                    f"{readout(iteration)}"
+        new_picture(image, src, f"EditViewer dragged from iteration {last} to {readout(iteration)}")
