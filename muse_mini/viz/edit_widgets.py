@@ -33,7 +33,7 @@ class MaskPainter:
     """A ``grid × grid`` board of buttons coloured like ``image``; a click marks a cell for regeneration.
 
     ``token_mask`` is the (grid, grid) selection and ``mask`` the same at the
-    image's pixels, for :meth:`muse_mini.Pipeline.inpaint`. The cells are
+    image's pixels, for :meth:`Pipeline.inpaint <muse_mini.pipeline.Pipeline.inpaint>`. The cells are
     ``Button`` widgets because their ``style.button_color`` reaches the browser
     (a ``ToggleButton``'s style has no colour).
     """
@@ -136,7 +136,7 @@ class EditViewer:
 
     @classmethod
     def from_result(cls, result, index: int = 0, *, title: str = "") -> "EditViewer":
-        """Decode every iteration of a :meth:`muse_mini.Pipeline.edit` result once."""
+        """Decode every iteration of a :meth:`Pipeline.edit <muse_mini.pipeline.Pipeline.edit>` result once."""
         traj = result.base_trajectory
         tokens = np.concatenate([np.asarray(result.initial_tokens)[index][None], np.asarray(traj.tokens_BxIxN[index])])
         images = decode_tokens(result.tokenizer, tokens)  # one batch: the input and every iteration

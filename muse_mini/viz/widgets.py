@@ -219,7 +219,7 @@ class PromptExplorer:
     ``generate_fn(prompt, guidance, steps) -> (frames, traj)``; the button is disabled while it runs.
 
     The sliders start at ``sampler``'s guidance and steps (pass the pipeline's ``cfg.sampler``;
-    default :class:`~muse_mini.config.SamplerConfig`, the paper's 24 steps, §2.8) unless given.
+    default :class:`~muse_mini.config.schema.SamplerConfig`, the paper's 24 steps, §2.8) unless given.
     """
 
     def __init__(self, generate_fn: Callable, *, sampler: SamplerConfig | None = None, prompt: str = "",
