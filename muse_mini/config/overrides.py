@@ -104,7 +104,8 @@ def read_json(path, what: str = "JSON file") -> dict:
 
 
 def load_config(path) -> MuseConfig:
-    """Read a ``config.json`` written by :meth:`MuseConfig.to_json`; a damaged file is named in the error."""
+    """Read a ``config.json`` written by :meth:`MuseConfig.to_json <muse_mini.config.schema.MuseConfig.to_json>`;
+    a damaged file is named in the error."""
     data = read_json(path, "config file")
     try:
         return from_dict(MuseConfig, data)

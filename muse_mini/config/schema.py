@@ -382,4 +382,5 @@ class MuseConfig:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """This config as indented JSON, as a run stores it in ``config.json``."""
         return json.dumps(self.to_dict(), indent=2)

@@ -1,9 +1,10 @@
 """Exercises for notebooks 00-05 and their checkers: ``check_<name>(fn)`` runs the learner's ``fn`` on
-random inputs (fixed seeds), compares it with the library, and returns a :class:`CheckResult` that
-prints ``✓ <name>: correct`` or ``✗ <name>: what is wrong — hint: ...``. It never raises for the
-learner: a stub that raises ``NotImplementedError`` is "not written yet".
+random inputs (fixed seeds), compares it with the library, and returns a
+:class:`~muse_mini.course.checking.CheckResult` that prints ``✓ <name>: correct`` or
+``✗ <name>: what is wrong — hint: ...``. It never raises for the learner: a stub that raises
+``NotImplementedError`` is "not written yet".
 
-:data:`EXERCISES` lists them in course order (notebook, function, checker, paper section, task).
+``EXERCISES`` lists them in course order (notebook, function, checker, paper section, task).
 """
 
 from muse_mini.course.checking import CheckResult, Exercise

@@ -29,6 +29,7 @@ RELATIONS = ("left of", "right of", "above", "below")
 NUMBER_WORDS: dict[str, int] = {"two": 2, "three": 3, "four": 4}
 _NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items()}
 KINDS = ("single", "placed", "count", "relation")
+#: The Shapes splits: ``holdout`` scenes hold a hold-out colour-shape pair, ``train`` scenes never do.
 SPLITS = ("train", "holdout")
 
 HOLDOUT_PAIRS: tuple[tuple[str, str], ...] = (

@@ -165,8 +165,8 @@ def open_image_shards(data_cfg, *, rows_per_shard: int | None = None):
 
 
 def open_image_reader(data_cfg, image_size: int, *, rows: int | None = None, seed: int = 0) -> "ImageBatches":
-    """``data_cfg.source`` as ``image_size`` images: with ``rows``, ``reader(step)`` gives this
-    process's ``rows`` examples of each step (:class:`ShardedOrder`); without, ``reader.read(pairs)``."""
+    """``data_cfg.source`` as ``image_size`` images: with ``rows``, ``reader(step)`` gives this process's
+    ``rows`` examples of each step (:class:`~muse_mini.data.stream.ShardedOrder`); without, ``reader.read(pairs)``."""
     source = open_image_shards(data_cfg)
     order = None if rows is None else ShardedOrder(
         source.counts, rows, seed=seed, process_index=jax.process_index(), process_count=jax.process_count(),

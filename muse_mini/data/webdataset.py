@@ -55,6 +55,8 @@ def looks_like_webdataset(source: str | Path) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Member:
+    """Where one file of a sample lies in its tar: ``size`` bytes from ``offset``."""
+
     offset: int
     size: int
 

@@ -25,14 +25,18 @@ LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 class DecodeState(NamedTuple):
-    tokens_BxN: jax.Array  # int32; still-masked positions hold mask_id
-    mask_BxN: jax.Array  # bool; True where a token is still to be generated
-    num_initial_B: jax.Array  # int32; the schedule counts relative to this
+    """What one decoding step (§2.8) hands the next: the tokens so far and which are still masked."""
+
+    tokens_BxN: jax.Array  #: int32; still-masked positions hold ``mask_id``
+    mask_BxN: jax.Array  #: bool; True where a token is still to be generated
+    num_initial_B: jax.Array  #: int32; the schedule counts relative to this
 
 
 class StepOutput(NamedTuple):
-    sampled_BxN: jax.Array  # this step's prediction everywhere (fixed tokens copied)
-    confidence_BxN: jax.Array  # the score ranked at this step; +inf where already fixed
+    """What one decoding step (§2.8) predicted, for the :class:`Trajectory`."""
+
+    sampled_BxN: jax.Array  #: this step's prediction everywhere (fixed tokens copied)
+    confidence_BxN: jax.Array  #: the score ranked at this step; +inf where already fixed
 
 
 class Trajectory(eqx.Module):

@@ -3,7 +3,7 @@
 :class:`DecodeSpec` holds what shapes the compiled loop (steps, schedules,
 top-k, the ``[MASK]`` id): frozen and hashable, a static argument of
 ``eqx.filter_jit``. Guidance and temperatures are traced floats checked by
-:func:`check_scalars`, so changing them never recompiles. Every argument
+``check_scalars``, so changing them never recompiles. Every argument
 check of the decoding package is here.
 """
 
@@ -118,7 +118,7 @@ class DecodeSpec:
 
     @classmethod
     def from_sampler(cls, sampler, mask_id: int) -> "DecodeSpec":
-        """The static half of a :class:`~muse_mini.config.SamplerConfig`."""
+        """The static half of a :class:`~muse_mini.config.schema.SamplerConfig`."""
         return cls(steps=sampler.steps, mask_id=mask_id, schedule=sampler.schedule, top_k=sampler.top_k,
                    guidance_schedule=sampler.guidance_schedule)
 

@@ -1,6 +1,6 @@
 """Inpainting (§3.3.1; multi-scale at the super-res size: base, then super-res conditioned on it) and
 mask-free editing (§3.3.2, then super-res) of images. Both take the models (:class:`EditModels`),
-checked inputs and encoded prompts, never the pipeline; :class:`muse_mini.Pipeline` checks the options,
+checked inputs and encoded prompts, never the pipeline; :class:`~muse_mini.pipeline.Pipeline` checks the options,
 once, before any prompt is encoded (``check_paste_back``, ``inputs.check_extend``).
 """
 

@@ -1,6 +1,6 @@
 """The paper's claims, each measured in miniature on Shapes (notebook 07, ``scripts/claims.py``).
 
-Each function takes a trained :class:`muse_mini.Pipeline` and the prompts of
+Each function takes a trained :class:`~muse_mini.pipeline.Pipeline` and the prompts of
 :func:`muse_mini.evaluation.report.evaluation_prompts` and returns plain numbers:
 Figure 8's front (caption accuracy standing in for CLIP score, Shapes-FID for FID),
 §2.7's guidance schedules, §2.8's parallel steps, Table 1's super-res against bicubic,
@@ -22,7 +22,8 @@ from muse_mini.viz.figures import bicubic_upsample
 
 
 def _judge(images, captions, reference, net=None) -> dict:
-    """Caption accuracy and Shapes-FID (against ``reference``, a :class:`FeatureStats`) of one set of images."""
+    """Caption accuracy and Shapes-FID (against ``reference``, a
+    :class:`~muse_mini.evaluation.frechet.FeatureStats`) of one set of images."""
     return {"accuracy": caption_accuracy(images, captions)["accuracy"],
             "shapes_fid": shapes_fid(images, reference, net)}
 

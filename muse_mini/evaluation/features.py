@@ -29,7 +29,7 @@ GRID = 4  # object centres are located on a GRID × GRID grid
 MAX_COUNT = 4
 COLOUR_NAMES = list(COLOURS)
 PAIRS = list(ALL_PAIRS)
-# Output heads: (name, width, kind); "set" heads are independent yes/no per entry.
+#: The network's output heads as (name, width, kind); "set" heads are independent yes/no per entry.
 HEADS = (("colours", len(COLOURS), "set"), ("shapes", len(SHAPES), "set"), ("pairs", len(PAIRS), "set"),
          ("count", MAX_COUNT, "class"), ("cells", GRID * GRID, "set"))
 

@@ -38,7 +38,8 @@ def reference_stats(reference, side: int, net: ShapesFeatureNet | None = None) -
 
 
 def shapes_fid(images, reference, net: ShapesFeatureNet | None = None) -> float:
-    """Shapes-FID of ``images`` against ``reference`` (images or :class:`FeatureStats`), at ``images``' resolution."""
+    """Shapes-FID of ``images`` against ``reference`` (images or
+    :class:`~muse_mini.evaluation.frechet.FeatureStats`), at ``images``' resolution."""
     images = np.asarray(images)
     if not isinstance(reference, FeatureStats):
         reference = reference_stats(reference, images.shape[1], net)

@@ -30,7 +30,8 @@ from muse_mini.runs.layout import DONE_FILE
 from muse_mini.runs.load import load_tokenizer, pipeline_runs
 from muse_mini.runs.pretrained import load_stage, names_pretrained, read_index, resolve_pretrained
 
-EVAL_SEED = 2000  # Shapes seed of the evaluation scenes (models train on 0, editing cases use 1000)
+#: Shapes seed of the evaluation scenes (models train on 0, editing cases use 1000).
+EVAL_SEED = 2000
 REFERENCE_SCENES = 1024
 SPLITS = ("train", "holdout")
 STAGES = ("base", "superres", "superres_tokenizer_decoder")

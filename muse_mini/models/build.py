@@ -1,4 +1,4 @@
-"""Models sized by a :class:`~muse_mini.config.MuseConfig`: training, loading and parameter counting
+"""Models sized by a :class:`~muse_mini.config.schema.MuseConfig`: training, loading and parameter counting
 all build here, so they cannot disagree about a model's shape."""
 
 from __future__ import annotations

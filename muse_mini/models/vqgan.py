@@ -260,7 +260,8 @@ class Decoder(eqx.Module):
 
 
 class VQGAN(eqx.Module):
-    """Encoder → :class:`VectorQuantizer` → decoder, built from a :class:`VQGANConfig`.
+    """Encoder → :class:`~muse_mini.models.quantizer.VectorQuantizer` → decoder, built from a
+    :class:`~muse_mini.config.schema.VQGANConfig`.
 
     ``cfg.encoder`` picks :class:`Encoder` (the paper's) or :class:`LocalEncoder` (the toy's);
     the decoder's sizes differ from the encoder's only for the §2.5 finetuned decoder.

@@ -107,7 +107,7 @@ def check_finetuned_from(run_dir, tokenizer_run) -> None:
 
 
 def read_stage(run_dir) -> tuple[MuseConfig, dict]:
-    """The :class:`MuseConfig` and metadata stored by a transformer stage."""
+    """The :class:`~muse_mini.config.schema.MuseConfig` and metadata stored by a transformer stage."""
     meta = read_run_config(run_dir)["metadata"]
     if "config" not in meta:
         raise ValueError(f"run: {run_dir} is a {meta.get('stage', 'unknown')!r} run, not a transformer run")

@@ -91,7 +91,7 @@ def check_data_source(cfg: MuseConfig, tokenizer_run) -> None:
 def training_images(cfg: MuseConfig, n: int | None = None) -> tuple[np.ndarray, list[str]]:
     """The first ``n`` (default ``data.num_examples``; 0: all) high-res training images and captions.
 
-    Shapes' train split, or any source :func:`open_image_shards` reads, all in memory.
+    Shapes' train split, or any source :func:`~muse_mini.data.image_shards.open_image_shards` reads, all in memory.
     """
     n = cfg.data.num_examples if n is None else n
     size = cfg.highres_tokenizer.image_size

@@ -134,7 +134,8 @@ def mask_overlay(image_HxWx3, mask_HxW, colour=MASK_COLOUR) -> np.ndarray:
     return np.where(mask[..., None], painted, image).astype(np.uint8)
 
 
-TOKEN_STATES = (  # name, colour: a token's state after a decoding step of inpainting (§3.3.1)
+#: (name, colour) of each state a token can be in after a decoding step of inpainting (§3.3.1).
+TOKEN_STATES = (
     ("kept (input)", "#d0d0d0"),
     ("generated earlier", "#4c72b0"),
     ("fixed at this step", "#ff9f1c"),
