@@ -32,7 +32,6 @@ copyright = "2026, the muse_mini developers"
 extensions = [
     "myst_nb",
     "sphinx.ext.autodoc",
-    "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "sphinxarg.ext",
     "offline_math",
@@ -68,8 +67,18 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_mock_imports = ["torch", "torchvision", "pytorch_fid", "open_clip"]
-napoleon_google_docstring = True
-napoleon_numpy_docstring = False
+
+# Every cross-reference must resolve (a broken one fails the `-W` build). Types from other packages cannot:
+# the build is offline, so there is no intersphinx inventory to link them to. jaxtyping's shape strings
+# ('B N', '*B N V') are read as class names, and Sphinx leaves the short `Path`/`Mesh` of a class's
+# constructor annotations unqualified.
+nitpicky = True
+nitpick_ignore_regex = [
+    ("py:.*", r"(numpy|jax|jaxlib|jaxtyping|equinox|optax|datasets|PIL|matplotlib|ipywidgets)(\..+)?"),
+    ("py:.*", r"(pathlib|os|collections\.abc|dataclasses|tarfile)(\..+)?"),
+    ("py:class", r".*'.*"),
+    ("py:class", r"Path|Mesh"),
+]
 
 html_theme = "sphinx_book_theme"
 html_title = "muse_mini"
