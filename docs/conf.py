@@ -10,6 +10,7 @@ from the site itself.
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -21,8 +22,9 @@ SMOKE = os.environ.get("MUSE_MINI_SMOKE") == "1"
 # would be dead widgets on a static page; the cells print their own timings.
 BUILD = DOCS / "_build" / ("smoke" if SMOKE else "full")
 os.environ["MUSE_MINI_RUNS"] = str(BUILD / "no-runs")
-os.environ["MUSE_MINI_SCRATCH"] = str(BUILD / "scratch")
-shutil.rmtree(BUILD / "scratch", ignore_errors=True)
+BUILD.mkdir(parents=True, exist_ok=True)
+SCRATCH = Path(tempfile.mkdtemp(prefix="scratch-", dir=BUILD))  # one per build, so two builds never share one
+os.environ["MUSE_MINI_SCRATCH"] = str(SCRATCH)
 os.environ["TQDM_DISABLE"] = "1"
 
 project = "muse_mini"
@@ -104,5 +106,10 @@ def _readme_links(app, relative_path, parent_docname, content):
             content[0] = content[0].replace(old, new)
 
 
+def _remove_scratch(app, exc):
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
 def setup(app):
     app.connect("include-read", _readme_links)
+    app.connect("build-finished", _remove_scratch)
