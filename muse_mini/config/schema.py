@@ -196,7 +196,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SamplerConfig:
     """Iterative parallel decoding (Muse §2.7-2.8): ``guidance`` is t in ℓg = (1 + t)ℓc − t·ℓu, rising
-    from 0 over the steps when ``"linear"`` (the paper's); ``choice_temperature`` scales the confidence noise."""
+    from 0 over the steps when ``"linear"`` (the paper's); ``choice_temperature`` scales the confidence noise,
+    annealed to 0 as MaskGIT does (``"maskgit"``) or from its full value at the first step (``"amused"``)."""
 
     steps: int = 24
     schedule: str = "cosine"
@@ -205,6 +206,7 @@ class SamplerConfig:
     choice_temperature: float = 4.5
     guidance: float = 4.0
     guidance_schedule: str = "linear"
+    choice_anneal: str = "maskgit"
 
 
 @dataclass(frozen=True)

@@ -139,8 +139,11 @@ def init_state(tokens_BxN, mask_BxN, mask_id: int) -> DecodeState:
                        jnp.sum(mask_BxN, axis=-1, dtype=jnp.int32))
 
 
-def choice_noise_scale(choice_temperature, step, steps: int):
-    """MaskGIT's ``choice_temperature · (1 − (step + 1) / steps)``: the last step ranks by confidence alone."""
+def choice_noise_scale(choice_temperature, step, steps: int, anneal: str = "maskgit"):
+    """MaskGIT's ``choice_temperature · (1 − (step + 1) / steps)``, or aMUSEd's ``· (1 − step / (steps − 1))``;
+    either way the last step ranks by confidence alone."""
+    if anneal == "amused":
+        return choice_temperature * (1.0 - step / max(steps - 1, 1))
     return choice_temperature * (1.0 - (step + 1) / steps)
 
 
@@ -153,12 +156,20 @@ def decode_step(logits_fn: LogitsFn, state: DecodeState, step, *, key, spec: Dec
     B, N, V = logits_BxNxV.shape
     # Noise for sampling (V columns) and for the choice (one more), in one draw.
     gumbel_BxNxV1 = jax.random.gumbel(jax.random.fold_in(key, step), (B, N, V + 1))
+    return _step_with_noise(logits_BxNxV, state, step, gumbel_BxNxV1, spec=spec, temperature=temperature,
+                            choice_temperature=choice_temperature)
+
+
+def _step_with_noise(logits_BxNxV, state: DecodeState, step, gumbel_BxNxV1, *, spec: DecodeSpec, temperature,
+                     choice_temperature) -> tuple[DecodeState, StepOutput]:
+    """:func:`decode_step` after the prediction, with its noise given (to compare with another sampler's step)."""
+    B, N, V = logits_BxNxV.shape
     sampled_BxN = sample_tokens(logits_BxNxV, gumbel_BxNxV1[..., :V], temperature=temperature, top_k=spec.top_k)
     sampled_BxN = jnp.where(state.mask_BxN, sampled_BxN, state.tokens_BxN)
 
     logp_BxNxV = jax.nn.log_softmax(logits_BxNxV, axis=-1)
     logp_BxN = jnp.take_along_axis(logp_BxNxV, sampled_BxN[..., None], axis=-1)[..., 0]
-    noise_scale = choice_noise_scale(choice_temperature, step, spec.steps)
+    noise_scale = choice_noise_scale(choice_temperature, step, spec.steps, spec.choice_anneal)
     confidence_BxN = jnp.where(state.mask_BxN, logp_BxN + noise_scale * gumbel_BxNxV1[..., V], jnp.inf)
 
     table_CxT = jnp.asarray(masked_count_table(spec.schedule, spec.steps, N))

@@ -97,6 +97,11 @@ def check_scalars(*, temperature, choice_temperature, guidance=0.0) -> tuple[jax
     return jnp.float32(guidance), jnp.float32(temperature), jnp.float32(choice_temperature)
 
 
+#: How the confidence noise falls to 0: MaskGIT's ``c·(1 − (s+1)/T)``, or aMUSEd's ``c·(1 − s/(T−1))`` (its
+#: scheduler's ``linspace(c, 0, T)``).
+CHOICE_ANNEALS = ("maskgit", "amused")
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
     """The static settings of one decoding. ``mask_id`` equals the vocabulary size, so ``top_k`` is checked against it."""
@@ -106,10 +111,13 @@ class DecodeSpec:
     schedule: str = "cosine"
     top_k: int | None = None
     guidance_schedule: str = "linear"
+    choice_anneal: str = "maskgit"
 
     def __post_init__(self):
         check_steps(self.steps)
         check_schedule(self.schedule)
+        if self.choice_anneal not in CHOICE_ANNEALS:
+            raise ValueError(f"choice_anneal: expected one of {list(CHOICE_ANNEALS)}, got {self.choice_anneal!r}")
         m = self.mask_id
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
             raise ValueError(f"mask_id: expected an integer >= 1 (the vocabulary size), got {m!r}")
@@ -120,7 +128,7 @@ class DecodeSpec:
     def from_sampler(cls, sampler, mask_id: int) -> "DecodeSpec":
         """The static half of a :class:`~muse_mini.config.schema.SamplerConfig`."""
         return cls(steps=sampler.steps, mask_id=mask_id, schedule=sampler.schedule, top_k=sampler.top_k,
-                   guidance_schedule=sampler.guidance_schedule)
+                   guidance_schedule=sampler.guidance_schedule, choice_anneal=sampler.choice_anneal)
 
 
 def sampler_scalars(sampler) -> tuple[jax.Array, jax.Array, jax.Array]:
