@@ -212,3 +212,16 @@ def test_default_threefry_keys_trace():
         lambda k: decode(table_logits, *full_mask(), key=k, spec=DecodeSpec(2, V)), jax.random.key(0)
     )
     assert out.tokens_BxN.shape == (B, N)
+
+
+def test_choice_anneal_amused_is_its_schedulers_linspace_and_maskgit_is_unchanged():
+    """aMUSEd's scheduler scales the confidence noise by linspace(c, 0, T): full at the first step, 0 at the last;
+    MaskGIT's starts one step lower. An unknown anneal is refused by name."""
+    from muse_mini.decoding.sampler import choice_noise_scale
+    from muse_mini.decoding.spec import DecodeSpec
+
+    steps = np.arange(12)
+    np.testing.assert_allclose(choice_noise_scale(2.0, steps, 12, "amused"), np.linspace(2.0, 0.0, 12), atol=1e-12)
+    np.testing.assert_allclose(choice_noise_scale(2.0, steps, 12), 2.0 * (1 - (steps + 1) / 12), atol=1e-12)
+    with pytest.raises(ValueError, match="choice_anneal: expected one of"):
+        DecodeSpec(steps=4, mask_id=8, choice_anneal="cosine")
