@@ -1,0 +1,152 @@
+"""Pieces shared by the aMUSEd ports: torch-layout layers, norms, and the weight-name mapping.
+
+Weights keep PyTorch's layouts (``Linear`` ``(out, in)``, ``Conv2d`` ``(out, in, kh, kw)``) and
+the modules' field names are the checkpoints' names, so loading is a name-for-name copy:
+:func:`torch_names` reads the names off the module tree and :func:`load_named` fills it,
+refusing unknown or missing names and wrong shapes in one line each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+from safetensors.numpy import load_file
+
+
+class Dense(eqx.Module):
+    """torch's ``nn.Linear``: ``x @ weight.T + bias``, weight ``(out, in)``, bias optional."""
+
+    weight: Float[Array, "out in"]
+    bias: Float[Array, " out"] | None
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, *, key):
+        self.weight = 0.02 * jax.random.normal(key, (out_dim, in_dim))
+        self.bias = jnp.zeros((out_dim,)) if bias else None
+
+    def __call__(self, x_xI):
+        y = x_xI @ self.weight.T.astype(x_xI.dtype)
+        return y if self.bias is None else y + self.bias.astype(x_xI.dtype)
+
+
+class Norm(eqx.Module):
+    """diffusers' ``RMSNorm`` (``kind="rms"``) or torch's ``LayerNorm`` (``"layer"``) over the last
+    axis, statistics in float32; ``weight``/``bias`` only when the checkpoint has them."""
+
+    weight: Float[Array, " dim"] | None
+    bias: Float[Array, " dim"] | None
+    eps: float = eqx.field(static=True)
+    kind: str = eqx.field(static=True)
+
+    def __init__(self, dim: int, eps: float, affine: bool = True, bias: bool = False, kind: str = "rms"):
+        if kind not in ("rms", "layer"):
+            raise ValueError(f"kind: expected 'rms' or 'layer', got {kind!r}")
+        self.weight = jnp.ones((dim,)) if affine else None
+        self.bias = jnp.zeros((dim,)) if affine and bias else None
+        self.eps, self.kind = eps, kind
+
+    def __call__(self, x_xD):
+        x32 = x_xD.astype(jnp.float32)
+        if self.kind == "layer":
+            x32 = x32 - x32.mean(-1, keepdims=True)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.astype(jnp.float32)
+        if self.bias is not None:
+            y = y + self.bias.astype(jnp.float32)
+        return y.astype(x_xD.dtype)
+
+
+# --------------------------------------------------------------------------
+# Checkpoint names <-> module leaves
+
+
+def _path_name(path) -> str:
+    parts = []
+    for k in path:
+        if isinstance(k, jax.tree_util.GetAttrKey):
+            parts.append(k.name)
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            parts.append(str(k.idx))
+        else:
+            parts.append(str(getattr(k, "key", k)))
+    return ".".join(parts)
+
+
+def torch_names(module, *, stacked: tuple[str, ...] = (), rename: Mapping[str, str] = {}):
+    """Each array leaf of ``module`` as ``{checkpoint name: (leaf index, layer or None)}``.
+
+    A leaf's name is its attribute path (``down_block.res_blocks.0.norm.weight``); a leaf under
+    a ``stacked`` prefix carries a leading layer axis and gets one name per layer
+    (``transformer_layers.3.attn1.to_q.weight``); ``rename`` swaps dotted path pieces
+    (``{"ff.proj": "ff.net.0.proj"}``) where a checkpoint name is not a Python identifier.
+    """
+    names = {}
+    leaves = jax.tree_util.tree_flatten_with_path(module)[0]
+    for index, (path, leaf) in enumerate(leaves):
+        name = _path_name(path)
+        for old, new in rename.items():
+            name = f".{name}.".replace(f".{old}.", f".{new}.")[1:-1]
+        prefix = next((p for p in stacked if name.startswith(p + ".")), None)
+        if prefix is None:
+            names[name] = (index, None)
+            continue
+        for layer in range(leaf.shape[0]):
+            names[f"{prefix}.{layer}{name[len(prefix):]}"] = (index, layer)
+    return names
+
+
+def _listed(names) -> str:
+    names = sorted(names)
+    return str(names[:8])[:-1] + (f", ... {len(names) - 8} more]" if len(names) > 8 else "]")
+
+
+def check_names(what: str, expected, found) -> None:
+    """One-line ``ValueError`` naming the unknown and the missing checkpoint names, if any."""
+    unknown, missing = set(found) - set(expected), set(expected) - set(found)
+    if unknown or missing:
+        raise ValueError(f"{what}: unknown weights {_listed(unknown)}, missing weights {_listed(missing)}")
+
+
+def load_named(module, tensors: Mapping[str, np.ndarray], what: str, *, dtype=jnp.float32,
+               stacked: tuple[str, ...] = (), rename: Mapping[str, str] = {}):
+    """``module`` (real or from ``eqx.filter_eval_shape``) with every leaf read from ``tensors``
+    by :func:`torch_names`, cast to ``dtype``; wrong names or shapes give a one-line ValueError."""
+    names = torch_names(module, stacked=stacked, rename=rename)
+    check_names(what, names, tensors)
+    leaves, treedef = jax.tree_util.tree_flatten(module)
+    parts = {}
+    for name, (index, layer) in names.items():
+        parts.setdefault(index, {})[layer] = name
+    bad, new = [], list(leaves)
+    for index, by_layer in parts.items():
+        if None in by_layer:
+            value = np.asarray(tensors[by_layer[None]])
+        else:
+            value = np.stack([np.asarray(tensors[by_layer[i]]) for i in range(len(by_layer))])
+        if value.shape != tuple(leaves[index].shape):
+            shown = by_layer.get(None, by_layer.get(0))
+            bad.append(f"{shown} {value.shape} (expected {tuple(leaves[index].shape)})")
+        new[index] = jnp.asarray(value, dtype)
+    if bad:
+        raise ValueError(f"{what}: wrong shapes {'; '.join(sorted(bad))}")
+    return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def read_diffusers_folder(folder, what: str, weights: str = "diffusion_pytorch_model"):
+    """``(config dict, {name: numpy array})`` from a diffusers component folder: ``config.json``
+    with ``<weights>.safetensors`` (or the ``.fp16.safetensors`` variant)."""
+    folder = Path(folder)
+    config = folder / "config.json"
+    files = [folder / f"{weights}.safetensors", folder / f"{weights}.fp16.safetensors"]
+    found = next((f for f in files if f.is_file()), None)
+    if not config.is_file() or found is None:
+        raise ValueError(f"{what}: {folder} is not a diffusers folder; expected config.json and "
+                         f"{files[0].name} (or {files[1].name}) in it")
+    return json.loads(config.read_text()), load_file(found)
