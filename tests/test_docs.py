@@ -22,11 +22,13 @@ def _exists(path: str) -> bool:
 
 
 def named_paths(text: str) -> list[str]:
-    return [m.rstrip(".") for m in PATH_RE.findall(text)]
+    """Repository paths a text names; ``docs/_build/...`` is what ``make docs`` writes, not a file of the repo."""
+    return [m.rstrip(".") for m in PATH_RE.findall(text) if not m.startswith("docs/_build")]
 
 
 def test_path_finder_reads_braces_globs_and_sentence_ends():
     assert named_paths("see `docs/a_{x,y}.png`, and docs/results.md.") == ["docs/a_{x,y}.png", "docs/results.md"]
+    assert named_paths("built into `docs/_build/smoke/html`") == []
     assert _expand("docs/a_{x,y}.png") == ["docs/a_x.png", "docs/a_y.png"]
     assert not _exists("docs/no-such-file.md") and _exists("docs/recipe_seeds_*.json")
 
