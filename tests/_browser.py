@@ -59,9 +59,12 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the session (skipped, or failed under ``MUSE_MINI_REQUIRE_BROWSER=1``, if missing)."""
+    """One headless Chromium per test module (skipped, or failed under ``MUSE_MINI_REQUIRE_BROWSER=1``, if missing).
+
+    Module scope, because each module imports this fixture as its own: a session-scoped one would start a second
+    Playwright while the first one's event loop still runs, which Playwright's sync API refuses."""
     missing = why_no_browser()
     if missing:
         skip_or_fail(missing)
