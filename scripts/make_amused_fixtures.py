@@ -54,6 +54,7 @@ import torch
 import transformers
 from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
 from diffusers.schedulers import scheduling_amused
+from safetensors.numpy import load_file
 from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
                 elif p.ndim == 1:
                     p.copy_(0.4 * u)
                 else:
-                    fan_in = math.prod(p.shape[1:]) if p.ndim > 2 or "Embedding" not in type(module).__name__ else 1
+                    fan_in = 1 if isinstance(module, torch.nn.Embedding) else math.prod(p.shape[1:])
                     p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
 
 
@@ -275,19 +276,18 @@ def make_layout(name: str, latent_side: int, down_up: bool, micro_conds, seed: i
     return ref
 
 
-def report(name: str, ref: dict[str, np.ndarray]) -> None:
+def report(name: str, ref: dict[str, np.ndarray], codebook: np.ndarray) -> None:
     """Margins that a float32 port needs: nearest-code gaps, Gumbel-max gaps, decoded range."""
     lat = torch.from_numpy(ref["vq_latents"]).permute(0, 2, 3, 1).reshape(-1, ref["vq_latents"].shape[1])
-    codebook = torch.from_numpy(np.asarray(ref["_codebook"]))
-    dist = torch.cdist(lat, codebook).sort(-1).values
+    dist = torch.cdist(lat, torch.from_numpy(codebook)).sort(-1).values
     scores = np.log(np.exp(ref["step_logits"]) / np.exp(ref["step_logits"]).sum(-1, keepdims=True))
     top2 = np.sort(scores + ref["step_sample_gumbel"], -1)[:, -2:]
-    dec = ref["vq_decoded"]
+    dec, masked = ref["vq_decoded"], [(ref[k] == MASK_ID).sum() for k in ("step_sample", "step_prev_sample")]
     print(
         f"{name}: min code-distance gap {float((dist[:, 1] - dist[:, 0]).min()):.4f}; "
         f"min Gumbel-max gap {float((top2[:, 1] - top2[:, 0]).min()):.4f}; "
         f"decoded in [0,1]: {float(((dec >= 0) & (dec <= 1)).mean()):.2f}; "
-        f"masked before/after step: {(ref['step_sample'] == MASK_ID).sum()}/{(ref['step_prev_sample'] == MASK_ID).sum()}"
+        f"masked before/after step: {masked[0]}/{masked[1]}"
     )
 
 
@@ -300,10 +300,8 @@ def main() -> None:
     }
     for name, (side, down_up, micro, seed, fp16) in layouts.items():
         ref = make_layout(name, side, down_up, micro, seed, fp16)
-        weights = OUT / name / "vqvae" / "diffusion_pytorch_model.safetensors"
-        from safetensors.numpy import load_file
-
-        report(name, ref | {"_codebook": load_file(weights)["quantize.embedding.weight"].astype(np.float32)})
+        codebook = load_file(OUT / name / "vqvae" / "diffusion_pytorch_model.safetensors")["quantize.embedding.weight"]
+        report(name, ref, codebook.astype(np.float32))
     for scratch in sorted((OUT / ".tokenizer-scratch").iterdir()):
         scratch.unlink()
     (OUT / ".tokenizer-scratch").rmdir()
