@@ -206,8 +206,9 @@ def load_clip_text(folder: str | Path, *, dtype=jnp.float32, variant: str | None
     file = folder / (f"model.{variant}.safetensors" if variant else "model.safetensors")
     sharded = variant is None and (folder / "model.safetensors.index.json").is_file()
     if not (folder / "config.json").is_file() or not (file.is_file() or sharded):
+        found = sorted(p.name for p in folder.glob("model*.safetensors"))  # e.g. a variant= to pass
         raise ValueError(f"text_encoder: {folder} is not a CLIPTextModelWithProjection folder "
-                         f"(expected config.json and {file.name})")
+                         f"(expected config.json and {file.name}; found {found or 'no safetensors'})")
     config = json.loads((folder / "config.json").read_text())
     # An abstract skeleton: no random init, and a leaf left unfilled would fail loudly.
     model = eqx.filter_eval_shape(clip_from_config, config, key=jr.key(0), dtype=dtype)
