@@ -216,7 +216,7 @@ class AmusedVQ(eqx.Module):
         return self.quantize.nearest(z_DxhxW.reshape(d, h * w).T).reshape(h, w)
 
     def decode(self, indices_hxw: Int[Array, "h w"], *, clip: bool = True) -> Float[Array, "3 H W"]:
-        """Code indices → image ``(3, h·f, w·f)``, clipped to ``[0, 1]`` as the aMUSEd pipelines do (``clip=True``)."""
+        """Code indices → image ``(3, h·f, w·f)``; ``clip`` to ``[0, 1]`` as the aMUSEd pipelines do."""
         indices_hxw = jnp.asarray(indices_hxw)
         if indices_hxw.ndim != 2 or not jnp.issubdtype(indices_hxw.dtype, jnp.integer):
             raise ValueError(f"indices_hxw: expected an integer (h, w) grid, "
