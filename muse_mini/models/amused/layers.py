@@ -3,7 +3,9 @@
 Weights keep PyTorch's layouts (``Linear`` ``(out, in)``, ``Conv2d`` ``(out, in, kh, kw)``) and
 the modules' field names are the checkpoints' names, so loading is a name-for-name copy:
 :func:`torch_names` reads the names off the module tree and :func:`load_named` fills it,
-refusing unknown or missing names and wrong shapes in one line each.
+refusing unknown or missing names and wrong shapes in one line each. Constructors only lay out
+shapes; :func:`init_weights` draws a random model in one go (one random draw per weight
+compiles apart, which takes minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 from jaxtyping import Array, Float
 from safetensors.numpy import load_file
 
+from muse_mini.models.layers import normals
+
 
 class Dense(eqx.Module):
     """torch's ``nn.Linear``: ``x @ weight.T + bias``, weight ``(out, in)``, bias optional."""
@@ -26,8 +30,8 @@ class Dense(eqx.Module):
     weight: Float[Array, "out in"]
     bias: Float[Array, " out"] | None
 
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, *, key):
-        self.weight = 0.02 * jax.random.normal(key, (out_dim, in_dim))
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True):
+        self.weight = jnp.zeros((out_dim, in_dim))  # drawn by init_weights
         self.bias = jnp.zeros((out_dim,)) if bias else None
 
     def __call__(self, x_xI):
@@ -63,6 +67,30 @@ class Norm(eqx.Module):
         return y.astype(x_xD.dtype)
 
 
+class Conv(eqx.Module):
+    """torch's ``Conv2d`` (weight ``(out, in/groups, kh, kw)``) or, with ``transposed``, a kernel-2 stride-2
+    ``ConvTranspose2d`` (weight ``(in, out, 2, 2)``: each cell becomes a 2×2 patch); channels last."""
+
+    weight: Float[Array, "a b kh kw"]
+    bias: Float[Array, " out"] | None
+    transposed: bool = eqx.field(static=True)
+
+    def __init__(self, shape: tuple[int, ...], bias: bool, transposed: bool = False):
+        self.weight = jnp.zeros(shape)
+        self.bias = jnp.zeros((shape[transposed],)) if bias else None
+        self.transposed = transposed
+
+    def __call__(self, x_HxWxI, stride: int = 1, padding=((0, 0), (0, 0)), groups: int = 1):
+        w = self.weight.astype(x_HxWxI.dtype)
+        if self.transposed:
+            H, W, _ = x_HxWxI.shape
+            y = jnp.einsum("hwi,ioab->hawbo", x_HxWxI, w).reshape(2 * H, 2 * W, -1)
+        else:
+            y = jax.lax.conv_general_dilated(x_HxWxI[None], w, (stride, stride), padding, feature_group_count=groups,
+                                             dimension_numbers=("NHWC", "OIHW", "NHWC"))[0]
+        return y if self.bias is None else y + self.bias.astype(y.dtype)
+
+
 # --------------------------------------------------------------------------
 # Checkpoint names <-> module leaves
 
@@ -79,7 +107,7 @@ def _path_name(path) -> str:
     return ".".join(parts)
 
 
-def torch_names(module, *, stacked: tuple[str, ...] = (), rename: Mapping[str, str] = {}):
+def torch_names(module, *, stacked: tuple[str, ...] = (), rename: Mapping[str, str] | None = None):
     """Each array leaf of ``module`` as ``{checkpoint name: (leaf index, layer or None)}``.
 
     A leaf's name is its attribute path (``down_block.res_blocks.0.norm.weight``); a leaf under
@@ -91,7 +119,7 @@ def torch_names(module, *, stacked: tuple[str, ...] = (), rename: Mapping[str, s
     leaves = jax.tree_util.tree_flatten_with_path(module)[0]
     for index, (path, leaf) in enumerate(leaves):
         name = _path_name(path)
-        for old, new in rename.items():
+        for old, new in (rename or {}).items():
             name = f".{name}.".replace(f".{old}.", f".{new}.")[1:-1]
         prefix = next((p for p in stacked if name.startswith(p + ".")), None)
         if prefix is None:
@@ -114,28 +142,37 @@ def check_names(what: str, expected, found) -> None:
         raise ValueError(f"{what}: unknown weights {_listed(unknown)}, missing weights {_listed(missing)}")
 
 
+def init_weights(skeleton, key, *, stacked: tuple[str, ...] = (), std: float = 0.02):
+    """``skeleton`` (e.g. from ``eqx.filter_eval_shape``) materialised as torch initialises it, roughly:
+    matrices and kernels (``*weight`` of 2+ axes) ~ N(0, std²) from ONE draw, norm scales 1, the rest 0."""
+    leaves, treedef = jax.tree_util.tree_flatten(skeleton)
+    kinds = {}
+    for name, (index, layer) in torch_names(skeleton, stacked=stacked).items():
+        ndim = len(leaves[index].shape) - (layer is not None)
+        kinds[index] = ("normal" if ndim > 1 else "ones") if name.endswith("weight") else "zeros"
+    drawn = iter(normals(key, *[leaves[i].shape for i in sorted(kinds) if kinds[i] == "normal"], std=std))
+    new = [next(drawn) if kinds[i] == "normal" else getattr(jnp, kinds[i])(leaves[i].shape) for i in sorted(kinds)]
+    return jax.tree_util.tree_unflatten(treedef, new)
+
+
 def load_named(module, tensors: Mapping[str, np.ndarray], what: str, *, dtype=jnp.float32,
-               stacked: tuple[str, ...] = (), rename: Mapping[str, str] = {}):
+               stacked: tuple[str, ...] = (), rename: Mapping[str, str] | None = None):
     """``module`` (real or from ``eqx.filter_eval_shape``) with every leaf read from ``tensors``
     by :func:`torch_names`, cast to ``dtype``; wrong names or shapes give a one-line ValueError."""
     names = torch_names(module, stacked=stacked, rename=rename)
     check_names(what, names, tensors)
     leaves, treedef = jax.tree_util.tree_flatten(module)
-    parts = {}
-    for name, (index, layer) in names.items():
-        parts.setdefault(index, {})[layer] = name
-    bad, new = [], list(leaves)
-    for index, by_layer in parts.items():
-        if None in by_layer:
-            value = np.asarray(tensors[by_layer[None]])
-        else:
-            value = np.stack([np.asarray(tensors[by_layer[i]]) for i in range(len(by_layer))])
-        if value.shape != tuple(leaves[index].shape):
-            shown = by_layer.get(None, by_layer.get(0))
-            bad.append(f"{shown} {value.shape} (expected {tuple(leaves[index].shape)})")
-        new[index] = jnp.asarray(value, dtype)
+    bad = [f"{name} {tensors[name].shape} (expected {tuple(leaves[i].shape[layer is not None:])})"
+           for name, (i, layer) in names.items() if tensors[name].shape != tuple(leaves[i].shape[layer is not None:])]
     if bad:
         raise ValueError(f"{what}: wrong shapes {'; '.join(sorted(bad))}")
+    by_leaf = {}
+    for name, (index, layer) in sorted(names.items(), key=lambda item: item[1][1] or 0):
+        by_leaf.setdefault(index, []).append((layer, name))
+    new = list(leaves)
+    for index, parts in by_leaf.items():
+        arrays = [np.asarray(tensors[name]) for _, name in parts]
+        new[index] = jnp.asarray(arrays[0] if parts[0][0] is None else np.stack(arrays), dtype)
     return jax.tree_util.tree_unflatten(treedef, new)
 
 
