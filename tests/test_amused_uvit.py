@@ -143,10 +143,13 @@ def test_fp16_variant_loads_in_the_dtype_asked(tmp_path):
 def test_bad_inputs_are_named():
     m = model("tiny-256")
     ref = reference("tiny-256")
-    text, pooled, micro = ref["uvit_encoder_hidden_states"][0], ref["uvit_pooled_text_emb"][0], ref["uvit_micro_conds"][0]
+    text, pooled = ref["uvit_encoder_hidden_states"][0], ref["uvit_pooled_text_emb"][0]
+    micro = ref["uvit_micro_conds"][0]
     with pytest.raises(ValueError, match="text_TxE"):
         m.encode_condition(text[:, :5], pooled, micro)
     with pytest.raises(ValueError, match="micro_conds_M"):
         m.encode_condition(text, pooled, micro[:4])
     with pytest.raises(ValueError, match="tokens"):
         m.logits(jnp.zeros((7,), jnp.int32), m.encode_condition(text, pooled, micro))
+    with pytest.raises(ValueError, match="even"):
+        model("tiny-512").logits(jnp.zeros((5, 6), jnp.int32), None)

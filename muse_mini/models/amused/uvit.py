@@ -336,6 +336,8 @@ class UVit2D(eqx.Module):
             tokens = tokens.reshape(self.grid)
         elif jnp.ndim(tokens) != 2:
             raise ValueError(f"tokens: expected {self.seq_len} ids or an (h, w) map of ids, got {jnp.shape(tokens)}")
+        if self.down_block.downsample is not None and (tokens.shape[0] % 2 or tokens.shape[1] % 2):
+            raise ValueError(f"tokens: the 2× down/upsampling needs an even (h, w) grid, got {tokens.shape}")
         x_HxWxC = self.down_block(self.embed(tokens), cond.cond_D, cond.text_SxD)
         h_NxD = self.project_to_hidden(self.project_to_hidden_norm(x_HxWxC.reshape(-1, x_HxWxC.shape[-1])))
         params, static = eqx.partition(self.transformer_layers, eqx.is_array)
@@ -349,7 +351,7 @@ class UVit2D(eqx.Module):
         return logits_HxWxV.reshape(-1, logits_HxWxV.shape[-1])
 
     def __call__(self, input_ids, text_TxE, pooled_P, micro_conds_M) -> Float[Array, "N V"]:
-        """diffusers' ``UVit2DModel.forward`` for one example, token-major (:meth:`logits` of :meth:`encode_condition`)."""
+        """diffusers' ``UVit2DModel.forward`` token-major: :meth:`encode_condition`, then :meth:`logits`."""
         return self.logits(input_ids, self.encode_condition(text_TxE, pooled_P, micro_conds_M))
 
 
