@@ -132,7 +132,7 @@ class Pipeline:
         return self.superres is not None
 
     def encode(self, prompts: list[str]):
-        """Frozen text embeddings and padding masks for ``prompts`` (§2.1)."""
+        """The condition for ``prompts``: frozen text embeddings and padding masks (§2.1)."""
         text, mask = self.text_encoder.encode(list(prompts))
         return jnp.asarray(text, jnp.float32), jnp.asarray(mask, bool)
 
@@ -164,10 +164,10 @@ class Pipeline:
         stage, sampler, superres_sampler = self._check_options(num_per_prompt, seed, stage, negative_prompt,
                                                                superres_sampler, sampler_overrides)
         batch = len(prompts) * num_per_prompt
-        text, mask = self.encode(prompts)
         # Pad with copies of the last row: few batch shapes, few compilations.
         rows = np.minimum(np.arange(self._padded(batch)) // num_per_prompt, len(prompts) - 1)
-        context, uncond = self.guidance_contexts((text[rows], mask[rows]), negative_prompt)
+        context = jax.tree.map(lambda x: x[rows], self.encode(prompts))
+        context, uncond = self.guidance_contexts(context, negative_prompt)
         key_base, key_sr = jax.random.split(jax.random.key(seed))
         base_traj = decode_guided(self.base, context, uncond, key_base, sampler)
         base_images = np.asarray(_decode_images(self.tokenizer, base_traj.tokens_BxN))

@@ -9,7 +9,7 @@ from muse_mini.config import PRESETS
 from muse_mini.config.checks import SEED_RANGE_TEXT
 
 RUN_HELP = ("pipeline: a run directory (runs/demo), the shipped pretrained name 'shapes', "
-            "a folder `muse-mini export` wrote, or a Hub repo id")
+            "a folder `muse-mini export` wrote, an aMUSEd folder (amused/amused-256's layout), or a Hub repo id")
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser) -> None:

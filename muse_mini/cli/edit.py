@@ -108,9 +108,9 @@ def run(args) -> None:
     settings = _edit_settings(args) if mode == "mask-free" else {}
     if args.extend:
         check_extend(args.extend, args.by, side)
-    from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
+    from muse_mini.amused import load_any  # after the cheap checks: loading JAX models is slow
 
-    pipe = Pipeline.load(args.run, require_superres=args.stage == "superres")
+    pipe = load_any(args.run, require_superres=args.stage == "superres")
     stage = args.stage
     if stage is None and not args.extend:  # the output keeps the input's size
         stage = "base" if side == pipe.tokenizer.image_size else None

@@ -31,6 +31,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample each token from its k likeliest codes")
     p.add_argument("--choice-temperature", type=float, default=None,
                    help="noise on the confidences that pick which tokens to keep (MaskGIT)")
+    p.add_argument("--choice-anneal", choices=["maskgit", "amused"], default=None,
+                   help="how the choice noise falls to 0: MaskGIT's, or aMUSEd's (the default for aMUSEd weights)")
     p.add_argument("--negative-prompt", default=None, help="text to steer away from (§2.7)")
     p.add_argument("--superres-steps", type=int, default=None, help="super-res decoding steps (§2.4)")
     p.add_argument("--superres-guidance", type=float, default=None, help="super-res guidance scale")
@@ -76,15 +78,15 @@ def run(args) -> None:
     check_seed("--seed", args.seed)
     out = check_out_dir(args.out)
     mesh_cfg = None if args.mesh is None else parse_mesh(args.mesh)
-    from muse_mini.pipeline import Pipeline  # after the cheap checks: loading JAX models is slow
+    from muse_mini.amused import load_any  # after the cheap checks: loading JAX models is slow
 
     overrides = _chosen({"steps": args.steps, "guidance": args.guidance, "top_k": args.top_k,
                          "guidance_schedule": args.guidance_schedule, "temperature": args.temperature,
-                         "choice_temperature": args.choice_temperature})
+                         "choice_temperature": args.choice_temperature, "choice_anneal": args.choice_anneal})
     sr = _chosen({"steps": args.superres_steps, "guidance": args.superres_guidance,
                   "temperature": args.superres_temperature})
     mesh = None if mesh_cfg is None else make_mesh(mesh_cfg)
-    pipe = Pipeline.load(args.run, require_superres=args.stage == "superres", ema=args.ema, mesh=mesh)
+    pipe = load_any(args.run, require_superres=args.stage == "superres", ema=args.ema, mesh=mesh)
     superres_sampler = dataclasses.replace(pipe.cfg.superres_sampler, **sr) if sr else None
     gen = pipe.generate(prompts, num_per_prompt=args.num_per_prompt, seed=args.seed, stage=args.stage,
                         negative_prompt=args.negative_prompt, superres_sampler=superres_sampler, **overrides)
