@@ -20,6 +20,8 @@ SMOKE = os.environ.get("MUSE_MINI_SMOKE", "") == "1"
 RUNS = Path(os.environ.get("MUSE_MINI_RUNS", Path(__file__).resolve().parents[1] / "runs"))
 SCRATCH = Path(os.environ.get("MUSE_MINI_SCRATCH", Path.home() / ".cache" / "muse_mini" / "notebooks")).expanduser()
 SHIPPED = "shapes"  # the pretrained pipeline inside the package
+#: where notebook 09 looks for aMUSEd-256's released weights (``MUSE_MINI_AMUSED``)
+AMUSED = Path(os.environ.get("MUSE_MINI_AMUSED", Path.home() / ".cache" / "muse_mini" / "amused-256")).expanduser()
 
 
 def _persistent_compilation_cache() -> None:
@@ -65,3 +67,19 @@ def load_pipeline():
     else:
         print(f"using your trained pipeline {source}")
     return Pipeline.load(source)
+
+
+def amused_folder() -> Path:
+    """aMUSEd-256's released weights at ``AMUSED`` once downloaded (not in smoke mode), else the tiny random
+    aMUSEd of the tests (same layout, same code path, noise for images); says which, and how to download."""
+    if not SMOKE and (AMUSED / "model_index.json").is_file():
+        print(f"using aMUSEd-256's released weights in {AMUSED}")
+        return AMUSED
+    download = f"huggingface-cli download amused/amused-256 --local-dir {AMUSED}"
+    fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "amused" / "tiny-256"
+    if not (fixture / "model_index.json").is_file():
+        raise FileNotFoundError(f"no aMUSEd folder: neither {AMUSED} nor the test fixture {fixture}; "
+                                f"download the weights with `{download}`")
+    print(f"using the tiny RANDOM aMUSEd of the tests ({fixture}): its images are noise. For the real weights "
+          f"(a few GB; their openrail++ licence applies): `{download}`, or set MUSE_MINI_AMUSED to a copy")
+    return fixture
