@@ -156,7 +156,7 @@ class AmusedPipeline(Pipeline):
 
 
 def load_any(source, **options) -> Pipeline:
-    """What the CLI's ``--run`` names: an aMUSEd folder (or Hub id whose index says so), else :meth:`Pipeline.load`."""
+    """What the CLI's ``--run`` names: an aMUSEd folder (or Hub id whose index says so), else :meth:`Pipeline.load <muse_mini.pipeline.Pipeline.load>`."""
     text = os.fspath(source)
     if is_amused_folder(Path(text).expanduser()) or _hub_amused(text):
         if options.get("ema"):

@@ -331,7 +331,7 @@ class UVit2D(eqx.Module):
         return AmusedCondition(text_TxD, self.cond_embed(jnp.concatenate([pooled_P.astype(dt), feats])))
 
     def logits(self, tokens: Int[Array, "N"] | Int[Array, "h w"], cond: AmusedCondition) -> Float[Array, "N V"]:
-        """Logits ``(N, codebook_size)`` for a token map: ``(h, w)`` ids, or ``N = h·w`` ids on :attr:`grid`."""
+        """Logits ``(N, codebook_size)`` for a token map: ``(h, w)`` ids, or ``N = h·w`` ids on the model's ``grid``."""
         if jnp.ndim(tokens) == 1 and tokens.shape[0] == self.seq_len:
             tokens = tokens.reshape(self.grid)
         elif jnp.ndim(tokens) != 2:

@@ -173,7 +173,7 @@ class Codebook(eqx.Module):
     embedding: eqx.nn.Embedding
 
     def nearest(self, z_NxD: Array) -> Int[Array, " N"]:
-        """Index of the closest code in Euclidean distance (|z|² is the same for every code, so dropped)."""
+        """Index of the closest code in Euclidean distance (``|z|²`` is the same for every code, so dropped)."""
         codes_KxD = self.embedding.weight.astype(jnp.float32)
         dots_NxK = jnp.matmul(z_NxD.astype(jnp.float32), codes_KxD.T, precision=jax.lax.Precision.HIGHEST)
         return jnp.argmin(jnp.sum(codes_KxD**2, axis=-1) - 2.0 * dots_NxK, axis=-1)
