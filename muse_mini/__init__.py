@@ -6,7 +6,8 @@ Sub-packages by role; imports point down this list:
 - ``config``      frozen dataclass configs, presets from ``toy`` to ``paper-3b``, recipes, overrides
 - ``data``        the Shapes world and its caption ``evaluator``; real image-text data (§4.1)
 - ``models``      the VQGAN tokenizer (``quantizer``, ``vqgan``, ``perceptual``, ``codec``; §2.2, §2.5),
-  the base ``transformer`` (§2.3), ``superres`` (§2.4) and the frozen ``text`` encoders (§2.1)
+  the base ``transformer`` (§2.3), ``superres`` (§2.4), the frozen ``text`` encoders (§2.1, CLIP among them)
+  and aMUSEd's U-ViT and VQ-GAN (``models/amused``)
 - ``runs``        run directories: checkpoint format, layout, weights, offline EMA, inference ``load``;
   ``pretrained`` folders (safetensors per stage) and ``export``; the shipped ones live in ``pretrained/``
 - ``parallel``    the device mesh, the sharding rules table, many hosts
@@ -14,6 +15,7 @@ Sub-packages by role; imports point down this list:
 - ``training``    the trainer loop and its hooks; the tokenizer, base and super-res stages
 - ``editing``     inpainting, outpainting and mask-free editing with a pipeline (§3.3)
 - ``pipeline``    text -> image from a pretrained folder or a run directory (imports no training code)
+- ``amused``      aMUSEd's open weights (Patil et al., 2024) as a ``Pipeline``: the same decoding and editing
 - ``viz``         figures and the decoding and editing widgets
 - ``evaluation``  Shapes-FID, Inception FID / CLIP score, the evaluate report, the paper's claims
 - ``planner``     will a config train on a mesh? its compiled step's memory and time
