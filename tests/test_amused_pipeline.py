@@ -109,3 +109,14 @@ def test_wrong_folders_and_missing_files_are_refused_in_one_line(tmp_path):
     # A folder that is not aMUSEd's goes to Muse's loader, which names what it expected.
     with pytest.raises(FileNotFoundError):
         load_any(tmp_path / "nothing-here")
+
+
+def test_the_cpu_benchmark_runs_at_the_fixture_size():
+    import subprocess
+    import sys
+
+    bench = Path(__file__).parents[1] / "benchmarks" / "bench_amused.py"
+    out = subprocess.run([sys.executable, str(bench), "--size", "tiny", "--repeats", "1", "--steps", "3"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "3 steps, 32×32 px" in out.stdout and "text to pixels" in out.stdout
