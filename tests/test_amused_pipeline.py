@@ -120,3 +120,35 @@ def test_the_cpu_benchmark_runs_at_the_fixture_size():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "3 steps, 32×32 px" in out.stdout and "text to pixels" in out.stdout
+
+
+def test_a_hub_id_downloads_only_the_files_the_loaders_read(monkeypatch, tmp_path):
+    """Online, a repo id goes through huggingface_hub.snapshot_download; the patterns asked for must fetch every
+    file the loaders read from amused/amused-256's layout, and nothing else (no .bin, no fp16 copies)."""
+    import fnmatch
+
+    import huggingface_hub
+
+    from muse_mini.amused import HUB_FILES
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub_repo = FIXTURES / "tiny-256"
+    files = [str(p.relative_to(hub_repo)) for p in hub_repo.rglob("*") if p.is_file()]
+    files += ["transformer/diffusion_pytorch_model.fp16.safetensors", "text_encoder/pytorch_model.bin"]
+
+    def snapshot_download(repo_id, allow_patterns):
+        assert repo_id == "amused/amused-256"
+        local = tmp_path / "snapshot"
+        for name in files:
+            if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
+                source = hub_repo / name
+                (local / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, local / name) if source.exists() else (local / name).write_bytes(b"")
+        return str(local)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    folder = resolve_amused("amused/amused-256")
+    fetched = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert fetched == {f for f in files if "fp16" not in f and not f.endswith(".bin")}
+    assert not [p for p in HUB_FILES if not any(fnmatch.fnmatch(f, p) for f in fetched)]
+    assert AmusedPipeline.from_pretrained("amused/amused-256").base.seq_len == 64
