@@ -11,6 +11,11 @@ resolution and token count as the ``cc3m`` base model. Generation is
 embeddings (the text encoder is excluded on both sides) and the VQ decode
 included (``output_type="pt"``, no PIL conversion).
 
+The same-weights rows (issue 39) convert that model in process into
+muse_mini's Equinox port (:func:`to_jax`), check that one fp32 transformer
+call gives the same logits (:func:`logits_gap`), and time both sides on the
+same weights, diffusers also under ``torch.compile`` (:func:`compile_pipe`).
+
 Torch and diffusers are imported only inside the functions: this module is
 importable (and :func:`unavailable` answers) without them.
 """
@@ -63,14 +68,15 @@ def unavailable() -> str | None:
     return None
 
 
-def build(size: str = "amused-256", *, device: str | None = None):
-    """``(pipeline, facts)``: aMUSEd with random weights on ``device`` (cuda when there is one)."""
+def build(size: str = "amused-256", *, device: str | None = None, dtype: str | None = None):
+    """``(pipeline, facts)``: aMUSEd with random weights on ``device`` (cuda when there is one), in ``dtype``
+    (default fp16 on cuda, else fp32)."""
     import torch
     from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
 
     spec = SIZES[size]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = getattr(torch, dtype) if dtype else torch.float16 if device.startswith("cuda") else torch.float32
     torch.manual_seed(0)
     transformer = UVit2DModel(**spec["transformer"])
     vqvae = VQModel(**spec["vqvae"])
@@ -103,10 +109,12 @@ def _embeddings(pipe, batch: int, spec: dict):
             "negative_prompt_embeds": draw(batch, w), "negative_encoder_hidden_states": draw(batch, n, w)}
 
 
-def time_generation(pipe, size: str, *, batch: int, steps: int, guidance: float, repeats: int) -> dict:
+def time_generation(pipe, size: str, *, batch: int, steps: int, guidance: float, repeats: int,
+                    warmup: int = 1) -> dict:
     """Median, min and max milliseconds of one ``pipe(...)`` call, and its peak memory (cuda only).
 
-    One untimed call first (cuDNN autotuning, allocator warm-up). ``guidance``
+    ``warmup`` untimed calls first (cuDNN autotuning, allocator warm-up; torch.compile's compilation and CUDA
+    graph recording). ``guidance``
     is diffusers' scale ``s`` in ``u + s·(c − u)``, so Muse's ``t`` is ``s − 1``;
     any ``s > 1`` runs both passes in one batch of ``2·batch``, as this project does.
     """
@@ -122,7 +130,8 @@ def time_generation(pipe, size: str, *, batch: int, steps: int, guidance: float,
             torch.cuda.synchronize()
         return images
 
-    images = call()
+    for _ in range(warmup):
+        images = call()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -133,3 +142,78 @@ def time_generation(pipe, size: str, *, batch: int, steps: int, guidance: float,
     return {"ms": statistics.median(times), "ms_min": min(times), "ms_max": max(times),
             "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
             "output_shape": list(images.shape)}
+
+
+# --------------------------------------------------------------------------
+# The same weights in JAX and in diffusers (issue 39)
+
+
+def to_jax(pipe):
+    """The pipeline's U-ViT and VQ-GAN as muse_mini's Equinox modules, fp32, name for name
+    (``state_dict`` → numpy → :func:`muse_mini.models.amused.layers.load_named`): the same weights in both."""
+    from muse_mini.models.amused.uvit import uvit_from_tensors
+    from muse_mini.models.amused.vq import vq_from_tensors
+
+    def arrays(module):
+        return {name: t.detach().float().cpu().numpy() for name, t in module.state_dict().items()}
+
+    uvit = uvit_from_tensors(dict(pipe.transformer.config), arrays(pipe.transformer),
+                             mask_id=pipe.scheduler.config.mask_token_id)
+    return uvit, vq_from_tensors(dict(pipe.vqvae.config), arrays(pipe.vqvae))
+
+
+def logits_gap(pipe, uvit, size: str, batch: int = 2) -> dict:
+    """One U-ViT call on the same random inputs in diffusers and in JAX, fp32 with TF32 off on both sides:
+    the largest absolute logit difference, beside the largest logit (diffusers' ``(B, V, h, w)`` is token-major
+    here: ``reshape(B, V, h·w).transpose(0, 2, 1)``)."""
+    import equinox as eqx
+    import jax
+    import numpy as np
+    import torch
+
+    c, gen = pipe.transformer.config, torch.Generator().manual_seed(2)
+    ids = torch.randint(0, c.codebook_size, (batch, c.sample_size, c.sample_size), generator=gen)
+    ids[:, ::2, ::3] = pipe.scheduler.config.mask_token_id
+    side = SIZES[size]["image_size"]
+    inputs = (ids, torch.randn(batch, SIZES[size]["text_len"], c.encoder_hidden_size, generator=gen),
+              torch.randn(batch, c.cond_embed_dim, generator=gen), torch.tensor([[side, side, 0, 0, 6.0]] * batch))
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            ref = pipe.transformer(*(t.to(pipe.device) for t in inputs)).float().cpu().numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    with jax.default_matmul_precision("highest"):
+        ours = eqx.filter_jit(lambda m, *a: jax.vmap(m)(*a))(uvit, *(t.numpy() for t in inputs))
+    ref_BxNxV = ref.reshape(batch, c.codebook_size, -1).transpose(0, 2, 1)
+    return {"logits_max_abs_diff": float(np.abs(np.asarray(ours) - ref_BxNxV).max()),
+            "logits_max_abs": float(np.abs(ref_BxNxV).max())}
+
+
+def jax_inputs(pipe, size: str, batch: int = 1):
+    """The embeddings :func:`time_generation` draws, as JAX ``(context, uncond)`` for ``decode_guided``:
+    (CLIP hidden states, pooled text, micro-conditions (width, height, crop 0, 0, aesthetic score 6))."""
+    import jax.numpy as jnp
+
+    e = {k: jnp.asarray(v.float().cpu().numpy()) for k, v in _embeddings(pipe, batch, SIZES[size]).items()}
+    side = SIZES[size]["image_size"]
+    micro = jnp.broadcast_to(jnp.asarray([side, side, 0, 0, 6], jnp.float32), (batch, 5))
+    return ((e["encoder_hidden_states"], e["prompt_embeds"], micro),
+            (e["negative_encoder_hidden_states"], e["negative_prompt_embeds"], micro))
+
+
+def in_serving_dtype(pipe):
+    """``pipe`` in :func:`build`'s default dtype: fp16 on cuda, as aMUSEd is served; unchanged elsewhere."""
+    import torch
+
+    return pipe.to(dtype=torch.float16) if pipe.device.type == "cuda" else pipe
+
+
+def compile_pipe(pipe, mode: str):
+    """``pipe`` with ``torch.compile`` on its transformer and VQ decoder (the modules each step and the decode run)."""
+    import torch
+
+    pipe.transformer = torch.compile(pipe.transformer, mode=mode)
+    pipe.vqvae.decoder = torch.compile(pipe.vqvae.decoder, mode=mode)
+    return pipe

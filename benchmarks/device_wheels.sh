@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Wheels that gpu_report.py's aMUSEd rows need on a GPU machine that cannot reach a package index:
 # diffusers (the version checked here: AmusedPipeline is deprecated upstream) and the one
-# requirement of it such an image tends to lack. Run here (with network),
-# then carry .whl to the GPU machine and install it there with the command docs/gpu.md gives.
+# requirement of it such an image tends to lack. Not 0.33.1, the fixtures' reference: beside the
+# image's transformers 5 it cannot import AmusedPipeline (FLAX_WEIGHTS_NAME is gone), and 0.42.1's
+# UVit2DModel, VQModel and AmusedScheduler do the same maths (the same-weights row checks the logits
+# in process). Run here (with network), then carry .whl to the GPU machine and install it there with
+# the command docs/gpu.md gives.
 #
 #   bash benchmarks/device_wheels.sh            # into .whl/ (git-ignored)
 #   bash benchmarks/device_wheels.sh DIR 3.11   # another folder, another Python version

@@ -47,6 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import amused_latency  # noqa: E402
 import bench_train  # noqa: E402
 from bench_memory import machine  # noqa: E402
+from muse_mini.amused import AMUSED_SAMPLER, AmusedCodec  # noqa: E402
 from muse_mini.config import get_preset, tokenizer_stage_config  # noqa: E402
 from muse_mini.decoding.guidance import decode_guided, guided_contexts, superres_pass  # noqa: E402
 from muse_mini.models.build import build_base, build_superres  # noqa: E402
@@ -206,6 +207,49 @@ def amused_latency_rows(args, plan: list[dict], budget: Budget) -> list[dict]:
     return rows
 
 
+SAME_WEIGHTS = ("muse_mini JAX, compiled", "diffusers eager", "diffusers torch.compile")
+
+
+def same_weights_rows(args, budget: Budget) -> list[dict]:
+    """aMUSEd's U-ViT + VQ with ONE set of random weights, built in torch and converted in process, timed in JAX
+    (``decode_guided`` with ``AMUSED_SAMPLER``, then the VQ decode, one compiled program) and in diffusers, eager
+    and ``torch.compile``d: batch 1, the first ``--steps``, precomputed text embeddings (issue 39)."""
+    size = "tiny" if args.quick else "amused-256"
+    rows = [{"what": "same weights", "model": f"aMUSEd {size}: {side}", "batch": 1, "steps": args.steps[0],
+             "guidance_muse": args.guidance} for side in SAME_WEIGHTS]
+    why = amused_latency.unavailable() or (None if budget.left() else "--time-budget spent")
+    if why:
+        return [{**r, "status": f"skipped: {why}"} for r in rows]
+    try:  # fp32 first: the logits check compares the same computation
+        pipe, facts = amused_latency.build(size, dtype="float32")
+        uvit, vq = amused_latency.to_jax(pipe)
+        gap = amused_latency.logits_gap(pipe, uvit, size)
+        context, uncond = amused_latency.jax_inputs(pipe, size)
+    except Exception as err:  # diffusers' lazy imports fail late, as RuntimeError
+        return [{**r, "status": _failed(err)} for r in rows]
+    dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    sampler = dataclasses.replace(AMUSED_SAMPLER, steps=args.steps[0], guidance=args.guidance)
+    codec = AmusedCodec(in_compute_dtype(vq, dtype), facts["image_size"])
+
+    def ours():
+        run, compiled = compile_call(text_to_pixels, in_compute_dtype(uvit, dtype), codec, context, uncond,
+                                     jax.random.key(0), sampler)
+        ms, lo, hi, shape = median_ms(run, args.repeats)
+        return {"ms": ms, "ms_min": lo, "ms_max": hi, "program_bytes": program_bytes(compiled),
+                "output_shape": list(shape)}
+
+    rows[0] = _guarded({**rows[0], **facts, **gap, "dtype": dtype}, budget, ours)
+    pipe = amused_latency.in_serving_dtype(pipe)
+    facts = {**facts, "dtype": str(pipe.transformer.dtype).removeprefix("torch."),
+             "guidance_diffusers": args.guidance + 1}
+    timing = dict(size=size, batch=1, steps=args.steps[0], guidance=args.guidance + 1, repeats=args.repeats)
+    rows[1] = _guarded({**rows[1], **facts}, budget, lambda: amused_latency.time_generation(pipe, **timing))
+    rows[2] = _guarded({**rows[2], **facts, "torch_compile_mode": args.torch_compile_mode}, budget,
+                       lambda: amused_latency.time_generation(amused_latency.compile_pipe(
+                           pipe, args.torch_compile_mode), **timing, warmup=3))
+    return rows
+
+
 def training_rows(args, name: str, budget: Budget) -> list[dict]:
     """Train-step throughput and MFU (``bench_train.py``) for each batch, with and without remat."""
     rows = []
@@ -280,6 +324,8 @@ def table(rows: list[dict]) -> str:
             result = f"{1e3 * r['step_s_median']:.1f} ms/step, {r['examples_per_s']:,.0f} ex/s{mfu}"
         else:
             result = f"{r['ms']:.1f} ms ({r['ms'] / r['batch']:.1f} ms/img)"
+            if r.get("logits_max_abs_diff") is not None:
+                result += f", fp32 logits max abs diff {r['logits_max_abs_diff']:.1e}"
         model = r["model"] + (f" (remat={r['remat']})" if r["what"] == "train" else "")
         memory = _mib(r.get("program_bytes") or r.get("peak_memory_bytes"))
         lines.append(f"| {r['what']} | {model} | {r['batch']} | {steps} | {result} | {memory} | {r['status']} |")
@@ -310,7 +356,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the chip's bf16 peak (default: datasheet)")
     parser.add_argument("--time-budget", type=float, default=360.0,
                         help="seconds; rows that would start later are skipped (default 360)")
-    parser.add_argument("--no-amused", action="store_true", help="skip the diffusers comparison")
+    parser.add_argument("--no-amused", action="store_true", help="skip the diffusers comparisons")
+    parser.add_argument("--only-same-weights", action="store_true",
+                        help="run only the same-weights rows (aMUSEd in JAX and in diffusers, issue 39)")
+    parser.add_argument("--torch-compile-mode", default="reduce-overhead",
+                        help="torch.compile's mode for the compiled diffusers row (reduce-overhead: CUDA graphs)")
     parser.add_argument("--quick", action="store_true", help="toy sizes, few repeats: the CPU smoke test")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", metavar="section.field=value",
@@ -350,6 +400,10 @@ def run(args, save=lambda report: None) -> dict:
     sections.append(lambda: our_latency(args, preset, [{"batch": b, "steps": args.cascade_steps,
                                                           "sr_steps": args.superres_steps} for b in args.batches],
                                         budget, superres=True))
+    if args.only_same_weights:
+        sections = []
+    if args.only_same_weights or not args.no_amused:
+        sections.append(lambda: same_weights_rows(args, budget))
     for section in sections:
         rows = section()
         report["rows"] += rows

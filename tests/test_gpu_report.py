@@ -40,13 +40,33 @@ def test_measures_every_row_on_the_toy_preset(report):
 
 
 def test_amused_rows_run_or_say_why(report):
-    rows = [r for r in report["rows"] if r["model"].startswith("aMUSEd")]
+    rows = [r for r in report["rows"] if r["what"] == "latency" and r["model"].startswith("aMUSEd")]
     assert [(r["batch"], r["steps"]) for r in rows] == [(2, 2)]
     why = amused_latency.unavailable()
     if why:
         assert rows[0]["status"] == f"skipped: {why}"
     else:
         assert rows[0]["status"] == "ok" and rows[0]["output_shape"] == [2, 3, 8, 8]
+
+
+def test_same_weights_rows_are_planned_and_run_or_say_why(report):
+    rows = [r for r in report["rows"] if r["what"] == "same weights"]
+    assert [r["model"] for r in rows] == [f"aMUSEd tiny: {side}" for side in gpu_report.SAME_WEIGHTS]
+    assert {(r["batch"], r["steps"]) for r in rows} == {(1, 2)}
+    why = amused_latency.unavailable()
+    if why:  # muse_mini's environment: no torch, no diffusers
+        assert {r["status"] for r in rows} == {f"skipped: {why}"}
+    else:
+        assert [r["status"] for r in rows] == ["ok"] * 3
+        assert rows[0]["logits_max_abs_diff"] < 1e-4 and rows[0]["output_shape"] == [1, 8, 8, 3]
+        assert rows[2]["output_shape"] == [1, 3, 8, 8]
+
+
+def test_only_same_weights_runs_that_section_alone():
+    report = gpu_report.run(gpu_report.parse_args(["--quick", "--only-same-weights", "--time-budget", "0"]))
+    assert [r["what"] for r in report["rows"]] == ["same weights"] * 3
+    why = amused_latency.unavailable() or "--time-budget spent"
+    assert {r["status"] for r in report["rows"]} == {f"skipped: {why}"}
 
 
 def test_goals_compare_the_rows():

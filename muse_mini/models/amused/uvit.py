@@ -374,8 +374,14 @@ def _skeleton(config: dict, mask_id: int | None) -> UVit2D:
     return eqx.filter_eval_shape(lambda: UVit2D(_full_config(config), mask_id=mask_id))
 
 
+def uvit_from_tensors(config: dict, tensors, dtype=jnp.float32, *, mask_id: int | None = None) -> UVit2D:
+    """:class:`UVit2D` from a ``config.json`` dict and ``{diffusers name: array}`` (a safetensors file, or a torch
+    ``state_dict`` as numpy: the GPU report converts a model in process)."""
+    skeleton = _skeleton(config, mask_id)
+    return load_named(skeleton, tensors, "transformer", dtype=dtype, stacked=_STACKED, rename=_RENAME)
+
+
 def load_uvit(folder, dtype=jnp.float32, *, mask_id: int | None = None) -> UVit2D:
     """:class:`UVit2D` from a diffusers ``transformer/`` folder (fp32 or fp16 safetensors, cast to ``dtype``)."""
     config, tensors = read_diffusers_folder(folder, "transformer")
-    skeleton = _skeleton(config, mask_id)
-    return load_named(skeleton, tensors, "transformer", dtype=dtype, stacked=_STACKED, rename=_RENAME)
+    return uvit_from_tensors(config, tensors, dtype, mask_id=mask_id)

@@ -264,7 +264,13 @@ def vq_from_config(config: dict, *, key) -> AmusedVQ:
     return jax.tree_util.tree_unflatten(treedef, arrays)
 
 
+def vq_from_tensors(config: dict, tensors, dtype=jnp.float32) -> AmusedVQ:
+    """:class:`AmusedVQ` from a ``config.json`` dict and ``{diffusers name: array}`` (a safetensors file, or a torch
+    ``state_dict`` as numpy)."""
+    return load_named(_skeleton(config), tensors, "vqvae", dtype=dtype)
+
+
 def load_amused_vq(folder, dtype=jnp.float32) -> AmusedVQ:
     """:class:`AmusedVQ` from a diffusers ``vqvae/`` folder (fp32 or fp16 safetensors, cast to ``dtype``)."""
     config, tensors = read_diffusers_folder(folder, "vqvae")
-    return load_named(_skeleton(config), tensors, "vqvae", dtype=dtype)
+    return vq_from_tensors(config, tensors, dtype)
