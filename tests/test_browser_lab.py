@@ -223,12 +223,19 @@ def wait_until(check, timeout_s: float, failure):
 
 
 def new_picture(image, old_src: str | None, what: str, timeout_s: float = REPLY_TIMEOUT_S) -> str:
-    """Wait for the kernel to send the image widget a new, non-empty picture; its ``src``."""
-    src = wait_until(lambda: image.count() and image.get_attribute("src") != old_src and image.get_attribute("src"),
-                     timeout_s, lambda: f"{what}: the image did not change within {timeout_s:.0f} s")
-    width = image.evaluate("img => img.decode().then(() => img.naturalWidth, () => 0)")
-    assert width > 0, f"{what}: the new image does not decode"
-    return src
+    """Wait for the kernel to send the image widget a new, non-empty picture, then for one that decodes; its ``src``.
+
+    A drag sends several values, so a picture can be replaced (its blob URL revoked) while it decodes: the check
+    waits for a picture that stays long enough to decode, and fails if none does within ``timeout_s``."""
+    wait_until(lambda: image.count() and image.get_attribute("src") not in (None, "", old_src),
+               timeout_s, lambda: f"{what}: the image did not change within {timeout_s:.0f} s")
+
+    def decoded():
+        src = image.get_attribute("src")
+        width = image.evaluate("img => img.decode().then(() => img.naturalWidth, () => 0)")
+        return src if width > 0 and image.get_attribute("src") == src else None
+
+    return wait_until(decoded, timeout_s, lambda: f"{what}: the new image does not decode")
 
 
 def background(locator) -> str:
