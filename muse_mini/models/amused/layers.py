@@ -135,11 +135,12 @@ def _listed(names) -> str:
     return str(names[:8])[:-1] + (f", ... {len(names) - 8} more]" if len(names) > 8 else "]")
 
 
-def check_names(what: str, expected, found) -> None:
-    """One-line ``ValueError`` naming the unknown and the missing checkpoint names, if any."""
+def check_names(what: str, expected, found, where=None) -> None:
+    """One-line ``ValueError`` naming the unknown and the missing checkpoint names (and the file, ``where``), if any."""
     unknown, missing = set(found) - set(expected), set(expected) - set(found)
     if unknown or missing:
-        raise ValueError(f"{what}: unknown weights {_listed(unknown)}, missing weights {_listed(missing)}")
+        raise ValueError(f"{what}: unknown weights {_listed(unknown)}, missing weights {_listed(missing)}"
+                         + (f" in {where}" if where is not None else ""))
 
 
 def init_weights(skeleton, key, *, stacked: tuple[str, ...] = (), std: float = 0.02):

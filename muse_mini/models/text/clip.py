@@ -20,6 +20,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from safetensors.numpy import load_file
 
+from muse_mini.models.amused.layers import check_names
 from muse_mini.models.text.t5 import ACTIVATIONS, apply_linear, self_attention, set_leaf, stack_layers
 from muse_mini.models.text.weights import SafetensorsWeights
 
@@ -181,20 +182,11 @@ _WEIGHTS: list[tuple[Callable[[CLIPTextEncoder], Array], str]] = [
 _IGNORED = {"text_model.embeddings.position_ids"}
 
 
-def _listed(names: set[str], most: int = 8) -> str:
-    names = sorted(names)
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return f"{names[:most]}{more}"
-
-
 def _check_names(found: set[str], num_layers: int, where: Path) -> None:
     """Refuses, in one line, a checkpoint whose tensor names differ from the model's."""
     expected = {name for _, name in _WEIGHTS} | {
         f"text_model.encoder.layers.{i}.{suffix}" for _, suffix in _BLOCK_WEIGHTS for i in range(num_layers)}
-    unknown, missing = found - expected - _IGNORED, expected - found
-    if unknown or missing:
-        raise ValueError(f"text_encoder: unknown weights {_listed(unknown)}, missing weights "
-                         f"{_listed(missing)} in {where}")
+    check_names("text_encoder", expected, found - _IGNORED, where)
 
 
 def load_clip_text(folder: str | Path, *, dtype=jnp.float32, variant: str | None = None) -> CLIPTextEncoder:
