@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,6 +28,7 @@ from muse_mini.decoding.guidance import decode_guided  # noqa: E402
 from muse_mini.models.amused.uvit import uvit_from_config  # noqa: E402
 from muse_mini.models.amused.vq import vq_from_config  # noqa: E402
 from muse_mini.models.codec import decode_token_batch  # noqa: E402
+from bench_sampler import median_seconds  # noqa: E402  (this folder: the same timing as the sampler benchmark)
 
 VQ_256 = {"act_fn": "silu", "block_out_channels": [128, 256, 256, 512, 768],
           "down_block_types": ["DownEncoderBlock2D"] * 5, "up_block_types": ["UpDecoderBlock2D"] * 5,
@@ -46,16 +45,6 @@ SIZES = {
               "up_block_types": ["UpDecoderBlock2D"] * 3, "latent_channels": 8, "norm_num_groups": 4,
               "num_vq_embeddings": 30}, 77, 32, 24),
 }
-
-
-def median_s(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up: compiles
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -82,8 +71,8 @@ def main() -> None:
 
     decode = jax.jit(lambda t: decode_token_batch(codec, t))
     ids = tokens()
-    t_tokens = median_s(tokens, args.repeats)
-    t_decode = median_s(lambda: decode(ids), args.repeats)
+    t_tokens = median_seconds(tokens, args.repeats)
+    t_decode = median_seconds(lambda: decode(ids), args.repeats)
     print(f"{args.size} on {platform.processor() or platform.machine()} ({jax.devices()[0].device_kind}), "
           f"batch {B}, {args.steps} steps, {codec.image_size}×{codec.image_size} px, fp32:")
     print(f"  U-ViT decoding {t_tokens:.2f} s ({t_tokens / args.steps * 1000:.0f} ms per step, both guidance "
